@@ -1,0 +1,282 @@
+//! Types shared by the kernel programs (`llm-observer-ebpf`) and the agent (`llm-observer`).
+//!
+//! Rules (kernel and user space must agree byte for byte):
+//! - every struct is `#[repr(C)]` with explicit padding fields, so no byte is uninitialised and the
+//!   layout is the same for `bpfel` and `x86_64`; sizes are asserted at compile time below;
+//! - every event starts with [`EventHeader`], whose `kind` is at offset 0 and takes values from
+//!   [`EventKind`], whose discriminants are never reused;
+//! - flags are plain integers, never `bool`.
+#![no_std]
+
+/// Payload bytes carried by one [`DataEvent`]. A syscall that moved more bytes is split into
+/// several events with contiguous `pos`.
+pub const MAX_PAYLOAD: usize = 4096;
+
+/// Most [`DataEvent`]s one syscall may produce (the kernel loop bound): with [`MAX_PAYLOAD`] that
+/// caps one syscall's capture at 1 MiB. Beyond the configured cap the rest is counted, not copied,
+/// and the last event carries [`DATA_FLAG_TRUNCATED`].
+pub const MAX_CHUNKS_PER_CALL: u32 = 256;
+
+/// Largest per-syscall capture the kernel loop can honour.
+pub const MAX_CAPTURE_PER_CALL: u32 = MAX_CHUNKS_PER_CALL * MAX_PAYLOAD as u32;
+
+/// Most iovec segments gathered per syscall (readv/writev/sendmsg/recvmsg, all messages of an
+/// mmsg call together). Bytes in further segments are counted as truncated.
+pub const MAX_SEGMENTS: usize = 32;
+
+/// Most messages of one sendmmsg/recvmmsg call that are captured.
+pub const MAX_MMSG: usize = 8;
+
+/// Discriminants of [`EventHeader::kind`]. Never reuse a retired value.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// [`DataEvent`]: bytes sent or received on a tracked socket.
+    Data = 1,
+    /// [`ConnEvent`]: a socket became tracked (accept/connect).
+    ConnOpen = 2,
+    /// [`ConnEvent`]: a tracked socket was closed by its process.
+    ConnClose = 3,
+    /// [`ConnEvent`]: a tracked process exited (fd = -1: all its sockets are gone).
+    ProcExit = 4,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<EventKind> {
+        match v {
+            1 => Some(EventKind::Data),
+            2 => Some(EventKind::ConnOpen),
+            3 => Some(EventKind::ConnClose),
+            4 => Some(EventKind::ProcExit),
+            _ => None,
+        }
+    }
+}
+
+/// Common prefix of every ring-buffer record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EventHeader {
+    /// An [`EventKind`] discriminant. Must stay at offset 0: the decoder reads it first.
+    pub kind: u32,
+    /// CPU the event was produced on (ordering across CPUs is by `ts_ns`).
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` when the syscall returned (data) or happened (control).
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub _pad0: u32,
+    /// Connection generation: the open time of this (tgid, fd) socket, so that a reused fd number
+    /// never merges two connections.
+    pub conn_gen: u64,
+}
+
+/// Data flows out of the observed process (write family).
+pub const DIR_EGRESS: u8 = 0;
+/// Data flows into the observed process (read family).
+pub const DIR_INGRESS: u8 = 1;
+
+/// The syscall's bytes after this event were not copied (per-call cap, segment cap or lost ring
+/// space); the gap is `msg_len` minus the bytes delivered, and `pos` of the next event tells it.
+pub const DATA_FLAG_TRUNCATED: u16 = 1;
+/// A read-family call returned 0: the peer closed its sending side (end of this direction).
+pub const DATA_FLAG_EOF: u16 = 2;
+
+/// Which syscall produced a [`DataEvent`] (debugging and tests; not needed to decode).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    Write = 1,
+    Writev = 2,
+    Sendto = 3,
+    Sendmsg = 4,
+    Sendmmsg = 5,
+    Read = 6,
+    Readv = 7,
+    Recvfrom = 8,
+    Recvmsg = 9,
+    Recvmmsg = 10,
+}
+
+impl Syscall {
+    pub fn from_u8(v: u8) -> Option<Syscall> {
+        Some(match v {
+            1 => Syscall::Write,
+            2 => Syscall::Writev,
+            3 => Syscall::Sendto,
+            4 => Syscall::Sendmsg,
+            5 => Syscall::Sendmmsg,
+            6 => Syscall::Read,
+            7 => Syscall::Readv,
+            8 => Syscall::Recvfrom,
+            9 => Syscall::Recvmsg,
+            10 => Syscall::Recvmmsg,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Syscall::Write => "write",
+            Syscall::Writev => "writev",
+            Syscall::Sendto => "sendto",
+            Syscall::Sendmsg => "sendmsg",
+            Syscall::Sendmmsg => "sendmmsg",
+            Syscall::Read => "read",
+            Syscall::Readv => "readv",
+            Syscall::Recvfrom => "recvfrom",
+            Syscall::Recvmsg => "recvmsg",
+            Syscall::Recvmmsg => "recvmmsg",
+        }
+    }
+
+    pub fn direction(self) -> u8 {
+        match self {
+            Syscall::Write
+            | Syscall::Writev
+            | Syscall::Sendto
+            | Syscall::Sendmsg
+            | Syscall::Sendmmsg => DIR_EGRESS,
+            _ => DIR_INGRESS,
+        }
+    }
+}
+
+/// Bytes moved by one syscall on a tracked socket (or one slice of them).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEvent {
+    pub hdr: EventHeader,
+    /// Offset of `payload[0]` within this direction of the connection (bytes since tracking began).
+    pub pos: u64,
+    /// Total bytes the syscall moved (its return value); the same on every slice of one call.
+    pub msg_len: u64,
+    /// Valid bytes in `payload`.
+    pub len: u32,
+    /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
+    pub direction: u8,
+    /// A [`Syscall`] discriminant.
+    pub syscall: u8,
+    /// `DATA_FLAG_*` bits.
+    pub flags: u16,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+/// Size of a [`DataEvent`] without its payload: the ring record of a data event is at least this.
+pub const DATA_EVENT_HEADER_LEN: usize = core::mem::offset_of!(DataEvent, payload);
+
+/// The observed process accepted the socket: it is the server end.
+pub const ROLE_SERVER: u32 = 1;
+/// The observed process connected the socket: it is the client end.
+pub const ROLE_CLIENT: u32 = 2;
+/// Seeded by user space for a socket that existed before the agent started; role resolved there.
+pub const ROLE_UNKNOWN: u32 = 0;
+
+/// Raw `struct sockaddr_in6` size, the largest address the kernel copies.
+pub const SOCKADDR_MAX: usize = 28;
+
+/// A socket became tracked or stopped being tracked.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ConnEvent {
+    pub hdr: EventHeader,
+    /// `ROLE_*`.
+    pub role: u32,
+    /// Bytes valid in `peer` (0 when the syscall gave no address).
+    pub peer_len: u32,
+    /// The peer's raw `sockaddr` as the syscall saw it (connect's argument, accept4's result).
+    pub peer: [u8; SOCKADDR_MAX],
+    pub _pad0: u32,
+}
+
+/// `CONN_STATE_*`: what the first bytes of a connection showed.
+pub const PROTO_UNKNOWN: u32 = 0;
+/// The first bytes look like HTTP/1.x (a request method or `HTTP/1.`): payload is copied.
+pub const PROTO_HTTP: u32 = 1;
+/// The first bytes are not HTTP/1.x (TLS, HTTP/2, a database...): only lengths are counted.
+/// The first chunk is still delivered so user space can count what it was.
+pub const PROTO_OTHER: u32 = 2;
+
+/// Value of the kernel's connection map, keyed by [`conn_key`]. User space writes it to seed sockets
+/// that existed before the agent started.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ConnState {
+    pub generation: u64,
+    /// Bytes written so far (next egress `pos`).
+    pub wr_pos: u64,
+    /// Bytes read so far (next ingress `pos`).
+    pub rd_pos: u64,
+    /// `ROLE_*`.
+    pub role: u32,
+    /// `PROTO_*`.
+    pub proto: u32,
+}
+
+/// Key of the connection map: tgid in the high half, fd in the low half.
+#[inline(always)]
+pub fn conn_key(tgid: u32, fd: i32) -> u64 {
+    ((tgid as u64) << 32) | (fd as u32 as u64)
+}
+
+/// Agent-controlled settings, index 0 of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config {
+    /// Capture only this process (0 = every process).
+    pub target_tgid: u32,
+    /// Never capture this process (the agent itself; 0 = none).
+    pub ignore_tgid: u32,
+    /// Bytes copied per syscall at most (≤ [`MAX_CAPTURE_PER_CALL`]); the rest is counted.
+    pub max_bytes_per_call: u32,
+    /// `CONFIG_FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// Copy payloads of every tracked TCP connection, HTTP or not (debugging; defeats early filtering).
+pub const CONFIG_FLAG_ALL_PROTOCOLS: u32 = 1;
+
+/// Indices of the per-CPU `STATS` array: counters the kernel keeps for the agent to export.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Ring buffer full: events dropped.
+    LostEvents = 0,
+    /// Payload bytes not copied because of the per-call cap, segment cap or a lost event.
+    TruncatedBytes = 1,
+    /// Bytes moved on tracked connections that are not HTTP (counted, not copied).
+    OtherProtoBytes = 2,
+    /// The connection map was full: a socket could not be tracked.
+    ConnMapFull = 3,
+    /// Control events (open/close/exit) dropped because the ring was full.
+    LostControlEvents = 4,
+}
+
+/// Number of [`Stat`] slots.
+pub const STAT_COUNT: u32 = 5;
+
+/// Byte offsets of syscall tracepoint arguments (`/sys/kernel/tracing/events/syscalls/*/format`):
+/// every `sys_enter_*` has `__syscall_nr` at 8 and then 8-byte args from 16; every `sys_exit_*` has
+/// `ret` at 16.
+pub const TP_ARG0: usize = 16;
+pub const TP_ARG1: usize = 24;
+pub const TP_ARG2: usize = 32;
+pub const TP_ARG3: usize = 40;
+pub const TP_ARG4: usize = 48;
+pub const TP_RET: usize = 16;
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
+const _: () = assert!(DATA_EVENT_HEADER_LEN == 64);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + MAX_PAYLOAD);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX + 4);
+const _: () = assert!(core::mem::size_of::<ConnState>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: repr(C), explicit padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::ConnState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,286 @@
+//! The one record the decoders produce: an [`Exchange`] is one request/response pair.
+//!
+//! Every timestamp is a kernel monotonic capture time in nanoseconds (`bpf_ktime_get_ns`) of the
+//! bytes that carried the event, never the time the parser ran.
+
+use serde::Serialize;
+
+/// Which end of the TCP connection the observed process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The socket came from `accept`: the observed process serves the requests.
+    Server,
+    /// The socket came from `connect`: the observed process sends the requests.
+    Client,
+}
+
+/// Which logical stream of a connection a chunk of bytes belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Bytes flowing client → server (requests).
+    Request,
+    /// Bytes flowing server → client (responses).
+    Response,
+}
+
+/// The API family an exchange was recognised as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Ollama,
+    Openai,
+    Anthropic,
+    Tgi,
+    Llamacpp,
+    Mcp,
+}
+
+impl Api {
+    /// Stable label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Ollama => "ollama",
+            Api::Openai => "openai",
+            Api::Anthropic => "anthropic",
+            Api::Tgi => "tgi",
+            Api::Llamacpp => "llamacpp",
+            Api::Mcp => "mcp",
+        }
+    }
+}
+
+/// What the request asked for. Label values follow OTel `gen_ai.operation.name` where one exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Chat: OpenAI `/v1/chat/completions`, Ollama `/api/chat`, Anthropic `/v1/messages`.
+    Chat,
+    /// Text completion: OpenAI `/v1/completions`, Ollama `/api/generate`, TGI `/generate*`,
+    /// llama.cpp `/completion`.
+    TextCompletion,
+    /// OpenAI Responses API `/v1/responses`.
+    Responses,
+    /// Embeddings: `/v1/embeddings`, Ollama `/api/embed`, `/api/embeddings`.
+    Embeddings,
+    /// Ollama model load (`done_reason: "load"`: empty prompt or messages).
+    ModelLoad,
+    /// Ollama model unload (`done_reason: "unload"`: `keep_alive: 0` with an empty prompt).
+    ModelUnload,
+    /// Ollama `/api/pull`.
+    ModelPull,
+    /// MCP `tools/call`.
+    ToolCall,
+    /// Any other MCP JSON-RPC method (`initialize`, `tools/list`, ...); see [`Exchange::mcp`].
+    McpOther,
+}
+
+impl Operation {
+    /// Stable label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::TextCompletion => "text_completion",
+            Operation::Responses => "responses",
+            Operation::Embeddings => "embeddings",
+            Operation::ModelLoad => "model_load",
+            Operation::ModelUnload => "model_unload",
+            Operation::ModelPull => "model_pull",
+            Operation::ToolCall => "tool_call",
+            Operation::McpOther => "mcp",
+        }
+    }
+}
+
+/// Where a token count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The server reported it (usage object, Ollama `eval_count`, llama.cpp `timings`, TGI
+    /// `details`): the truth.
+    Reported,
+    /// Counted from streamed content events (one event ≠ one token in general; a lower bound).
+    Counted,
+    /// Not known.
+    #[default]
+    Absent,
+}
+
+impl TokenSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Reported => "reported",
+            TokenSource::Counted => "counted",
+            TokenSource::Absent => "absent",
+        }
+    }
+}
+
+/// A token count and its provenance. `value` is `None` exactly when `source` is `Absent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct TokenCount {
+    pub value: Option<u64>,
+    pub source: TokenSource,
+}
+
+impl TokenCount {
+    pub const ABSENT: TokenCount = TokenCount {
+        value: None,
+        source: TokenSource::Absent,
+    };
+
+    pub fn reported(value: u64) -> Self {
+        TokenCount {
+            value: Some(value),
+            source: TokenSource::Reported,
+        }
+    }
+
+    pub fn counted(value: u64) -> Self {
+        TokenCount {
+            value: Some(value),
+            source: TokenSource::Counted,
+        }
+    }
+}
+
+/// Token usage of one exchange, normalised across APIs: `prompt` includes cached tokens (Anthropic's
+/// `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`), `completion` includes
+/// reasoning tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Tokens {
+    pub prompt: TokenCount,
+    pub completion: TokenCount,
+    /// Prompt tokens served from a cache (OpenAI `cached_tokens`, Anthropic `cache_read_input_tokens`,
+    /// llama.cpp `cache_n`).
+    pub cached: TokenCount,
+    /// Reasoning tokens (OpenAI `reasoning_tokens`).
+    pub reasoning: TokenCount,
+}
+
+/// Why an exchange failed, as a bounded label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// HTTP 4xx other than the specific kinds below.
+    ClientError,
+    /// HTTP 5xx other than the specific kinds below.
+    ServerError,
+    /// HTTP 429 or a rate-limit error body.
+    RateLimited,
+    /// HTTP 529 / 503 overloaded, Anthropic `overloaded_error`.
+    Overloaded,
+    /// The prompt did not fit the context window.
+    ContextLengthExceeded,
+    /// The server ran out of (GPU) memory.
+    OutOfMemory,
+    /// An error object arrived in the body after HTTP 200 (stream error event, NDJSON `{"error":..}`).
+    StreamError,
+    /// The client closed the connection before the response was complete.
+    ClientCancelled,
+    /// The server closed the connection before the response was complete.
+    ServerClosed,
+    /// The stream ended (connection close) before its terminal event, and it is unknown who closed.
+    Truncated,
+    /// JSON-RPC error response (MCP protocol error).
+    JsonRpcError,
+    /// MCP tool result with `isError: true`.
+    ToolError,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ClientError => "client_error",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::ContextLengthExceeded => "context_length_exceeded",
+            ErrorKind::OutOfMemory => "out_of_memory",
+            ErrorKind::StreamError => "stream_error",
+            ErrorKind::ClientCancelled => "client_cancelled",
+            ErrorKind::ServerClosed => "server_closed",
+            ErrorKind::Truncated => "truncated",
+            ErrorKind::JsonRpcError => "jsonrpc_error",
+            ErrorKind::ToolError => "tool_error",
+        }
+    }
+}
+
+/// Kernel capture times (ns, monotonic) of the events of one exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Timings {
+    /// First byte of the request head.
+    pub request_start_ns: u64,
+    /// Last byte of the request body.
+    pub request_end_ns: Option<u64>,
+    /// First byte of the (final, non-1xx) response head.
+    pub response_start_ns: Option<u64>,
+    /// First content-bearing event (not a role-only chunk, not a ping/comment): the TTFT marker.
+    pub first_token_ns: Option<u64>,
+    /// Last content-bearing event.
+    pub last_token_ns: Option<u64>,
+    /// Last byte of the response (or the close that ended it).
+    pub response_end_ns: Option<u64>,
+    /// Number of content-bearing stream events (chunks/lines/deltas that carried output).
+    pub content_events: u64,
+}
+
+impl Timings {
+    /// Time to first token: first content-bearing event − request start.
+    pub fn ttft_ns(&self) -> Option<u64> {
+        self.first_token_ns
+            .map(|t| t.saturating_sub(self.request_start_ns))
+    }
+
+    /// End-to-end latency: last response byte − request start.
+    pub fn latency_ns(&self) -> Option<u64> {
+        self.response_end_ns
+            .map(|t| t.saturating_sub(self.request_start_ns))
+    }
+}
+
+/// MCP details of an exchange (present when `api == Mcp`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct McpInfo {
+    /// JSON-RPC method, e.g. `tools/call`, `initialize`.
+    pub method: String,
+    /// Tool (or prompt / resource) name for `tools/call`, `prompts/get`, `resources/read`.
+    pub name: Option<String>,
+    /// JSON-RPC error code when the response was an error.
+    pub error_code: Option<i64>,
+}
+
+/// One request/response pair, decoded. Holds no prompt or response text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exchange {
+    pub api: Api,
+    pub operation: Operation,
+    /// HTTP method and the path without its query string (bounded length).
+    pub method: String,
+    pub path: String,
+    /// Model named in the request body.
+    pub request_model: Option<String>,
+    /// Model named by the response (may differ: aliases, dated snapshots).
+    pub response_model: Option<String>,
+    pub stream: bool,
+    /// HTTP status of the final response; `None` when no response head arrived.
+    pub status: Option<u16>,
+    pub timings: Timings,
+    pub tokens: Tokens,
+    /// Finish / stop / done reason as the server wrote it (bounded length).
+    pub finish_reason: Option<String>,
+    pub error: Option<ErrorKind>,
+    /// Names of tools the model asked to call (OpenAI `tool_calls`, Anthropic `tool_use`, Ollama
+    /// `tool_calls`); bounded count.
+    pub tool_calls: Vec<String>,
+    pub mcp: Option<McpInfo>,
+    /// Server-reported model load time (Ollama `load_duration`), ns.
+    pub load_duration_ns: Option<u64>,
+    /// Request and response bytes on the wire (heads + bodies as framed).
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// True when a body exceeded the decode cap and was skipped (framing still followed).
+    pub body_truncated: bool,
+}

@@ -1,0 +1,1 @@
+//! LLM / MCP API recognition and decoders.

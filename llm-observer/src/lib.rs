@@ -1,0 +1,2 @@
+//! llm-observer agent library: capture → conn → (llm-observer-decode) → sinks.
+pub mod sinks;

@@ -1,0 +1,1 @@
+//! Outputs: Prometheus metrics, JSON trace lines.
