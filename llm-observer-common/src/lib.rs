@@ -77,10 +77,11 @@ pub const DIR_EGRESS: u8 = 0;
 /// Data flows into the observed process (read family).
 pub const DIR_INGRESS: u8 = 1;
 
-/// The syscall's bytes after this event were not copied (per-call cap, segment cap or lost ring
-/// space); the gap is `msg_len` minus the bytes delivered, and `pos` of the next event tells it.
+/// A zero-payload marker: the syscall's bytes from `pos` on were not copied (per-call cap, segment
+/// cap or lost ring space). On such an event `len` is 0 and `msg_len` is the exact number of bytes
+/// missing from `pos`.
 pub const DATA_FLAG_TRUNCATED: u16 = 1;
-/// A read-family call returned 0: the peer closed its sending side (end of this direction).
+/// A zero-payload marker: a read-family call returned 0, the peer closed its sending side.
 pub const DATA_FLAG_EOF: u16 = 2;
 
 /// Which syscall produced a [`DataEvent`] (debugging and tests; not needed to decode).
@@ -150,7 +151,8 @@ pub struct DataEvent {
     pub hdr: EventHeader,
     /// Offset of `payload[0]` within this direction of the connection (bytes since tracking began).
     pub pos: u64,
-    /// Total bytes the syscall moved (its return value); the same on every slice of one call.
+    /// Total bytes the syscall moved; the same on every slice of one call. On a
+    /// [`DATA_FLAG_TRUNCATED`] marker: the bytes missing from `pos`.
     pub msg_len: u64,
     /// Valid bytes in `payload`.
     pub len: u32,

@@ -1,7 +1,418 @@
+//! llm-observer's kernel side: copy the bytes that processes move on TCP sockets, with metadata.
+//!
+//! Hook choice: syscall tracepoints (`syscalls:sys_{enter,exit}_*`) are the one capture point every
+//! supported kernel has (kprobes may be compiled out, fentry may be refused), they see the user
+//! buffers before/after the kernel touches them, and their argument layout is a stable ABI
+//! (`/sys/kernel/tracing/events/syscalls/*/format`). The kernel side stays dumb on purpose: it
+//! tracks which fds are TCP sockets, copies payloads with a per-direction byte position, and leaves
+//! every protocol decision beyond "does this start like HTTP/1.x" to user space.
+//!
+//! - connect: `sys_enter_connect` saves the fd; `sock:inet_sock_set_state` CLOSE→SYN_SENT fires
+//!   inside the same syscall only for TCP (UDP connect never changes TCP state), which is how a TCP
+//!   client socket is told from UDP without reading kernel structs; `sys_exit_connect` (0 or
+//!   -EINPROGRESS) starts tracking it as a client.
+//! - accept/accept4: `sys_exit_*` starts tracking the returned fd as a server socket, unless the
+//!   peer address it filled in says AF_UNIX. (With no address buffer user space checks /proc.)
+//! - read/readv/recvfrom/recvmsg/recvmmsg and write/writev/sendto/sendmsg/sendmmsg: the enter
+//!   probe saves the arguments only for tracked fds (one hash lookup for every other fd); the exit
+//!   probe copies `ret` bytes from the user buffers, split into events of at most MAX_PAYLOAD bytes.
+//! - close: stops tracking. `sched_process_exit` (whole group) tells user space a process is gone.
 #![no_std]
 #![no_main]
+
+mod io;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use llm_observer_common::{
+    Config, ConnEvent, ConnState, DataEvent, EventHeader, EventKind, MAX_SEGMENTS, PROTO_UNKNOWN,
+    ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0, TP_ARG1, TP_ARG2,
+    TP_RET, conn_key,
+};
+
+/// Every event for user space. The size here is a default; the agent sets it at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Agent settings (index 0).
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Tracked TCP sockets by `conn_key(tgid, fd)`. LRU so that sockets whose close we never saw
+/// (fd passed to another process, exit races) cannot fill the map forever.
+#[map]
+static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Arguments of an in-flight read/write-family syscall, by pid_tgid (enter → exit).
+#[map]
+static ACTIVE_IO: HashMap<u64, io::IoArgs> = HashMap::with_max_entries(16384, 0);
+
+/// Arguments of an in-flight connect, by pid_tgid.
+#[map]
+static ACTIVE_CONNECT: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(4096, 0);
+
+/// Arguments of an in-flight accept/accept4, by pid_tgid.
+#[map]
+static ACTIVE_ACCEPT: HashMap<u64, AcceptArgs> = HashMap::with_max_entries(4096, 0);
+
+/// Counters user space exports (`Stat` indices).
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Per-CPU scratch for building a data event: the 512-byte BPF stack cannot hold one.
+#[map]
+static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch for the gathered (pointer, length) segments of one syscall.
+#[map]
+static SEGMENTS: PerCpuArray<io::Segments> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConnectArgs {
+    addr: u64,
+    addrlen: u64,
+    fd: i32,
+    /// Set by `inet_sock_set_state` when this connect moved a TCP socket to SYN_SENT.
+    tcp: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AcceptArgs {
+    addr: u64,
+    addrlen_ptr: u64,
+}
+
+const AF_UNIX: u16 = 1;
+const EINPROGRESS: i64 = 115;
+const IPPROTO_TCP: u16 = 6;
+const TCP_SYN_SENT: i32 = 2;
+
+#[inline(always)]
+fn stat_add(stat: Stat, v: u64) {
+    if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += v };
+    }
+}
+
+#[inline(always)]
+fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    }
+}
+
+/// Whether this process is captured at all (the `--pid` filter and the agent's own exclusion).
+#[inline(always)]
+fn wanted(cfg: &Config, tgid: u32) -> bool {
+    (cfg.target_tgid == 0 || cfg.target_tgid == tgid) && cfg.ignore_tgid != tgid
+}
+
+#[inline(always)]
+fn header(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, ts_ns: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        // SAFETY: plain helper call.
+        cpu: unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() },
+        ts_ns,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+        _pad0: 0,
+        conn_gen: generation,
+    }
+}
+
+fn emit_conn(
+    kind: EventKind,
+    pid_tgid: u64,
+    fd: i32,
+    generation: u64,
+    role: u32,
+    addr: u64,
+    addrlen: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        stat_add(Stat::LostControlEvents, 1);
+        return;
+    };
+    // SAFETY: helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut ev = ConnEvent {
+        hdr: header(kind, pid_tgid, fd, generation, now),
+        role,
+        peer_len: 0,
+        peer: [0u8; SOCKADDR_MAX],
+        _pad0: 0,
+    };
+    if addr != 0 && addrlen > 0 {
+        let n = if addrlen as usize > SOCKADDR_MAX {
+            SOCKADDR_MAX
+        } else {
+            addrlen as usize
+        };
+        // SAFETY: reads user memory through the checked helper; a fault leaves zeros.
+        if unsafe {
+            aya_ebpf::helpers::bpf_probe_read_user_buf(addr as *const u8, &mut ev.peer[..n])
+        }
+        .is_ok()
+        {
+            ev.peer_len = n as u32;
+        }
+    }
+    entry.write(ev);
+    entry.submit(0);
+}
+
+/// Start tracking `fd` of the current process.
+fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64) {
+    // SAFETY: helper call.
+    let generation = unsafe { bpf_ktime_get_ns() };
+    let state = ConnState {
+        generation,
+        wr_pos: 0,
+        rd_pos: 0,
+        role,
+        proto: PROTO_UNKNOWN,
+    };
+    if CONNS
+        .insert(conn_key((pid_tgid >> 32) as u32, fd), state, 0)
+        .is_err()
+    {
+        stat_add(Stat::ConnMapFull, 1);
+        return;
+    }
+    emit_conn(
+        EventKind::ConnOpen,
+        pid_tgid,
+        fd,
+        generation,
+        role,
+        addr,
+        addrlen,
+    );
+}
+
+// ---- connect ---------------------------------------------------------------------------------
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(&config(), (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: offsets from the tracepoint's format file.
+    let (fd, addr, addrlen) = unsafe {
+        (
+            ctx.read_at::<u64>(TP_ARG0).unwrap_or(0) as i32,
+            ctx.read_at::<u64>(TP_ARG1).unwrap_or(0),
+            ctx.read_at::<u64>(TP_ARG2).unwrap_or(0),
+        )
+    };
+    let _ = ACTIVE_CONNECT.insert(
+        pid_tgid,
+        ConnectArgs {
+            addr,
+            addrlen,
+            fd,
+            tcp: 0,
+        },
+        0,
+    );
+    0
+}
+
+/// `sock:inet_sock_set_state`: a TCP socket moving CLOSE → SYN_SENT inside a connect() marks that
+/// connect as TCP. (Fields: skaddr@8 oldstate@16 newstate@20 ... protocol@30.)
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from the tracepoint's format file.
+    let (newstate, protocol) = unsafe {
+        (
+            ctx.read_at::<i32>(20).unwrap_or(0),
+            ctx.read_at::<u16>(30).unwrap_or(0),
+        )
+    };
+    if newstate != TCP_SYN_SENT || protocol != IPPROTO_TCP {
+        return 0;
+    }
+    if let Some(args) = ACTIVE_CONNECT.get_ptr_mut(bpf_get_current_pid_tgid()) {
+        // SAFETY: map value pointer, owned by this thread's in-flight syscall.
+        unsafe { (*args).tcp = 1 };
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: map value copied out before removal.
+    let Some(args) = (unsafe { ACTIVE_CONNECT.get(pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = ACTIVE_CONNECT.remove(pid_tgid);
+    // SAFETY: `ret` offset from the format file.
+    let ret = unsafe { ctx.read_at::<i64>(TP_RET).unwrap_or(-1) };
+    if args.tcp == 1 && (ret == 0 || ret == -EINPROGRESS) {
+        track(pid_tgid, args.fd, ROLE_CLIENT, args.addr, args.addrlen);
+    }
+    0
+}
+
+// ---- accept ----------------------------------------------------------------------------------
+
+fn enter_accept(ctx: &TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(&config(), (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: offsets from the format file (accept and accept4 share the first three).
+    let (addr, addrlen_ptr) = unsafe {
+        (
+            ctx.read_at::<u64>(TP_ARG1).unwrap_or(0),
+            ctx.read_at::<u64>(TP_ARG2).unwrap_or(0),
+        )
+    };
+    let _ = ACTIVE_ACCEPT.insert(pid_tgid, AcceptArgs { addr, addrlen_ptr }, 0);
+    0
+}
+
+fn exit_accept(ctx: &TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: map value copied out before removal.
+    let Some(args) = (unsafe { ACTIVE_ACCEPT.get(pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = ACTIVE_ACCEPT.remove(pid_tgid);
+    // SAFETY: `ret` offset from the format file.
+    let ret = unsafe { ctx.read_at::<i64>(TP_RET).unwrap_or(-1) };
+    if ret < 0 {
+        return 0;
+    }
+    let mut addrlen: u64 = 0;
+    if args.addr != 0 {
+        // SAFETY: user memory through the checked helpers.
+        let family = unsafe { bpf_probe_read_user(args.addr as *const u16) }.unwrap_or(0);
+        if family == AF_UNIX {
+            return 0;
+        }
+        if args.addrlen_ptr != 0 {
+            // SAFETY: as above.
+            addrlen =
+                unsafe { bpf_probe_read_user(args.addrlen_ptr as *const u32) }.unwrap_or(0) as u64;
+        }
+    }
+    track(pid_tgid, ret as i32, ROLE_SERVER, args.addr, addrlen);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    enter_accept(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    exit_accept(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    enter_accept(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    exit_accept(&ctx)
+}
+
+// ---- close / exit ----------------------------------------------------------------------------
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: offset from the format file.
+    let fd = unsafe { ctx.read_at::<u64>(TP_ARG0).unwrap_or(u64::MAX) } as i32;
+    let key = conn_key((pid_tgid >> 32) as u32, fd);
+    // SAFETY: value copied out before removal.
+    let Some(state) = (unsafe { CONNS.get(key) }).copied() else {
+        return 0;
+    };
+    let _ = CONNS.remove(key);
+    emit_conn(
+        EventKind::ConnClose,
+        pid_tgid,
+        fd,
+        state.generation,
+        state.role,
+        0,
+        0,
+    );
+    0
+}
+
+/// `sched:sched_process_exit` with `group_dead` (@32): the whole process is gone, and with it every
+/// socket it held, closed without a close() we could see.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset from the format file.
+    let group_dead = unsafe { ctx.read_at::<u8>(32).unwrap_or(0) };
+    if group_dead == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(&config(), (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, 0, 0, 0);
+    0
+}
+
+// ---- data ------------------------------------------------------------------------------------
+
+macro_rules! io_probes {
+    ($($enter:ident, $exit:ident, $sys:expr;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            io::enter(&ctx, $sys)
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            io::exit(&ctx)
+        }
+    )*};
+}
+
+io_probes! {
+    sys_enter_write, sys_exit_write, Syscall::Write;
+    sys_enter_writev, sys_exit_writev, Syscall::Writev;
+    sys_enter_sendto, sys_exit_sendto, Syscall::Sendto;
+    sys_enter_sendmsg, sys_exit_sendmsg, Syscall::Sendmsg;
+    sys_enter_sendmmsg, sys_exit_sendmmsg, Syscall::Sendmmsg;
+    sys_enter_read, sys_exit_read, Syscall::Read;
+    sys_enter_readv, sys_exit_readv, Syscall::Readv;
+    sys_enter_recvfrom, sys_exit_recvfrom, Syscall::Recvfrom;
+    sys_enter_recvmsg, sys_exit_recvmsg, Syscall::Recvmsg;
+    sys_enter_recvmmsg, sys_exit_recvmmsg, Syscall::Recvmmsg;
+}
+
+const _: () = assert!(MAX_SEGMENTS == 32);
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
+    // SAFETY: the verifier rejects any program in which this is reachable.
+    unsafe { core::hint::unreachable_unchecked() }
 }
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

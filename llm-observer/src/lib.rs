@@ -1,2 +1,5 @@
-//! llm-observer agent library: capture → conn → (llm-observer-decode) → sinks.
+//! llm-observer agent library. Data flows one way:
+//! [`capture`] (kernel events) → [`conn`] (connections, reassembly) → `llm_observer_decode`
+//! (HTTP + LLM decoders) → [`sinks`] (Prometheus metrics, JSON trace lines).
+pub mod capture;
 pub mod sinks;

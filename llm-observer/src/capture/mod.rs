@@ -1,0 +1,303 @@
+//! Stage 1: load the eBPF programs, attach them, and read their events.
+//!
+//! The attach mode is syscall tracepoints: present on every kernel we support and the only mode
+//! this project requires (kprobes can be compiled out, fentry can be refused; they would only be
+//! faster, never needed). [`Capture::load`] checks what it needs first and fails with a message
+//! that names what is missing.
+
+pub mod event;
+pub mod procfs;
+pub mod system;
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use llm_observer_common::{
+    CONFIG_FLAG_ALL_PROTOCOLS, Config, ConnState, MAX_CAPTURE_PER_CALL, PROTO_UNKNOWN, ROLE_CLIENT,
+    ROLE_SERVER, STAT_COUNT, Stat, conn_key,
+};
+
+pub use event::{ConnId, DataEvent, DataKind, Direction, Event, EventError, KernelRole};
+
+/// The eBPF object built by build.rs (empty when the build had no bpf-linker).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llm-observer"));
+
+/// The attach mode this build uses; reported by `check` and in `llm_observer_build_info`.
+pub const ATTACH_MODE: &str = "tracepoints";
+
+/// Every tracepoint the capture attaches to: (category, name, program). `optional` ones are
+/// skipped with a log line when the kernel lacks them (plain `accept` is absent on some arches).
+const TRACEPOINTS: &[(&str, &str, bool)] = &[
+    ("syscalls", "sys_enter_connect", false),
+    ("syscalls", "sys_exit_connect", false),
+    ("sock", "inet_sock_set_state", false),
+    ("syscalls", "sys_enter_accept4", false),
+    ("syscalls", "sys_exit_accept4", false),
+    ("syscalls", "sys_enter_accept", true),
+    ("syscalls", "sys_exit_accept", true),
+    ("syscalls", "sys_enter_close", false),
+    ("sched", "sched_process_exit", false),
+    ("syscalls", "sys_enter_write", false),
+    ("syscalls", "sys_exit_write", false),
+    ("syscalls", "sys_enter_writev", false),
+    ("syscalls", "sys_exit_writev", false),
+    ("syscalls", "sys_enter_sendto", false),
+    ("syscalls", "sys_exit_sendto", false),
+    ("syscalls", "sys_enter_sendmsg", false),
+    ("syscalls", "sys_exit_sendmsg", false),
+    ("syscalls", "sys_enter_sendmmsg", false),
+    ("syscalls", "sys_exit_sendmmsg", false),
+    ("syscalls", "sys_enter_read", false),
+    ("syscalls", "sys_exit_read", false),
+    ("syscalls", "sys_enter_readv", false),
+    ("syscalls", "sys_exit_readv", false),
+    ("syscalls", "sys_enter_recvfrom", false),
+    ("syscalls", "sys_exit_recvfrom", false),
+    ("syscalls", "sys_enter_recvmsg", false),
+    ("syscalls", "sys_exit_recvmsg", false),
+    ("syscalls", "sys_enter_recvmmsg", false),
+    ("syscalls", "sys_exit_recvmmsg", false),
+];
+
+/// Capture settings (the CLI's `--ring-bytes`, `--max-capture-bytes`, `--pid`, ...).
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Ring buffer size in bytes (a power of two, ≥ one page).
+    pub ring_bytes: u32,
+    /// Payload bytes copied per syscall at most; the rest is counted as truncated.
+    pub max_bytes_per_call: u32,
+    /// Capture only this process.
+    pub target_pid: Option<u32>,
+    /// Never capture this process (the agent itself).
+    pub ignore_pid: Option<u32>,
+    /// Copy payloads of non-HTTP connections too (debugging).
+    pub all_protocols: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            ring_bytes: 16 * 1024 * 1024,
+            max_bytes_per_call: MAX_CAPTURE_PER_CALL,
+            target_pid: None,
+            ignore_pid: Some(std::process::id()),
+            all_protocols: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "this agent was built without its eBPF programs (no bpf-linker at build time); build it with `cargo xtask build`"
+    )]
+    NoObject,
+    #[error("{0}")]
+    Precondition(String),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("eBPF map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("--ring-bytes must be a power of two ≥ 4096, got {0}")]
+    RingSize(u32),
+}
+
+/// Loaded and attached programs plus the maps user space talks to.
+pub struct Capture {
+    ebpf: Ebpf,
+    ring: Option<RingBuf<MapData>>,
+    attached: Vec<String>,
+}
+
+impl Capture {
+    /// Checks privileges and kernel facilities, loads the programs, writes the config and attaches
+    /// every tracepoint. Nothing is captured before this returns.
+    pub fn load(cfg: &CaptureConfig) -> Result<Capture, CaptureError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(CaptureError::NoObject);
+        }
+        if !cfg.ring_bytes.is_power_of_two() || cfg.ring_bytes < 4096 {
+            return Err(CaptureError::RingSize(cfg.ring_bytes));
+        }
+        system::ensure_capture_possible().map_err(CaptureError::Precondition)?;
+        system::raise_memlock_rlimit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", cfg.ring_bytes)
+            .load(EBPF_OBJECT)?;
+        let config = Config {
+            target_tgid: cfg.target_pid.unwrap_or(0),
+            ignore_tgid: cfg.ignore_pid.unwrap_or(0),
+            max_bytes_per_call: cfg.max_bytes_per_call.min(MAX_CAPTURE_PER_CALL),
+            flags: if cfg.all_protocols {
+                CONFIG_FLAG_ALL_PROTOCOLS
+            } else {
+                0
+            },
+        };
+        {
+            let map = ebpf
+                .map_mut("CONFIG")
+                .ok_or(CaptureError::MissingMap("CONFIG"))?;
+            let mut arr: Array<_, Config> =
+                Array::try_from(map).map_err(|source| CaptureError::Map {
+                    name: "CONFIG",
+                    source,
+                })?;
+            arr.set(0, config, 0).map_err(|source| CaptureError::Map {
+                name: "CONFIG",
+                source,
+            })?;
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or(CaptureError::MissingMap("EVENTS"))?,
+        )
+        .map_err(|source| CaptureError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        let mut attached = Vec::new();
+        for &(category, name, optional) in TRACEPOINTS {
+            if optional && !system::tracepoint_exists(category, name) {
+                log::info!("tracepoint {category}:{name} not present on this kernel; skipped");
+                continue;
+            }
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| {
+                    CaptureError::Precondition(format!("program {name} missing from the object"))
+                })?
+                .try_into()
+                .map_err(|source| CaptureError::Program {
+                    name: name.to_owned(),
+                    source,
+                })?;
+            prog.load().map_err(|source| CaptureError::Program {
+                name: name.to_owned(),
+                source,
+            })?;
+            prog.attach(category, name)
+                .map_err(|source| CaptureError::Program {
+                    name: name.to_owned(),
+                    source,
+                })?;
+            attached.push(format!("{category}:{name}"));
+        }
+        Ok(Capture {
+            ebpf,
+            ring: Some(ring),
+            attached,
+        })
+    }
+
+    /// The tracepoints attached, as `category:name`.
+    pub fn attached(&self) -> &[String] {
+        &self.attached
+    }
+
+    /// Takes the event ring (once) for the reader task.
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    /// Starts tracking sockets that existed before the programs were attached: they are captured
+    /// from their next I/O. Call after [`Capture::load`] so no socket falls between the two.
+    /// Returns the sockets seeded.
+    pub fn seed_existing(
+        &mut self,
+        proc_root: &Path,
+        only: Option<u32>,
+    ) -> Vec<procfs::ExistingSocket> {
+        let skip = std::process::id();
+        let sockets = procfs::existing_sockets(proc_root, only, skip);
+        let Some(map) = self.ebpf.map_mut("CONNS") else {
+            return Vec::new();
+        };
+        let Ok(mut conns) = HashMap::<_, u64, ConnState>::try_from(map) else {
+            return Vec::new();
+        };
+        let generation = system::monotonic_ns();
+        let mut seeded = Vec::new();
+        for s in sockets {
+            let key = conn_key(s.tgid, s.fd);
+            // A socket the kernel already tracks (accepted/connected after attach) keeps its state.
+            if conns.get(&key, 0).is_ok() {
+                continue;
+            }
+            let role = if s.server { ROLE_SERVER } else { ROLE_CLIENT };
+            let state = ConnState {
+                generation,
+                wr_pos: 0,
+                rd_pos: 0,
+                role,
+                proto: PROTO_UNKNOWN,
+            };
+            if conns.insert(key, state, 0).is_ok() {
+                seeded.push(s);
+            }
+        }
+        seeded
+    }
+
+    /// Stops capturing a connection (not TCP after all, filtered out by `--port`, ...).
+    pub fn untrack(&mut self, tgid: u32, fd: i32) {
+        if let Some(map) = self.ebpf.map_mut("CONNS")
+            && let Ok(mut conns) = HashMap::<_, u64, ConnState>::try_from(map)
+        {
+            let _ = conns.remove(&conn_key(tgid, fd));
+        }
+    }
+
+    /// The kernel's counters, summed over CPUs.
+    pub fn kernel_stats(&self) -> KernelStats {
+        let mut out = [0u64; STAT_COUNT as usize];
+        if let Some(map) = self.ebpf.map("STATS")
+            && let Ok(arr) = PerCpuArray::<_, u64>::try_from(map)
+        {
+            for (i, slot) in out.iter_mut().enumerate() {
+                if let Ok(values) = arr.get(&(i as u32), 0) {
+                    *slot = values.iter().sum();
+                }
+            }
+        }
+        KernelStats {
+            lost_events: out[Stat::LostEvents as usize],
+            lost_control_events: out[Stat::LostControlEvents as usize],
+            truncated_bytes: out[Stat::TruncatedBytes as usize],
+            other_protocol_bytes: out[Stat::OtherProtoBytes as usize],
+            conn_map_full: out[Stat::ConnMapFull as usize],
+        }
+    }
+
+    /// Raw fd of the ring (for diagnostics).
+    pub fn ring_fd(&self) -> Option<i32> {
+        self.ring.as_ref().map(|r| r.as_fd().as_raw_fd())
+    }
+}
+
+/// Counters the kernel side keeps, summed over CPUs (monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    pub lost_events: u64,
+    pub lost_control_events: u64,
+    pub truncated_bytes: u64,
+    pub other_protocol_bytes: u64,
+    pub conn_map_full: u64,
+}

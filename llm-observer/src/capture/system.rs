@@ -1,0 +1,211 @@
+//! What the running kernel and process allow: privileges, tracefs, BTF, tracepoints. Used by
+//! `Capture::load` to fail fast with a clear reason, and by `llm-observer check` to report.
+
+use std::{fs, path::Path};
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// Capability bits (`include/uapi/linux/capability.h`).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability mask of this process, from /proc/self/status.
+pub fn effective_caps() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+fn has_cap(caps: u64, bit: u32) -> bool {
+    caps & (1u64 << bit) != 0
+}
+
+/// Missing privileges, as a message naming them; `None` when loading BPF is allowed.
+pub fn missing_privileges() -> Option<String> {
+    let Some(caps) = effective_caps() else {
+        return Some("cannot read /proc/self/status to check capabilities".into());
+    };
+    if has_cap(caps, CAP_SYS_ADMIN) || (has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON)) {
+        return None;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    Some(format!(
+        "not privileged enough to load eBPF programs (euid {euid}; need CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN): run as root, e.g. `sudo llm-observer`, or as a privileged container"
+    ))
+}
+
+/// The tracing directory in use, mounting tracefs if it is not mounted yet (idempotent).
+pub fn tracing_dir() -> Result<&'static str, String> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(TRACEFS);
+    }
+    if Path::new(DEBUGFS_TRACING).join("events").is_dir() {
+        return Ok(DEBUGFS_TRACING);
+    }
+    if Path::new(TRACEFS).is_dir() {
+        let src = c"tracefs";
+        let dst = c"/sys/kernel/tracing";
+        // SAFETY: valid NUL-terminated strings; mount(2) has no memory preconditions.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 && Path::new(TRACEFS).join("events").is_dir() {
+            log::info!("mounted tracefs at {TRACEFS}");
+            return Ok(TRACEFS);
+        }
+        return Err(format!(
+            "tracefs is not mounted at {TRACEFS} and mounting it failed ({}); mount it with `mount -t tracefs nodev {TRACEFS}`",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Err(format!(
+        "no tracefs: neither {TRACEFS} nor {DEBUGFS_TRACING} exists (kernel built without CONFIG_TRACING?)"
+    ))
+}
+
+/// Whether `category:name` exists on this kernel.
+pub fn tracepoint_exists(category: &str, name: &str) -> bool {
+    tracing_dir().is_ok_and(|d| {
+        Path::new(d)
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("id")
+            .exists()
+    })
+}
+
+/// Everything the tracepoint capture needs, or the first thing missing.
+pub fn ensure_capture_possible() -> Result<(), String> {
+    if let Some(why) = missing_privileges() {
+        return Err(why);
+    }
+    tracing_dir()?;
+    for (cat, name) in [
+        ("syscalls", "sys_enter_write"),
+        ("sock", "inet_sock_set_state"),
+    ] {
+        if !tracepoint_exists(cat, name) {
+            return Err(format!(
+                "tracepoint {cat}:{name} is missing (kernel without CONFIG_FTRACE_SYSCALLS?); llm-observer needs syscall tracepoints"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the memory cgroup.
+/// Raising the limit can fail without CAP_SYS_RESOURCE, which is fine on those newer kernels.
+pub fn raise_memlock_rlimit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels ≥ 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One line of `llm-observer check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckItem {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Whether the capture needs it (a failing required item makes `check` exit non-zero).
+    pub required: bool,
+    pub detail: String,
+}
+
+/// What this kernel and process support, for `llm-observer check`.
+pub fn check_items() -> Vec<CheckItem> {
+    let mut items = Vec::new();
+    let uname = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    items.push(CheckItem {
+        name: "kernel",
+        ok: true,
+        required: false,
+        detail: uname.trim().to_owned(),
+    });
+    let privs = missing_privileges();
+    items.push(CheckItem {
+        name: "privileges",
+        ok: privs.is_none(),
+        required: true,
+        detail: privs
+            .unwrap_or_else(|| "can load eBPF (CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN)".into()),
+    });
+    match tracing_dir() {
+        Ok(d) => items.push(CheckItem {
+            name: "tracefs",
+            ok: true,
+            required: true,
+            detail: d.to_owned(),
+        }),
+        Err(e) => items.push(CheckItem {
+            name: "tracefs",
+            ok: false,
+            required: true,
+            detail: e,
+        }),
+    }
+    for (cat, name) in [
+        ("syscalls", "sys_enter_write"),
+        ("syscalls", "sys_enter_accept4"),
+        ("sock", "inet_sock_set_state"),
+    ] {
+        let ok = tracepoint_exists(cat, name);
+        items.push(CheckItem {
+            name: "tracepoint",
+            ok,
+            required: true,
+            detail: format!("{cat}:{name} {}", if ok { "present" } else { "missing" }),
+        });
+    }
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    items.push(CheckItem {
+        name: "btf",
+        ok: btf,
+        required: false,
+        detail: if btf {
+            "/sys/kernel/btf/vmlinux present".into()
+        } else {
+            "no kernel BTF (not needed)".into()
+        },
+    });
+    let kprobes = tracing_dir().is_ok_and(|d| Path::new(d).join("kprobe_events").exists());
+    items.push(CheckItem {
+        name: "kprobes",
+        ok: kprobes,
+        required: false,
+        detail: if kprobes {
+            "available (not used: tracepoints suffice)".into()
+        } else {
+            "absent (CONFIG_KPROBES off); not needed".into()
+        },
+    });
+    items
+}
