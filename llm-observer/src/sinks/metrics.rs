@@ -1,0 +1,415 @@
+//! [`Metrics`]: the Prometheus registry of the agent and the entry points the pipeline calls.
+//!
+//! Routing: an exchange whose connection the observed process accepted ([`Role::Server`]) feeds
+//! the `llm_*` families; one it connected ([`Role::Client`]) feeds `llm_client_*`. MCP exchanges
+//! feed only the MCP families. A loopback call is seen once per view, so no family counts an
+//! exchange twice.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use llm_observer_decode::llm::RequestSummary;
+use llm_observer_decode::{Api, Exchange, Role};
+use prometheus::{IntGauge, Registry, TextEncoder};
+
+use super::families::{ClientFamilies, McpFamilies, ServerFamilies};
+use super::labels::{LabelCap, mcp_method};
+use super::memory::RssTracker;
+use super::registry::{FamilyInfo, Reg};
+use super::self_metrics::SelfMetrics;
+use super::window::TokenRateWindow;
+
+/// Label bounds and windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Distinct `model` values per view; later models are `other`.
+    pub max_models: usize,
+    /// Distinct `peer` values (client view); later peers are `other`.
+    pub max_peers: usize,
+    /// Distinct `process` values (both views share one set); later processes are `other`.
+    pub max_processes: usize,
+    /// Distinct `tool` values (tool calls, MCP tools); later tools are `other`.
+    pub max_tools: usize,
+    /// Window of the `llm_tokens_per_second` gauge, rounded down to whole seconds (at least 1).
+    pub tokens_per_second_window: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_models: 32,
+            max_peers: 32,
+            max_processes: 32,
+            max_tools: 64,
+            tokens_per_second_window: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("registering metric families: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// Where an exchange was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeCtx {
+    pub role: Role,
+    /// The observed process's name (kernel comm, ≤ 16 bytes).
+    pub process: String,
+    /// Used to sample server memory; never a label value.
+    pub pid: u32,
+    /// The other end of the connection; a label value (`host:port`) in the client view only.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Clock and `/proc` for scrape-time values; replaceable so tests need no sleeps or real pids.
+#[derive(Clone)]
+pub struct ScrapeEnv {
+    /// Kernel monotonic time in ns — the same clock as the capture timestamps (`bpf_ktime_get_ns`
+    /// is `CLOCK_MONOTONIC`), so a window over exchange timestamps can be read against it.
+    pub now_ns: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Root of the proc filesystem to read server RSS from (`/host/proc` in some deployments).
+    pub proc_root: PathBuf,
+}
+
+impl Default for ScrapeEnv {
+    fn default() -> Self {
+        ScrapeEnv {
+            now_ns: Arc::new(monotonic_ns),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+impl std::fmt::Debug for ScrapeEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeEnv")
+            .field("proc_root", &self.proc_root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One request in flight: holds the gauge series it raised, and lowers them exactly once — in
+/// [`Metrics::first_token`] (queue), [`Metrics::done`], or when dropped (connection evicted
+/// without an end), so the gauges return to 0 whatever path the pipeline takes.
+#[derive(Debug, Default)]
+#[must_use = "dropping an InFlight immediately ends the request in the gauges"]
+pub struct InFlight {
+    active: Option<IntGauge>,
+    queue: Option<IntGauge>,
+}
+
+impl InFlight {
+    /// Still waiting for its first token (counted in `llm_queue_size`).
+    pub fn is_queued(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Ends the request in the gauges without recording it (same as dropping it).
+    pub fn abandon(self) {}
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(q) = self.queue.take() {
+            q.dec();
+        }
+        if let Some(a) = self.active.take() {
+            a.dec();
+        }
+    }
+}
+
+struct Caps {
+    server_models: LabelCap,
+    client_models: LabelCap,
+    processes: LabelCap,
+    peers: LabelCap,
+    tools: LabelCap,
+}
+
+/// The agent's metrics. Owns its registry: several can coexist (tests), nothing is global.
+pub struct Metrics {
+    registry: Registry,
+    families: Vec<FamilyInfo>,
+    self_metrics: SelfMetrics,
+    server: ServerFamilies,
+    client: ClientFamilies,
+    mcp: McpFamilies,
+    caps: Caps,
+    window: Mutex<TokenRateWindow>,
+    rss: Mutex<RssTracker>,
+    env: ScrapeEnv,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("families", &self.families.len())
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// `attach_mode` is the `llm_observer_build_info` label (how the probes were attached).
+    pub fn new(cfg: MetricsConfig, attach_mode: &str) -> Result<Metrics, MetricsError> {
+        Self::with_env(cfg, attach_mode, ScrapeEnv::default())
+    }
+
+    pub fn with_env(
+        cfg: MetricsConfig,
+        attach_mode: &str,
+        env: ScrapeEnv,
+    ) -> Result<Metrics, MetricsError> {
+        let mut reg = Reg::new();
+        let self_metrics = SelfMetrics::register(&mut reg, attach_mode)?;
+        let server = ServerFamilies::register(&mut reg)?;
+        let client = ClientFamilies::register(&mut reg)?;
+        let mcp = McpFamilies::register(&mut reg)?;
+        Ok(Metrics {
+            registry: reg.registry,
+            families: reg.families,
+            self_metrics,
+            server,
+            client,
+            mcp,
+            caps: Caps {
+                server_models: LabelCap::new(cfg.max_models),
+                client_models: LabelCap::new(cfg.max_models),
+                processes: LabelCap::new(cfg.max_processes),
+                peers: LabelCap::new(cfg.max_peers),
+                tools: LabelCap::new(cfg.max_tools),
+            },
+            window: Mutex::new(TokenRateWindow::new(cfg.tokens_per_second_window.as_secs())),
+            rss: Mutex::new(RssTracker::new(env.proc_root.clone())),
+            env,
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every registered family with its type, labels and help (present even before it has series).
+    pub fn families(&self) -> &[FamilyInfo] {
+        &self.families
+    }
+
+    pub fn self_metrics(&self) -> &SelfMetrics {
+        &self.self_metrics
+    }
+
+    /// Text exposition format 0.0.4. Refreshes the scrape-time values first (tokens/s window,
+    /// server RSS).
+    pub fn encode(&self) -> String {
+        self.refresh();
+        let mut out = String::new();
+        if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            // Only reachable with inconsistent families, which registration rules out; a partial
+            // page is still more useful to an operator than none.
+            log::warn!("encoding metrics: {e}");
+        }
+        out
+    }
+
+    fn refresh(&self) {
+        let now = (self.env.now_ns)();
+        let rates = lock(&self.window).rates(now);
+        for (key, rate) in rates {
+            let labels: Vec<&str> = key.iter().map(String::as_str).collect();
+            self.server
+                .tokens_per_second
+                .with_label_values(&labels)
+                .set(rate);
+        }
+        let rss = lock(&self.rss).sample();
+        // Reset so processes that exited drop out instead of freezing at their last value.
+        self.server.memory.reset();
+        for (process, bytes) in rss {
+            self.server
+                .memory
+                .with_label_values(&[process.as_str()])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A process exited: stop sampling its memory.
+    pub fn forget_pid(&self, pid: u32) {
+        lock(&self.rss).forget(pid);
+    }
+
+    fn model_cap(&self, role: Role) -> &LabelCap {
+        match role {
+            Role::Server => &self.caps.server_models,
+            Role::Client => &self.caps.client_models,
+        }
+    }
+
+    fn peer_label(&self, ctx: &ExchangeCtx) -> String {
+        self.caps
+            .peers
+            .admit(ctx.peer.map(|p| p.to_string()).as_deref())
+    }
+
+    /// A recognised request was fully received: `llm_active_requests` and `llm_queue_size` (server
+    /// view) or `llm_client_active_requests` (client view) go up until the returned [`InFlight`]
+    /// is ended. MCP requests are not counted in these gauges.
+    pub fn started(&self, ctx: &ExchangeCtx, summary: &RequestSummary) -> InFlight {
+        if summary.api == Api::Mcp {
+            return InFlight::default();
+        }
+        let model = self.model_cap(ctx.role).admit(summary.model.as_deref());
+        let process = self.caps.processes.admit(Some(&ctx.process));
+        let (api, op) = (summary.api.as_str(), summary.operation.as_str());
+        match ctx.role {
+            Role::Server => {
+                lock(&self.rss).register(ctx.pid, &ctx.process, &process);
+                let labels = [api, op, model.as_str(), process.as_str()];
+                let active = self.server.active.with_label_values(&labels);
+                let queue = self.server.queue.with_label_values(&labels);
+                active.inc();
+                queue.inc();
+                InFlight {
+                    active: Some(active),
+                    queue: Some(queue),
+                }
+            }
+            Role::Client => {
+                let peer = self.peer_label(ctx);
+                let labels = [api, op, model.as_str(), process.as_str(), peer.as_str()];
+                let active = self.client.active.with_label_values(&labels);
+                active.inc();
+                InFlight {
+                    active: Some(active),
+                    queue: None,
+                }
+            }
+        }
+    }
+
+    /// The first content-bearing response event arrived: leaves `llm_queue_size` (once).
+    pub fn first_token(&self, inflight: &mut InFlight) {
+        if let Some(q) = inflight.queue.take() {
+            q.dec();
+        }
+    }
+
+    /// The exchange ended (completed or failed): ends `inflight` in the gauges and updates every
+    /// per-request family of the exchange's view, plus `llm_observer_exchanges_total`.
+    pub fn done(&self, inflight: Option<InFlight>, ctx: &ExchangeCtx, ex: &Exchange) {
+        drop(inflight);
+        self.self_metrics
+            .exchanges
+            .with_label_values(&[ex.api.as_str()])
+            .inc();
+        let process = self.caps.processes.admit(Some(&ctx.process));
+        if ex.api == Api::Mcp {
+            self.record_mcp(ctx, &process, ex);
+            return;
+        }
+        // The requested model: what the client asked for, and what `started` labelled the gauges
+        // with; the response's model (a dated snapshot, `:latest` tag) only when the request named
+        // none.
+        let model_raw = ex.request_model.as_deref().or(ex.response_model.as_deref());
+        let model = self.model_cap(ctx.role).admit(model_raw);
+        let (api, op) = (ex.api.as_str(), ex.operation.as_str());
+        let tools = ex.tool_calls.iter().map(|t| self.caps.tools.admit(Some(t)));
+        match ctx.role {
+            Role::Server => {
+                lock(&self.rss).register(ctx.pid, &ctx.process, &process);
+                let labels = [api, op, model.as_str(), process.as_str()];
+                self.server.record(&labels, ex);
+                for tool in tools {
+                    self.server.tool_call(&labels, &tool);
+                }
+                if let Some(n) = ex.tokens.completion.value {
+                    let (start, end) = generation_interval(ex);
+                    lock(&self.window).add(vec![model.clone(), process.clone()], n, start, end);
+                }
+            }
+            Role::Client => {
+                let peer = self.peer_label(ctx);
+                let labels = [api, op, model.as_str(), process.as_str(), peer.as_str()];
+                self.client.record(&labels, ex);
+                for tool in tools {
+                    self.client.tool_call(&labels, &tool);
+                }
+            }
+        }
+    }
+
+    fn record_mcp(&self, ctx: &ExchangeCtx, process: &str, ex: &Exchange) {
+        let info = ex.mcp.as_ref();
+        let method = mcp_method(info.map(|m| m.method.as_str()).unwrap_or(""));
+        // Only tools/call names a tool; prompt names and resource URIs (paths) are not labels.
+        let tool = match info {
+            Some(m) if m.method == "tools/call" => self.caps.tools.admit(m.name.as_deref()),
+            _ => "none".to_string(),
+        };
+        let error = ex.error.map_or("none", |e| e.as_str());
+        let duration = ex.timings.latency_ns().map(|ns| ns as f64 / 1e9);
+        match ctx.role {
+            Role::Server => {
+                self.mcp
+                    .server_requests
+                    .with_label_values(&[process, method, tool.as_str(), error])
+                    .inc();
+                if let Some(d) = duration {
+                    self.mcp
+                        .server_duration
+                        .with_label_values(&[process, method])
+                        .observe(d);
+                }
+            }
+            Role::Client => {
+                let peer = self.peer_label(ctx);
+                self.mcp
+                    .client_requests
+                    .with_label_values(&[process, peer.as_str(), method, tool.as_str(), error])
+                    .inc();
+                if let Some(d) = duration {
+                    self.mcp
+                        .client_duration
+                        .with_label_values(&[process, peer.as_str(), method])
+                        .observe(d);
+                }
+            }
+        }
+    }
+}
+
+/// When an exchange's output tokens were generated: between the first and last token events of a
+/// stream; somewhere between request start and response end otherwise.
+fn generation_interval(ex: &Exchange) -> (u64, u64) {
+    let t = &ex.timings;
+    match (ex.stream, t.first_token_ns, t.last_token_ns) {
+        (true, Some(first), Some(last)) => (first, last),
+        _ => (
+            t.request_start_ns,
+            t.response_end_ns.unwrap_or(t.request_start_ns),
+        ),
+    }
+}
+
+/// Locks, ignoring poisoning: every guarded structure stays consistent between statements, and
+/// metrics must keep flowing after an unrelated panic.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

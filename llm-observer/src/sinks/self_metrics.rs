@@ -1,0 +1,200 @@
+//! `llm_observer_*`: the agent's own health. The pipeline holds these handles and updates them
+//! directly (they are lock-free atomics); bounded label values are pre-created so every series is
+//! exported as 0 from the first scrape and `rate()` / `increase()` see the first increment.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use llm_observer_decode::{Api, DecodeError, Unsupported};
+use prometheus::core::Collector;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+use super::registry::Reg;
+
+/// Values of `llm_observer_events_total{kind}`.
+pub const EVENT_KINDS: &[&str] = &["data", "conn_open", "conn_close", "proc_exit"];
+/// Values of `llm_observer_captured_bytes_total{direction}`: bytes the observed process read from /
+/// wrote to a socket.
+pub const DIRECTIONS: &[&str] = &["read", "write"];
+/// Values of `llm_observer_connections_total{role}`.
+pub const ROLES: &[&str] = &["server", "client"];
+/// Values of `llm_observer_unsupported_total{kind}`.
+pub const UNSUPPORTED_KINDS: &[&str] = &["http2", "upgrade", "connect"];
+/// Values of `llm_observer_dropped_total{stage}` pre-created at start; the pipeline may use others
+/// from a fixed set of its own (document them in docs/metrics.md when added).
+pub const DROP_STAGES: &[&str] = &["ring", "decode_queue", "sink_queue"];
+
+/// Every [`DecodeError::reason`] value, so the series exist before the first error.
+pub fn decode_error_reasons() -> [&'static str; 10] {
+    [
+        DecodeError::NotHttp.reason(),
+        DecodeError::BadHead("").reason(),
+        DecodeError::HeadTooLarge { limit: 0 }.reason(),
+        DecodeError::BadChunk.reason(),
+        DecodeError::Decompress.reason(),
+        DecodeError::BadJson.reason(),
+        DecodeError::EventTooLarge { limit: 0 }.reason(),
+        DecodeError::UnmatchedResponse.reason(),
+        DecodeError::TooManyPending.reason(),
+        DecodeError::Gap { missing: 0 }.reason(),
+    ]
+}
+
+/// Every [`Api`], for pre-created `llm_observer_exchanges_total{api}` series.
+pub const APIS: &[Api] = &[
+    Api::Ollama,
+    Api::Openai,
+    Api::Anthropic,
+    Api::Tgi,
+    Api::Llamacpp,
+    Api::Mcp,
+];
+
+/// The agent's self-metrics. Fields are plain prometheus handles; helpers cover the updates that
+/// need a rule (absolute totals, enum → label value).
+#[derive(Debug)]
+pub struct SelfMetrics {
+    /// `kind`: one of [`EVENT_KINDS`].
+    pub events: IntCounterVec,
+    /// Events the kernel could not put into the ring buffer. Set with [`SelfMetrics::set_lost_events`].
+    pub lost_events: IntCounter,
+    /// Payload bytes not copied because an event hit the per-event capture cap.
+    pub truncated_bytes: IntCounter,
+    /// Bytes of connections classified as not HTTP/1 (counted, not decoded).
+    pub other_protocol_bytes: IntCounter,
+    /// `direction`: one of [`DIRECTIONS`].
+    pub captured_bytes: IntCounterVec,
+    /// Connections currently in the connection table.
+    pub connections_tracked: IntGauge,
+    /// `role`: one of [`ROLES`].
+    pub connections: IntCounterVec,
+    /// `reason`: [`DecodeError::reason`].
+    pub decode_errors: IntCounterVec,
+    /// `kind`: one of [`UNSUPPORTED_KINDS`].
+    pub unsupported: IntCounterVec,
+    /// `api`: exchanges decoded, both views. Incremented by [`super::Metrics::done`].
+    pub exchanges: IntCounterVec,
+    /// `stage`: events shed by a bounded queue.
+    pub dropped: IntCounterVec,
+    /// `version`, `attach_mode`; always 1.
+    pub build_info: IntGaugeVec,
+    /// Last absolute total passed to [`SelfMetrics::set_total`], per family name; the lock also
+    /// serialises writers so two cannot both add the same delta.
+    last_totals: Mutex<HashMap<String, u64>>,
+}
+
+impl SelfMetrics {
+    pub(crate) fn register(reg: &mut Reg, attach_mode: &str) -> prometheus::Result<SelfMetrics> {
+        let m = SelfMetrics {
+            events: reg.counter_vec(
+                "llm_observer_events_total",
+                "Events read from the kernel ring buffer, by kind.",
+                &["kind"],
+            )?,
+            lost_events: reg.counter(
+                "llm_observer_lost_events_total",
+                "Events the kernel dropped because the ring buffer was full (summed over CPUs).",
+            )?,
+            truncated_bytes: reg.counter(
+                "llm_observer_truncated_bytes_total",
+                "Payload bytes not copied because a syscall exceeded the per-event capture cap.",
+            )?,
+            other_protocol_bytes: reg.counter(
+                "llm_observer_other_protocol_bytes_total",
+                "Bytes on connections classified as not HTTP/1.x (counted, not decoded).",
+            )?,
+            captured_bytes: reg.counter_vec(
+                "llm_observer_captured_bytes_total",
+                "Payload bytes copied from the kernel, by direction (read or write by the observed process).",
+                &["direction"],
+            )?,
+            connections_tracked: reg.gauge(
+                "llm_observer_connections_tracked",
+                "TCP connections currently held in the connection table.",
+            )?,
+            connections: reg.counter_vec(
+                "llm_observer_connections_total",
+                "TCP connections tracked since start, by role (server: accepted, client: connected).",
+                &["role"],
+            )?,
+            decode_errors: reg.counter_vec(
+                "llm_observer_decode_errors_total",
+                "Bytes or messages that could not be decoded, by reason.",
+                &["reason"],
+            )?,
+            unsupported: reg.counter_vec(
+                "llm_observer_unsupported_total",
+                "Connections recognised but not decoded, by kind (http2, upgrade, connect).",
+                &["kind"],
+            )?,
+            exchanges: reg.counter_vec(
+                "llm_observer_exchanges_total",
+                "Request/response exchanges decoded, by API (server and client views together).",
+                &["api"],
+            )?,
+            dropped: reg.counter_vec(
+                "llm_observer_dropped_total",
+                "Events shed by a bounded internal queue, by stage.",
+                &["stage"],
+            )?,
+            build_info: reg.gauge_vec(
+                "llm_observer_build_info",
+                "Always 1; labels carry the agent version and how the probes were attached.",
+                &["version", "attach_mode"],
+            )?,
+            last_totals: Mutex::new(HashMap::new()),
+        };
+        let precreate = |v: &IntCounterVec, values: &[&str]| {
+            for value in values {
+                v.with_label_values(&[*value]);
+            }
+        };
+        precreate(&m.events, EVENT_KINDS);
+        precreate(&m.captured_bytes, DIRECTIONS);
+        precreate(&m.connections, ROLES);
+        precreate(&m.decode_errors, &decode_error_reasons());
+        precreate(&m.unsupported, UNSUPPORTED_KINDS);
+        precreate(&m.dropped, DROP_STAGES);
+        for api in APIS {
+            m.exchanges.with_label_values(&[api.as_str()]);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), attach_mode])
+            .set(1);
+        Ok(m)
+    }
+
+    /// Feeds `counter` from an absolute `total` that another party keeps (the kernel's per-CPU
+    /// lost counts, summed): adds the increase since the previous call. A total below the previous
+    /// one means the source restarted from 0 (maps recreated after a reload), so the whole new
+    /// total is the increase; the exported counter never goes down either way.
+    pub fn set_total(&self, counter: &IntCounter, total: u64) {
+        let key = counter
+            .desc()
+            .first()
+            .map(|d| d.fq_name.clone())
+            .unwrap_or_default();
+        let mut last = self.last_totals.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = last.insert(key, total).unwrap_or(0);
+        let delta = if total >= prev { total - prev } else { total };
+        counter.inc_by(delta);
+    }
+
+    /// `llm_observer_lost_events_total` := `total` (see [`SelfMetrics::set_total`]).
+    pub fn set_lost_events(&self, total: u64) {
+        self.set_total(&self.lost_events, total);
+    }
+
+    pub fn decode_error(&self, e: &DecodeError) {
+        self.decode_errors.with_label_values(&[e.reason()]).inc();
+    }
+
+    pub fn unsupported(&self, u: Unsupported) {
+        let kind = match u {
+            Unsupported::Http2 => "http2",
+            Unsupported::Upgrade => "upgrade",
+            Unsupported::Connect => "connect",
+        };
+        self.unsupported.with_label_values(&[kind]).inc();
+    }
+}
