@@ -1,0 +1,3 @@
+//! Pieces the end-to-end tests are built from.
+
+pub mod http;
