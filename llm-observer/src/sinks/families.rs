@@ -59,14 +59,16 @@ pub fn succeeded(ex: &Exchange) -> bool {
 /// for streams with at least 2 output tokens (the first token's time is TTFT, not decode).
 pub fn tpot_seconds(ex: &Exchange) -> Option<f64> {
     let (first, last, n) = decode_span(ex)?;
-    Some(secs(last - first) / (n - 1) as f64)
+    // One division of exact integers: the result is the double nearest the true value, so a TPOT
+    // of exactly 0.1 s lands in the `le="0.1"` bucket.
+    Some((last - first) as f64 / ((n - 1) as f64 * 1e9))
 }
 
 /// Per-request decode speed (tokens/s) = (output tokens − 1) / (last − first token event):
 /// 1 / TPOT, undefined when both events share a timestamp.
 pub fn decode_tokens_per_second(ex: &Exchange) -> Option<f64> {
     let (first, last, n) = decode_span(ex)?;
-    (last > first).then(|| (n - 1) as f64 / secs(last - first))
+    (last > first).then(|| (n - 1) as f64 * 1e9 / (last - first) as f64)
 }
 
 fn decode_span(ex: &Exchange) -> Option<(u64, u64, u64)> {
@@ -212,17 +214,17 @@ impl ServerFamilies {
         }
         // Failed requests (instant 4xx, cancelled streams) would drag the latency distribution
         // toward whatever the failure took; they are counted in llm_inference_errors_total.
-        if succeeded(ex) {
-            if let Some(ns) = ex.timings.latency_ns() {
-                self.latency.with_label_values(l).observe(secs(ns));
-            }
+        if succeeded(ex)
+            && let Some(ns) = ex.timings.latency_ns()
+        {
+            self.latency.with_label_values(l).observe(secs(ns));
         }
         // Non-streaming responses carry all tokens at once: their "first token" is the response
         // itself, so TTFT/TPOT are defined for streams only (as in the OTel conventions).
-        if ex.stream {
-            if let Some(ns) = ex.timings.ttft_ns() {
-                self.ttft.with_label_values(l).observe(secs(ns));
-            }
+        if ex.stream
+            && let Some(ns) = ex.timings.ttft_ns()
+        {
+            self.ttft.with_label_values(l).observe(secs(ns));
         }
         if let Some(s) = tpot_seconds(ex) {
             self.tpot.with_label_values(l).observe(s);
@@ -232,10 +234,10 @@ impl ServerFamilies {
         }
         add_tokens(&self.prompt_tokens, l, ex.tokens.prompt);
         add_tokens(&self.response_tokens, l, ex.tokens.completion);
-        if ex.tokens.completion.source == TokenSource::Reported {
-            if let Some(v) = ex.tokens.completion.value {
-                self.tokens_generated.with_label_values(l).inc_by(v);
-            }
+        if ex.tokens.completion.source == TokenSource::Reported
+            && let Some(v) = ex.tokens.completion.value
+        {
+            self.tokens_generated.with_label_values(l).inc_by(v);
         }
         for (kind, count) in [
             ("prompt", ex.tokens.prompt),
@@ -245,10 +247,10 @@ impl ServerFamilies {
                 .with_label_values(&with(l, &[kind, count.source.as_str()]))
                 .inc();
         }
-        if let Some(ns) = ex.load_duration_ns {
-            if ex.operation == Operation::ModelLoad || ns >= MODEL_LOAD_THRESHOLD_NS {
-                self.model_load.with_label_values(l).observe(secs(ns));
-            }
+        if let Some(ns) = ex.load_duration_ns
+            && (ex.operation == Operation::ModelLoad || ns >= MODEL_LOAD_THRESHOLD_NS)
+        {
+            self.model_load.with_label_values(l).observe(secs(ns));
         }
     }
 
@@ -330,15 +332,15 @@ impl ClientFamilies {
                 .with_label_values(&with(l, &[err.as_str()]))
                 .inc();
         }
-        if succeeded(ex) {
-            if let Some(ns) = ex.timings.latency_ns() {
-                self.latency.with_label_values(l).observe(secs(ns));
-            }
+        if succeeded(ex)
+            && let Some(ns) = ex.timings.latency_ns()
+        {
+            self.latency.with_label_values(l).observe(secs(ns));
         }
-        if ex.stream {
-            if let Some(ns) = ex.timings.ttft_ns() {
-                self.ttft.with_label_values(l).observe(secs(ns));
-            }
+        if ex.stream
+            && let Some(ns) = ex.timings.ttft_ns()
+        {
+            self.ttft.with_label_values(l).observe(secs(ns));
         }
         add_tokens(&self.prompt_tokens, l, ex.tokens.prompt);
         add_tokens(&self.response_tokens, l, ex.tokens.completion);

@@ -413,3 +413,7 @@ fn generation_interval(ex: &Exchange) -> (u64, u64) {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;
