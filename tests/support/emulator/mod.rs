@@ -68,6 +68,7 @@ impl Default for Config {
 /// What an emulator has done so far, for tests that compare it with what an observer reports.
 #[derive(Debug, Default)]
 pub struct Stats {
+    connections: AtomicU64,
     requests: AtomicU64,
     complete: AtomicU64,
     http_errors: AtomicU64,
@@ -80,6 +81,8 @@ pub struct Stats {
 /// A copy of [`Stats`] at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
+    /// TCP connections accepted.
+    pub connections: u64,
     pub requests: u64,
     pub complete: u64,
     pub http_errors: u64,
@@ -94,6 +97,7 @@ impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
+            connections: get(&self.connections),
             requests: get(&self.requests),
             complete: get(&self.complete),
             http_errors: get(&self.http_errors),
@@ -223,9 +227,10 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        let conn = ctx.stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let ctx = Arc::clone(&ctx);
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, Arc::clone(&ctx)));
+            let service = service_fn(move |req| handle(req, Arc::clone(&ctx), conn));
             // Errors here are clients going away and the die-mid-stream scenario: both expected.
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(socket), service)
@@ -237,7 +242,11 @@ pub async fn serve(
 /// Request bodies above this are refused; prompts in tests are tiny.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 
-async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<EmuBody>, Died> {
+async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    conn: u64,
+) -> Result<Response<EmuBody>, Died> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let route = match (&method, path.as_str()) {
@@ -279,7 +288,8 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<EmuBod
     };
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let plan = Plan::new(id, api, &body, &ctx.config, start);
+    let mut plan = Plan::new(id, api, &body, &ctx.config, start);
+    plan.conn = conn;
     if let Scenario::HttpError(status) = plan.scenario {
         ctx.stats.http_errors.fetch_add(1, Ordering::Relaxed);
         log_line(&ctx, &plan, &format!("http_error={status}"));
@@ -365,8 +375,9 @@ fn log_line(ctx: &Ctx, plan: &Plan, outcome: &str) {
 /// One stderr line per finished request, so a failing e2e test shows what the server did.
 fn log_request(plan: &Plan, outcome: &str) {
     eprintln!(
-        "llm-emulator: request {} api={} model={:?} stream={} prompt_tokens={} output_tokens={} outcome={outcome}",
+        "llm-emulator: request {} conn={} api={} model={:?} stream={} prompt_tokens={} output_tokens={} outcome={outcome}",
         plan.id,
+        plan.conn,
         plan.api.as_str(),
         plan.model,
         plan.stream,

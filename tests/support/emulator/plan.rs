@@ -42,6 +42,8 @@ impl Api {
 pub struct Plan {
     /// Sequence number of the request in this emulator, used in response ids.
     pub id: u64,
+    /// Sequence number of the TCP connection the request came on (1-based; 0 when unknown).
+    pub conn: u64,
     pub api: Api,
     pub model: String,
     pub stream: bool,
@@ -89,6 +91,7 @@ impl Plan {
         };
         Plan {
             id,
+            conn: 0,
             api,
             model,
             stream,
