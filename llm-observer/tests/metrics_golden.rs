@@ -248,18 +248,18 @@ fn session() -> Metrics {
     sm.set_lost_events(3);
     sm.truncated_bytes.inc_by(4096);
     sm.other_protocol_bytes.inc_by(777);
-    sm.captured_bytes
-        .with_label_values(&["read"])
-        .inc_by(10_000);
-    sm.captured_bytes
-        .with_label_values(&["write"])
-        .inc_by(50_000);
+    let ingress = sm.captured_bytes.with_label_values(&["ingress"]);
+    ingress.inc_by(10_000);
+    // Totals kept elsewhere (kernel maps, the connection table) are fed as absolute values.
+    let egress = sm.captured_bytes.with_label_values(&["egress"]);
+    sm.set_total(&egress, 20_000);
+    sm.set_total(&egress, 50_000);
     sm.connections_tracked.set(1);
     sm.connections.with_label_values(&["server"]).inc_by(4);
     sm.connections.with_label_values(&["client"]).inc_by(2);
     sm.decode_error(&DecodeError::BadJson);
     sm.unsupported(Unsupported::Http2);
-    sm.dropped.with_label_values(&["ring"]).inc();
+    sm.dropped.with_label_values(&["conn_table_full"]).inc();
     m
 }
 

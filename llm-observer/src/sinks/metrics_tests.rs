@@ -462,4 +462,13 @@ fn lost_events_absolute_total() {
     assert_eq!(sm.lost_events.get(), 9);
     sm.set_lost_events(2); // the kernel counters restarted from 0
     assert_eq!(sm.lost_events.get(), 11);
+
+    // Children of one vec keep separate totals.
+    let ingress = sm.captured_bytes.with_label_values(&["ingress"]);
+    let egress = sm.captured_bytes.with_label_values(&["egress"]);
+    for round in 1..=3 {
+        sm.set_total(&ingress, 100 * round);
+        sm.set_total(&egress, 7 * round);
+    }
+    assert_eq!((ingress.get(), egress.get()), (300, 21));
 }

@@ -6,23 +6,24 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use llm_observer_decode::{Api, DecodeError, Unsupported};
-use prometheus::core::Collector;
+use prometheus::core::{Collector, Metric};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use super::registry::Reg;
 
 /// Values of `llm_observer_events_total{kind}`.
 pub const EVENT_KINDS: &[&str] = &["data", "conn_open", "conn_close", "proc_exit"];
-/// Values of `llm_observer_captured_bytes_total{direction}`: bytes the observed process read from /
-/// wrote to a socket.
-pub const DIRECTIONS: &[&str] = &["read", "write"];
+/// Values of `llm_observer_captured_bytes_total{direction}`: bytes the observed process received
+/// (read from a socket) / sent (wrote).
+pub const DIRECTIONS: &[&str] = &["ingress", "egress"];
 /// Values of `llm_observer_connections_total{role}`.
 pub const ROLES: &[&str] = &["server", "client"];
 /// Values of `llm_observer_unsupported_total{kind}`.
 pub const UNSUPPORTED_KINDS: &[&str] = &["http2", "upgrade", "connect"];
-/// Values of `llm_observer_dropped_total{stage}` pre-created at start; the pipeline may use others
-/// from a fixed set of its own (document them in docs/metrics.md when added).
-pub const DROP_STAGES: &[&str] = &["ring", "decode_queue", "sink_queue"];
+/// Values of `llm_observer_dropped_total{stage}`, pre-created at start: ring records that did not
+/// decode, connections not tracked because the table (user or kernel map) was full. A new stage
+/// must be added here and in docs/metrics.md.
+pub const DROP_STAGES: &[&str] = &["event_decode", "conn_table_full"];
 
 /// Every [`DecodeError::reason`] value, so the series exist before the first error.
 pub fn decode_error_reasons() -> [&'static str; 10] {
@@ -105,7 +106,7 @@ impl SelfMetrics {
             )?,
             captured_bytes: reg.counter_vec(
                 "llm_observer_captured_bytes_total",
-                "Payload bytes copied from the kernel, by direction (read or write by the observed process).",
+                "Payload bytes copied from the kernel, by direction (ingress: received by the observed process, egress: sent).",
                 &["direction"],
             )?,
             connections_tracked: reg.gauge(
@@ -169,11 +170,15 @@ impl SelfMetrics {
     /// one means the source restarted from 0 (maps recreated after a reload), so the whole new
     /// total is the increase; the exported counter never goes down either way.
     pub fn set_total(&self, counter: &IntCounter, total: u64) {
-        let key = counter
+        // Children of one vec share a Desc, so the key needs the label values too.
+        let mut key = counter
             .desc()
             .first()
             .map(|d| d.fq_name.clone())
             .unwrap_or_default();
+        for pair in counter.metric().get_label() {
+            key.push_str(&format!("\u{0}{}={}", pair.name(), pair.value()));
+        }
         let mut last = self.last_totals.lock().unwrap_or_else(|e| e.into_inner());
         let prev = last.insert(key, total).unwrap_or(0);
         let delta = if total >= prev { total - prev } else { total };
