@@ -8,8 +8,20 @@
 //! Decoders keep no prompt or response text beyond what decoding needs: bounded buffers for the
 //! JSON value or stream event being parsed, never the accumulated output.
 
-use crate::decoder::{DecodeError, EndedBy};
+use crate::decoder::{DecodeError, EndedBy, Limits};
 use crate::exchange::{Api, Exchange, Operation};
+
+mod anthropic;
+mod common;
+mod detect;
+mod errors;
+mod json;
+mod llamacpp;
+mod mcp;
+mod ollama;
+mod openai;
+mod responses;
+mod tgi;
 
 /// HTTP header list as received: names lower-cased ASCII, values raw bytes, in wire order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,7 +119,14 @@ pub trait ApiDecoder: Send + std::fmt::Debug {
 
 /// Recognises a request by method, path, headers and body shape (ports are never needed). Returns
 /// `None` for traffic that is not a known LLM/MCP API; such exchanges are dropped cheaply.
+///
+/// Uses [`Limits::default`] for the per-event and per-body caps; see [`recognize_with_limits`].
 pub fn recognize(req: &Request<'_>) -> Option<Box<dyn ApiDecoder>> {
-    let _ = req;
-    None
+    detect::recognize(req, &Limits::default())
+}
+
+/// [`recognize`] with the connection's caps: `max_event_bytes` bounds one SSE event / NDJSON line,
+/// `max_body_bytes` one buffered JSON response body.
+pub fn recognize_with_limits(req: &Request<'_>, limits: &Limits) -> Option<Box<dyn ApiDecoder>> {
+    detect::recognize(req, limits)
 }

@@ -1,0 +1,373 @@
+//! OpenAI-compatible Chat Completions, Completions, Embeddings and the Responses API.
+
+use super::*;
+
+const SSE: &str = "text/event-stream; charset=utf-8";
+const JSON: &str = "application/json";
+
+const CHAT_STREAM: &str = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+
+#[test]
+fn chat_stream_with_tool_calls_and_usage_chunk() {
+    let case = Case::new("/v1/chat/completions", CHAT_STREAM).ct(SSE).pieces(&[
+        // role-only first chunk: not content
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]},\"finish_reason\":null}],\"usage\":null}\n\ndata: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_2\",\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"arguments\":\"{}\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n\ndata: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[],\"usage\":{\"prompt_tokens\":80,\"completion_tokens\":31,\"total_tokens\":111,\"prompt_tokens_details\":{\"cached_tokens\":64,\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":7}}}\n\ndata: [DONE]\n\n",
+    ]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("gpt-4o-2024-08-06".into()),
+        timings: timings(Some(ts(1)), Some(ts(2)), 3, case.end_ns()),
+        tokens: Tokens {
+            prompt: rep(80),
+            completion: rep(31),
+            cached: rep(64),
+            reasoning: rep(7),
+        },
+        finish_reason: Some("tool_calls".into()),
+        tool_calls: vec!["get_weather".into(), "get_time".into()],
+        ..base(
+            Api::Openai,
+            Operation::Chat,
+            "/v1/chat/completions",
+            Some("gpt-4o"),
+            true,
+        )
+    };
+    assert_eq!(out.exchange, want);
+    assert!(out.errors.is_empty());
+    marker_at(&out.markers, 1);
+}
+
+#[test]
+fn chat_stream_without_usage_counts_content_chunks() {
+    // vLLM style: reasoning_content deltas are content; CRLF event separators.
+    let case = Case::new(
+        "/openai/v1/chat/completions",
+        r#"{"model":"qwen","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct(SSE)
+    .pieces(&[
+        "data: {\"model\":\"qwen\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\r\n\r\n",
+        "data: {\"model\":\"qwen\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hmm\"}}]}\r\n\r\n",
+        "data: {\"model\":\"qwen\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\r\n\r\ndata: {\"model\":\"qwen\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"},\"finish_reason\":\"stop\"}]}\r\n\r\n",
+        "data: [DONE]\r\n\r\n",
+    ]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("qwen".into()),
+        timings: timings(Some(ts(1)), Some(ts(2)), 3, case.end_ns()),
+        tokens: tokens(ABSENT, TokenCount::counted(3)),
+        finish_reason: Some("stop".into()),
+        ..base(
+            Api::Openai,
+            Operation::Chat,
+            "/openai/v1/chat/completions",
+            Some("qwen"),
+            true,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn llamacpp_timings_on_last_chunk_are_reported_counts() {
+    let case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct("text/event-stream")
+    .pieces(&[
+        "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\"a\"}}],\"model\":\"tiny\",\"object\":\"chat.completion.chunk\"}\n\n",
+        "data: {\"choices\":[{\"finish_reason\":\"length\",\"index\":0,\"delta\":{}}],\"model\":\"tiny\",\"object\":\"chat.completion.chunk\",\"timings\":{\"cache_n\":5,\"prompt_n\":17,\"prompt_ms\":1.2,\"predicted_n\":12,\"predicted_ms\":2.8}}\n\ndata: [DONE]\n\n",
+    ]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("tiny".into()),
+        timings: timings(Some(ts(0)), Some(ts(0)), 1, case.end_ns()),
+        tokens: Tokens {
+            prompt: rep(22),
+            completion: rep(12),
+            cached: rep(5),
+            reasoning: ABSENT,
+        },
+        finish_reason: Some("length".into()),
+        ..base(
+            Api::Openai,
+            Operation::Chat,
+            "/v1/chat/completions",
+            Some("tiny"),
+            true,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn chat_not_streamed() {
+    let case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct(JSON)
+    .pieces(&[r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","tool_calls":[{"id":"c","type":"function","function":{"name":"lookup","arguments":"{}"}}]},"finish_reason":"tool_calls","logprobs":null}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("gpt-4o-2024-08-06".into()),
+        timings: timings(Some(ts(0)), Some(ts(0)), 1, case.end_ns()),
+        tokens: Tokens {
+            prompt: rep(19),
+            completion: rep(10),
+            cached: rep(0),
+            reasoning: rep(0),
+        },
+        finish_reason: Some("tool_calls".into()),
+        tool_calls: vec!["lookup".into()],
+        ..base(
+            Api::Openai,
+            Operation::Chat,
+            "/v1/chat/completions",
+            Some("gpt-4o"),
+            false,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn completions_stream_ignores_empty_text() {
+    let case = Case::new(
+        "/v1/completions",
+        r#"{"model":"tiny","prompt":"Once","stream":true}"#,
+    )
+    .ct(SSE)
+    .pieces(&[
+        "data: {\"object\":\"text_completion\",\"model\":\"tiny\",\"choices\":[{\"text\":\"upon\",\"index\":0,\"finish_reason\":null}]}\n\n",
+        "data: {\"object\":\"text_completion\",\"model\":\"tiny\",\"choices\":[{\"text\":\"\",\"index\":0,\"finish_reason\":\"length\"}]}\n\n",
+        "data: [DONE]\n\n",
+    ]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("tiny".into()),
+        timings: timings(Some(ts(0)), Some(ts(0)), 1, case.end_ns()),
+        tokens: tokens(ABSENT, TokenCount::counted(1)),
+        finish_reason: Some("length".into()),
+        ..base(
+            Api::Openai,
+            Operation::TextCompletion,
+            "/v1/completions",
+            Some("tiny"),
+            true,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn embeddings_report_prompt_tokens_only() {
+    let case = Case::new(
+        "/v1/embeddings",
+        r#"{"model":"text-embedding-3-small","input":"hello"}"#,
+    )
+    .ct(JSON)
+    .pieces(&[r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8,"completion_tokens":0}}"#]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("text-embedding-3-small".into()),
+        timings: timings(None, None, 0, case.end_ns()),
+        tokens: tokens(rep(8), ABSENT),
+        ..base(
+            Api::Openai,
+            Operation::Embeddings,
+            "/v1/embeddings",
+            Some("text-embedding-3-small"),
+            false,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn error_event_after_200() {
+    let case = Case::new("/v1/chat/completions", CHAT_STREAM).ct(SSE).pieces(&[
+        "data: {\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
+        "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+    ]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("gpt-4o".into()),
+        timings: timings(Some(ts(0)), Some(ts(0)), 1, case.end_ns()),
+        tokens: tokens(ABSENT, TokenCount::counted(1)),
+        error: Some(ErrorKind::StreamError),
+        ..base(
+            Api::Openai,
+            Operation::Chat,
+            "/v1/chat/completions",
+            Some("gpt-4o"),
+            true,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+/// Status + body → error kind, for the non-streamed error shapes.
+fn error_kind(status: u16, body: &str) -> Exchange {
+    let case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .status(status)
+    .ct(JSON)
+    .pieces(&[body]);
+    drive(&case).exchange
+}
+
+#[test]
+fn http_errors_are_classified() {
+    let cases: &[(u16, &str, ErrorKind)] = &[
+        (
+            429,
+            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+            ErrorKind::RateLimited,
+        ),
+        (
+            500,
+            r#"{"error":{"message":"internal","type":"server_error","param":null,"code":null}}"#,
+            ErrorKind::ServerError,
+        ),
+        (
+            503,
+            r#"{"error":{"message":"busy","type":"service_unavailable_error","code":"server_is_overloaded"}}"#,
+            ErrorKind::Overloaded,
+        ),
+        (
+            400,
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ErrorKind::ContextLengthExceeded,
+        ),
+        (
+            400,
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError","param":null,"code":400}"#,
+            ErrorKind::ContextLengthExceeded,
+        ),
+        (
+            500,
+            r#"{"object":"error","message":"CUDA out of memory. Tried to allocate 2.00 GiB","type":"InternalServerError","param":null,"code":500}"#,
+            ErrorKind::OutOfMemory,
+        ),
+        (
+            500,
+            r#"{"error":{"message":"OOM while allocating KV cache","type":"server_error","code":500}}"#,
+            ErrorKind::OutOfMemory,
+        ),
+        (
+            401,
+            r#"{"error":{"message":"bad key","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+            ErrorKind::ClientError,
+        ),
+        (502, "<html>bad gateway</html>", ErrorKind::ServerError),
+    ];
+    for (status, body, kind) in cases {
+        let want = Exchange {
+            status: Some(*status),
+            timings: timings(None, None, 0, ts(1)),
+            error: Some(*kind),
+            ..base(
+                Api::Openai,
+                Operation::Chat,
+                "/v1/chat/completions",
+                Some("m"),
+                false,
+            )
+        };
+        assert_eq!(error_kind(*status, body), want, "{status} {body}");
+    }
+}
+
+#[test]
+fn responses_stream_with_function_call() {
+    let case = Case::new(
+        "/v1/responses",
+        r#"{"model":"gpt-4.1","stream":true,"input":"weather?"}"#,
+    )
+    .ct(SSE)
+    .pieces(&[
+        "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"gpt-4.1-2025-04-14\",\"usage\":null}}\n\nevent: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":{\"status\":\"in_progress\"}}\n\n",
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"m\",\"output_index\":0,\"content_index\":0,\"delta\":\"Let me\",\"sequence_number\":2}\n\n",
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"get_weather\",\"arguments\":\"\"},\"sequence_number\":3}\n\nevent: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"item_id\":\"fc_1\",\"output_index\":1,\"delta\":\"{}\",\"sequence_number\":4}\n\n",
+        "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":5,\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"model\":\"gpt-4.1-2025-04-14\",\"output\":[],\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":9,\"output_tokens_details\":{\"reasoning_tokens\":2},\"total_tokens\":39}}}\n\n",
+    ]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("gpt-4.1-2025-04-14".into()),
+        timings: timings(Some(ts(1)), Some(ts(2)), 3, case.end_ns()),
+        tokens: Tokens {
+            prompt: rep(30),
+            completion: rep(9),
+            cached: rep(10),
+            reasoning: rep(2),
+        },
+        finish_reason: Some("completed".into()),
+        tool_calls: vec!["get_weather".into()],
+        ..base(
+            Api::Openai,
+            Operation::Responses,
+            "/v1/responses",
+            Some("gpt-4.1"),
+            true,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn responses_error_then_failed() {
+    let case = Case::new(
+        "/v1/responses",
+        r#"{"model":"gpt-4.1","stream":true,"input":"x"}"#,
+    )
+    .ct(SSE)
+    .pieces(&[
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"a\"}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"boom\",\"param\":null,\"sequence_number\":3}\n\nevent: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"boom\"},\"usage\":null}}\n\n",
+    ]);
+    let out = drive(&case);
+    let want = Exchange {
+        timings: timings(Some(ts(0)), Some(ts(0)), 1, case.end_ns()),
+        tokens: tokens(ABSENT, TokenCount::counted(1)),
+        finish_reason: Some("failed".into()),
+        error: Some(ErrorKind::StreamError),
+        ..base(
+            Api::Openai,
+            Operation::Responses,
+            "/v1/responses",
+            Some("gpt-4.1"),
+            true,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn responses_not_streamed() {
+    let case = Case::new("/v1/responses", r#"{"model":"gpt-4.1","input":"x"}"#)
+        .ct(JSON)
+        .pieces(&[r#"{"id":"resp_1","object":"response","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"model":"gpt-4.1-2025-04-14","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":5,"output_tokens":16,"total_tokens":21}}"#]);
+    let out = drive(&case);
+    let want = Exchange {
+        response_model: Some("gpt-4.1-2025-04-14".into()),
+        timings: timings(Some(ts(0)), Some(ts(0)), 1, case.end_ns()),
+        tokens: tokens(rep(5), rep(16)),
+        finish_reason: Some("max_output_tokens".into()),
+        ..base(
+            Api::Openai,
+            Operation::Responses,
+            "/v1/responses",
+            Some("gpt-4.1"),
+            false,
+        )
+    };
+    assert_eq!(out.exchange, want);
+}
