@@ -1,3 +1,6 @@
 //! Pieces the end-to-end tests are built from.
 
+pub mod exposition;
 pub mod http;
+pub mod process;
+pub mod stack;
