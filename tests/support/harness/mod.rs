@@ -1,5 +1,6 @@
 //! Pieces the end-to-end tests are built from.
 
+pub mod expect;
 pub mod exposition;
 pub mod http;
 pub mod process;

@@ -1,0 +1,487 @@
+//! Root end-to-end tests: the real agent (BPF loaded) watches the loopback emulator while real
+//! clients (the official Python SDKs, curl) talk to it; `/metrics` must show exactly what the
+//! clients saw.
+//!
+//! They need root, a BPF-capable kernel, a built agent (`LLM_OBSERVER_BIN`, default
+//! `target/release/llm-observer`) and the clients' virtualenv (`LLM_OBSERVER_VENV`, default `.venv`),
+//! so they are `#[ignore]`d in the default run:
+//!
+//! ```text
+//! cargo build --release -p llm-observer
+//! python3 -m venv .venv && .venv/bin/pip install -r tests/clients/requirements.txt
+//! cargo test -p llm-observer-tests --test e2e -- --ignored
+//! ```
+//!
+//! Each test starts its own emulator and an agent filtered to the emulator's port (`--port`), and the
+//! tests run one at a time, so no test sees another's traffic. Every wait has a deadline.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use llm_observer_tests::harness::expect::{Expected, wait_for_expected};
+use llm_observer_tests::harness::exposition::Exposition;
+use llm_observer_tests::harness::stack::{
+    Agent, EmulatorProc, WorkloadSummary, curl_post, run_workload,
+};
+use serde_json::json;
+
+const EMULATOR: &str = env!("CARGO_BIN_EXE_llm-emulator");
+/// Process name (comm) of the server side, the `process` label of the server view.
+const SERVER: &str = "llm-emulator";
+const TTFT: f64 = 0.1;
+const INTERVAL: f64 = 0.01;
+/// "Why is the sky blue?", the workload's default prompt.
+const PROMPT_WORDS: f64 = 5.0;
+/// The workload's default max_tokens, so the emulator's output count.
+const OUTPUT: f64 = 8.0;
+/// Bound on how long the agent may take to reflect finished traffic in /metrics.
+const SETTLE: Duration = Duration::from_secs(20);
+const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One agent at a time: agents are node-wide, and two at once would double the BPF load for nothing.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Stack {
+    agent: Agent,
+    emu: EmulatorProc,
+    _serial: MutexGuard<'static, ()>,
+}
+
+fn running_as_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().nth(1))
+        .is_some_and(|effective| effective == "0")
+}
+
+fn stack() -> Stack {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert!(
+        running_as_root(),
+        "the e2e tests load BPF programs: run them as root"
+    );
+    let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "100", "--token-interval-ms", "10"])
+        .expect("emulator starts");
+    let port = emu.addr().port().to_string();
+    let agent = Agent::start(&["--port", &port]).expect("agent starts and serves /metrics");
+    Stack {
+        agent,
+        emu,
+        _serial: serial,
+    }
+}
+
+impl Stack {
+    fn workload(&self, args: &[&str]) -> WorkloadSummary {
+        run_workload(&self.emu.base_url(), args, WORKLOAD_TIMEOUT).expect("workload runs")
+    }
+
+    fn expect(&self, expected: &Expected) -> Exposition {
+        wait_for_expected(self.agent.addr(), expected, SETTLE).unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\nemulator log:\n{}\nagent log:\n{}",
+                self.emu.proc.output(),
+                self.agent.proc.output()
+            )
+        })
+    }
+}
+
+/// Labels of the server view of one model.
+fn server<'a>(api: &'a str, operation: &'a str, model: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("api", api),
+        ("operation", operation),
+        ("model", model),
+        ("process", SERVER),
+    ]
+}
+
+fn with<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    base.iter().chain(extra).copied().collect()
+}
+
+/// Request count, reported token totals, no errors, gauges back at 0: what every successful batch
+/// of `n` requests must leave behind in the server view.
+fn served_ok(labels: &[(&str, &str)], n: f64, prompt: f64, completion: f64) -> Expected {
+    Expected::new()
+        .exactly("llm_requests_total", &with(labels, &[("status", "2xx")]), n)
+        .exactly("llm_requests_total", labels, n)
+        .exactly(
+            "llm_prompt_tokens_total",
+            &with(labels, &[("source", "reported")]),
+            prompt,
+        )
+        .exactly(
+            "llm_response_tokens_total",
+            &with(labels, &[("source", "reported")]),
+            completion,
+        )
+        .exactly("llm_tokens_generated_total", labels, completion)
+        .exactly("llm_inference_errors_total", labels, 0.0)
+        .exactly("llm_inference_latency_seconds_count", labels, n)
+        .exactly("llm_active_requests", labels, 0.0)
+        .exactly("llm_queue_size", labels, 0.0)
+}
+
+fn mean(e: &Exposition, family: &str, labels: &[(&str, &str)]) -> f64 {
+    let h = e
+        .histogram(family, labels)
+        .unwrap_or_else(|| panic!("{family} {labels:?} present"));
+    h.sum / h.count
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn openai_chat_stream_with_usage_matches_the_client() {
+    let s = stack();
+    let model = "e2e-openai-stream";
+    let c = s.workload(&[
+        "--api", "openai", "--mode", "stream", "--usage", "--n", "5", "--model", model,
+    ]);
+    assert_eq!(
+        (c.ok(), c.prompt_tokens(), c.completion_tokens()),
+        (5, 25, 40),
+        "{:?}",
+        c.0
+    );
+    let labels = server("openai", "chat", model);
+    let e = s.expect(
+        &served_ok(
+            &labels,
+            5.0,
+            c.prompt_tokens() as f64,
+            c.completion_tokens() as f64,
+        )
+        .exactly("llm_time_to_first_token_seconds_count", &labels, 5.0)
+        .exactly("llm_time_per_output_token_seconds_count", &labels, 5.0)
+        .exactly(
+            "llm_token_usage_source_total",
+            &with(
+                &labels,
+                &[("token_type", "completion"), ("source", "reported")],
+            ),
+            5.0,
+        )
+        // The client's own view of the same calls.
+        .exactly(
+            "llm_client_requests_total",
+            &[("api", "openai"), ("model", model), ("status", "2xx")],
+            5.0,
+        )
+        .exactly(
+            "llm_client_response_tokens_total",
+            &[("model", model), ("source", "reported")],
+            40.0,
+        ),
+    );
+    // Timing comes from kernel capture times of the emulator's writes: TTFT is at least the
+    // emulator's delay (never early), TPOT is near its interval, latency covers all tokens.
+    let ttft = mean(&e, "llm_time_to_first_token_seconds", &labels);
+    assert!((TTFT..TTFT + 1.0).contains(&ttft), "mean TTFT {ttft}");
+    let tpot = mean(&e, "llm_time_per_output_token_seconds", &labels);
+    assert!(
+        (INTERVAL * 0.5..INTERVAL * 5.0).contains(&tpot),
+        "mean TPOT {tpot}"
+    );
+    let latency = mean(&e, "llm_inference_latency_seconds", &labels);
+    assert!(
+        latency >= TTFT + (OUTPUT - 1.0) * INTERVAL,
+        "mean latency {latency}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn curl_stream_without_usage_is_counted_from_events() {
+    let s = stack();
+    let model = "e2e-curl";
+    let body = json!({"model": model, "stream": true, "max_tokens": 6, "messages": [{"role": "user", "content": "count to six"}]});
+    let (status, text) = curl_post(
+        &format!("{}/v1/chat/completions", s.emu.base_url()),
+        &body,
+        false,
+        Duration::from_secs(30),
+    )
+    .expect("curl runs");
+    assert_eq!(status, 200);
+    assert!(text.ends_with("data: [DONE]"), "{text}");
+    let labels = server("openai", "chat", model);
+    s.expect(
+        &Expected::new()
+            .exactly(
+                "llm_requests_total",
+                &with(&labels, &[("status", "2xx")]),
+                1.0,
+            )
+            .exactly(
+                "llm_response_tokens_total",
+                &with(&labels, &[("source", "counted")]),
+                6.0,
+            )
+            .exactly(
+                "llm_response_tokens_total",
+                &with(&labels, &[("source", "reported")]),
+                0.0,
+            )
+            .exactly("llm_tokens_generated_total", &labels, 0.0)
+            .exactly(
+                "llm_token_usage_source_total",
+                &with(&labels, &[("token_type", "prompt"), ("source", "absent")]),
+                1.0,
+            )
+            .exactly("llm_time_to_first_token_seconds_count", &labels, 1.0),
+    );
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn openai_completions_and_nonstream_have_no_ttft() {
+    let s = stack();
+    let model = "e2e-completions";
+    let c = s.workload(&[
+        "--api",
+        "openai",
+        "--endpoint",
+        "completions",
+        "--mode",
+        "nonstream",
+        "--n",
+        "3",
+        "--model",
+        model,
+    ]);
+    assert_eq!(c.ok(), 3);
+    let labels = server("openai", "text_completion", model);
+    s.expect(
+        &served_ok(&labels, 3.0, 3.0 * PROMPT_WORDS, 3.0 * OUTPUT).exactly(
+            "llm_time_to_first_token_seconds_count",
+            &labels,
+            0.0,
+        ),
+    );
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn anthropic_messages_count_cached_prompt_tokens() {
+    let s = stack();
+    let c = s.workload(&[
+        "--api",
+        "anthropic",
+        "--mode",
+        "stream",
+        "--n",
+        "3",
+        "--model",
+        "cached-2",
+    ]);
+    assert_eq!(
+        (c.ok(), c.prompt_tokens(), c.completion_tokens()),
+        (3, 15, 24),
+        "{:?}",
+        c.0
+    );
+    let n = s.workload(&[
+        "--api",
+        "anthropic",
+        "--mode",
+        "nonstream",
+        "--n",
+        "2",
+        "--model",
+        "e2e-anthropic",
+    ]);
+    assert_eq!(n.ok(), 2);
+    let streamed = server("anthropic", "chat", "cached-2");
+    let plain = server("anthropic", "chat", "e2e-anthropic");
+    // Prompt tokens include cache reads (input_tokens excludes them on the wire).
+    let mut expected = served_ok(&streamed, 3.0, 15.0, 24.0)
+        .exactly("llm_time_to_first_token_seconds_count", &streamed, 3.0)
+        .exactly("llm_time_per_output_token_seconds_count", &streamed, 3.0);
+    expected
+        .0
+        .extend(served_ok(&plain, 2.0, 2.0 * PROMPT_WORDS, 2.0 * OUTPUT).0);
+    s.expect(&expected);
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn ollama_native_chat_generate_and_load() {
+    let s = stack();
+    let c = s.workload(&[
+        "--api",
+        "ollama",
+        "--endpoint",
+        "chat",
+        "--mode",
+        "stream",
+        "--n",
+        "3",
+        "--model",
+        "e2e-llama",
+    ]);
+    assert_eq!(c.ok(), 3);
+    let g = s.workload(&[
+        "--api",
+        "ollama",
+        "--endpoint",
+        "generate",
+        "--mode",
+        "nonstream",
+        "--n",
+        "2",
+        "--model",
+        "e2e-llama",
+    ]);
+    assert_eq!(g.ok(), 2);
+    let (status, _) = curl_post(
+        &format!("{}/api/generate", s.emu.base_url()),
+        &json!({"model": "e2e-llama"}),
+        false,
+        Duration::from_secs(30),
+    )
+    .expect("curl runs");
+    assert_eq!(status, 200);
+    let chat = server("ollama", "chat", "e2e-llama");
+    let generate = server("ollama", "text_completion", "e2e-llama");
+    let mut expected = served_ok(&chat, 3.0, 3.0 * PROMPT_WORDS, 3.0 * OUTPUT).exactly(
+        "llm_time_to_first_token_seconds_count",
+        &chat,
+        3.0,
+    );
+    expected
+        .0
+        .extend(served_ok(&generate, 2.0, 2.0 * PROMPT_WORDS, 2.0 * OUTPUT).0);
+    let expected = expected.exactly(
+        "llm_requests_total",
+        &server("ollama", "model_load", "e2e-llama"),
+        1.0,
+    );
+    s.expect(&expected);
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn every_error_kind_is_counted_once() {
+    let s = stack();
+    // (api, workload args, model, expected error type, expected status class)
+    let cases: [(&str, &str, &str, &str, &str); 9] = [
+        ("openai", "nonstream", "err-429", "rate_limited", "4xx"),
+        (
+            "openai",
+            "nonstream",
+            "err-400",
+            "context_length_exceeded",
+            "4xx",
+        ),
+        ("openai", "nonstream", "err-500", "server_error", "5xx"),
+        ("anthropic", "nonstream", "err-529", "overloaded", "5xx"),
+        ("openai", "stream", "err-after-200", "stream_error", "2xx"),
+        (
+            "anthropic",
+            "stream",
+            "err-after-200",
+            "stream_error",
+            "2xx",
+        ),
+        ("ollama", "stream", "err-after-200", "stream_error", "2xx"),
+        ("openai", "stream", "die-mid-stream", "server_closed", "2xx"),
+        ("openai", "stream", "slow-50", "client_cancelled", "2xx"),
+    ];
+    let mut expected = Expected::new();
+    for (api, mode, model, kind, class) in cases {
+        let mut args = vec![
+            "--api",
+            api,
+            "--mode",
+            mode,
+            "--model",
+            model,
+            "--max-tokens",
+            "20",
+        ];
+        if model.starts_with("slow") {
+            args.extend(["--cancel-after-tokens", "3"]);
+        }
+        let c = s.workload(&args);
+        assert_eq!(c.requests(), 1);
+        assert_eq!(c.ok(), 0, "{api} {model}: {:?}", c.0);
+        let labels = [("api", api), ("model", model), ("process", SERVER)];
+        expected = expected
+            .exactly(
+                "llm_inference_errors_total",
+                &with(&labels, &[("type", kind)]),
+                1.0,
+            )
+            .exactly("llm_inference_errors_total", &labels, 1.0)
+            .exactly(
+                "llm_requests_total",
+                &with(&labels, &[("status", class)]),
+                1.0,
+            )
+            .exactly("llm_requests_total", &labels, 1.0)
+            .exactly("llm_active_requests", &labels, 0.0);
+    }
+    s.expect(&expected);
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn keepalive_requests_on_one_connection_are_each_counted() {
+    let s = stack();
+    let c = s.workload(&[
+        "--api",
+        "ollama",
+        "--mode",
+        "nonstream",
+        "--keepalive",
+        "--n",
+        "200",
+        "--max-tokens",
+        "2",
+        "--model",
+        "e2e-keepalive",
+    ]);
+    assert_eq!(c.ok(), 200);
+    let labels = server("ollama", "chat", "e2e-keepalive");
+    s.expect(
+        &served_ok(&labels, 200.0, 200.0 * PROMPT_WORDS, 400.0)
+            // One accepted connection carried all of them.
+            .exactly("llm_observer_connections_total", &[("role", "server")], 1.0),
+    );
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn sixty_four_concurrent_streams() {
+    let s = stack();
+    let c = s.workload(&[
+        "--api",
+        "openai",
+        "--mode",
+        "stream",
+        "--usage",
+        "--concurrency",
+        "64",
+        "--n",
+        "64",
+        "--model",
+        "e2e-concurrent",
+    ]);
+    assert_eq!((c.ok(), c.completion_tokens()), (64, 64 * 8), "{:?}", c.0);
+    let labels = server("openai", "chat", "e2e-concurrent");
+    s.expect(
+        &served_ok(&labels, 64.0, 64.0 * PROMPT_WORDS, 64.0 * OUTPUT)
+            .exactly("llm_time_to_first_token_seconds_count", &labels, 64.0)
+            .exactly(
+                "llm_client_requests_total",
+                &[("model", "e2e-concurrent")],
+                64.0,
+            ),
+    );
+}
