@@ -4,7 +4,7 @@
 //! it the bytes of both directions in order, already mapped to [`Stream::Request`] /
 //! [`Stream::Response`] by the connection's role.
 //!
-//! Each direction has its own [`Parser`]; this module pairs their messages. Requests are numbered
+//! Each direction has its own [`Parser`]; `protocol::pairing` pairs their messages. Requests are numbered
 //! (`seq`) in wire order and queue until their response head arrives (FIFO: keep-alive and
 //! pipelining). A complete request is offered to [`llm::recognize_with_limits`]; a recognised one gets
 //! `Output::Started`, its response is decoded and fed to its [`ApiDecoder`], and it ends with
@@ -17,13 +17,11 @@
 //! it, and the requests queued before that one are failed (their responses were lost) — right for
 //! the usual non-pipelined connection, where request *n+1* is only sent after response *n*.
 
-use std::collections::VecDeque;
-
 use crate::exchange::{Api, Exchange, Operation, Stream};
-use crate::llm::{self, ApiDecoder, BodyEnd, Headers};
-use crate::protocol::head::{Direction, Head};
-use crate::protocol::http1::{BodyPlan, Handler, MessageEnd, Outcome, Parser};
-use crate::protocol::tsbuf::TsBuf;
+use crate::llm::{self, ApiDecoder};
+use crate::protocol::head::Direction;
+use crate::protocol::http1::Parser;
+use crate::protocol::pairing::{Pairing, ReqSide, RespSide};
 
 /// Memory caps per connection. Every buffer the decoder keeps is bounded by one of these.
 ///
@@ -181,18 +179,7 @@ impl ConnDecoder {
             limits,
             req: Parser::new(Direction::Request, limits),
             resp: Parser::new(Direction::Response, limits),
-            pairs: Pairing {
-                limits,
-                recognize,
-                next_seq: 0,
-                incoming: None,
-                pending: VecDeque::new(),
-                inflight: None,
-                resp_resynced: false,
-                ended_by: EndedBy::Unknown,
-                stop: false,
-                ts_ns: 0,
-            },
+            pairs: Pairing::new(limits, recognize),
             dead: false,
         }
     }
@@ -258,13 +245,12 @@ impl ConnDecoder {
 
     /// Bytes currently buffered (for the memory-cap assertions and the agent's self-metrics).
     pub fn buffered_bytes(&self) -> usize {
-        let body = self.pairs.incoming.as_ref().map_or(0, |i| i.body.len());
-        self.req.buffered_bytes() + self.resp.buffered_bytes() + body
+        self.req.buffered_bytes() + self.resp.buffered_bytes() + self.pairs.buffered_bytes()
     }
 
     /// Requests received and waiting for (the end of) their response.
     pub fn pending_requests(&self) -> usize {
-        self.pairs.pending.len() + usize::from(self.pairs.inflight.is_some())
+        self.pairs.open_requests()
     }
 
     /// True once the decoder ignores further input (ended, not HTTP, or unsupported protocol).
@@ -288,358 +274,7 @@ impl ConnDecoder {
         self.dead = true;
         self.req.stop();
         self.resp.stop();
-        let p = &mut self.pairs;
-        p.incoming = None;
-        if let Some(f) = p.inflight.take() {
-            finish(out, f.seq, f.decoder, BodyEnd::Cut(by), ts_ns, 0, false);
-        }
-        for q in p.pending.drain(..) {
-            if let Some(d) = q.decoder {
-                finish(out, q.seq, d, BodyEnd::NoResponse(by), ts_ns, 0, false);
-            }
-        }
-    }
-}
-
-/// Emits `Done` for an exchange.
-fn finish(
-    out: &mut Vec<Output>,
-    seq: u64,
-    decoder: Box<dyn ApiDecoder>,
-    end: BodyEnd,
-    end_ns: u64,
-    wire_bytes: u64,
-    truncated: bool,
-) {
-    let mut exchange = decoder.finish(end, end_ns, wire_bytes);
-    exchange.body_truncated |= truncated;
-    out.push(Output::Done {
-        seq,
-        exchange: Box::new(exchange),
-    });
-}
-
-/// A request received in full, waiting for its response head.
-#[derive(Debug)]
-struct Pending {
-    seq: u64,
-    /// `None`: not a recognised API (or lost); framed only.
-    decoder: Option<Box<dyn ApiDecoder>>,
-    /// A `HEAD` request: its response has no body.
-    no_body: bool,
-    start_ns: u64,
-}
-
-/// The request being received.
-#[derive(Debug)]
-struct Incoming {
-    seq: u64,
-    method: String,
-    path: String,
-    headers: Headers,
-    /// Decoded body, cut at `max_body_bytes`.
-    body: TsBuf,
-    truncated: bool,
-    start_ns: u64,
-}
-
-/// The response being received, for a recognised request.
-#[derive(Debug)]
-struct InFlight {
-    seq: u64,
-    decoder: Box<dyn ApiDecoder>,
-    first_token: bool,
-}
-
-/// Request/response pairing state, apart from the parsers so both can be borrowed at once.
-#[derive(Debug)]
-struct Pairing {
-    limits: Limits,
-    recognize: Recognizer,
-    next_seq: u64,
-    incoming: Option<Incoming>,
-    /// FIFO of complete requests without a response head yet.
-    pending: VecDeque<Pending>,
-    inflight: Option<InFlight>,
-    /// The response stream lost its framing: pair the next response head by capture time.
-    resp_resynced: bool,
-    ended_by: EndedBy,
-    stop: bool,
-    /// Capture time of the current call.
-    ts_ns: u64,
-}
-
-impl Pairing {
-    /// Queues a request (recognised or not) for its response.
-    fn enqueue(&mut self, pending: Pending, out: &mut Vec<Output>) {
-        if self.pending.len() >= self.limits.max_pending_requests {
-            // A client that pipelines this deep without answers is not one we can pair: stop
-            // rather than guess.
-            out.push(Output::Error(DecodeError::TooManyPending));
-            self.stop = true;
-            if let Some(d) = pending.decoder {
-                finish(
-                    out,
-                    pending.seq,
-                    d,
-                    BodyEnd::NoResponse(EndedBy::Unknown),
-                    self.ts_ns,
-                    0,
-                    false,
-                );
-            }
-            return;
-        }
-        self.pending.push_back(pending);
-    }
-
-    /// The queued request a response head starting at `start_ns` answers.
-    fn request_for(&mut self, start_ns: u64, out: &mut Vec<Output>) -> Option<Pending> {
-        if self.resp_resynced {
-            let latest = self.pending.iter().rposition(|q| q.start_ns <= start_ns)?;
-            // Responses of the earlier ones were in the lost bytes.
-            for q in self.pending.drain(..latest) {
-                if let Some(d) = q.decoder {
-                    let end = BodyEnd::Cut(EndedBy::Unknown);
-                    finish(out, q.seq, d, end, start_ns, 0, true);
-                }
-            }
-            self.resp_resynced = false;
-        }
-        // A response cannot start before its request.
-        if self.pending.front()?.start_ns > start_ns {
-            return None;
-        }
-        self.pending.pop_front()
-    }
-
-    fn next_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
-    }
-}
-
-/// [`Handler`] for the request direction.
-struct ReqSide<'a> {
-    p: &'a mut Pairing,
-    out: &'a mut Vec<Output>,
-}
-
-impl<'a> ReqSide<'a> {
-    fn new(p: &'a mut Pairing, out: &'a mut Vec<Output>) -> Self {
-        ReqSide { p, out }
-    }
-}
-
-impl Handler for ReqSide<'_> {
-    fn head(&mut self, head: &Head, start_ns: u64, _ts_ns: u64) -> BodyPlan {
-        let Head::Request(r) = head else {
-            return BodyPlan::default();
-        };
-        let seq = self.p.next_seq();
-        self.p.incoming = Some(Incoming {
-            seq,
-            method: r.method.clone(),
-            path: r.path.clone(),
-            headers: r.headers.clone(),
-            body: TsBuf::new(),
-            truncated: false,
-            start_ns,
-        });
-        // Recognition needs the request body, so it is always collected (capped).
-        BodyPlan {
-            deliver: true,
-            no_body: false,
-        }
-    }
-
-    fn body(&mut self, data: &[u8], ts_ns: u64) {
-        let max = self.p.limits.max_body_bytes;
-        if let Some(inc) = &mut self.p.incoming {
-            let take = data.len().min(max.saturating_sub(inc.body.len()));
-            inc.body.push(data.get(..take).unwrap_or_default(), ts_ns);
-            if take < data.len() {
-                inc.truncated = true;
-            }
-        }
-    }
-
-    fn end(&mut self, end: MessageEnd) {
-        let Some(inc) = self.p.incoming.take() else {
-            return;
-        };
-        let no_body = inc.method.eq_ignore_ascii_case("HEAD");
-        let decoder = match end.outcome {
-            Outcome::Complete => {
-                if self.p.pending.len() >= self.p.limits.max_pending_requests {
-                    None
-                } else {
-                    let req = llm::Request {
-                        method: &inc.method,
-                        path: &inc.path,
-                        headers: &inc.headers,
-                        body: inc.body.as_slice(),
-                        body_truncated: inc.truncated || end.truncated,
-                        start_ns: inc.start_ns,
-                        end_ns: end.ts_ns,
-                        wire_bytes: end.wire_bytes,
-                    };
-                    (self.p.recognize)(&req, &self.p.limits)
-                }
-            }
-            // Its bytes were lost but its response will still come: keep its place.
-            Outcome::Lost => None,
-            Outcome::Cut | Outcome::Aborted => return,
-        };
-        if let Some(d) = &decoder {
-            let s = d.summary();
-            self.out.push(Output::Started {
-                seq: inc.seq,
-                api: s.api,
-                operation: s.operation,
-                model: s.model,
-                stream: s.stream,
-                ts_ns: end.ts_ns,
-            });
-        }
-        let pending = Pending {
-            seq: inc.seq,
-            decoder,
-            no_body,
-            start_ns: inc.start_ns,
-        };
-        self.p.enqueue(pending, self.out);
-    }
-
-    fn error(&mut self, err: DecodeError) {
-        match err {
-            DecodeError::NotHttp => self.p.stop = true,
-            DecodeError::HeadTooLarge { .. } => {
-                // A request we cannot read still gets a response: hold its place in the queue.
-                let seq = self.p.next_seq();
-                let pending = Pending {
-                    seq,
-                    decoder: None,
-                    no_body: false,
-                    start_ns: self.p.ts_ns,
-                };
-                self.out.push(Output::Error(err));
-                self.p.enqueue(pending, self.out);
-                return;
-            }
-            _ => {}
-        }
-        self.out.push(Output::Error(err));
-    }
-
-    fn unsupported(&mut self, what: Unsupported) {
-        self.out.push(Output::Unsupported(what));
-        self.p.stop = true;
-    }
-
-    fn stopped(&self) -> bool {
-        self.p.stop
-    }
-}
-
-/// [`Handler`] for the response direction.
-struct RespSide<'a> {
-    p: &'a mut Pairing,
-    out: &'a mut Vec<Output>,
-}
-
-impl<'a> RespSide<'a> {
-    fn new(p: &'a mut Pairing, out: &'a mut Vec<Output>) -> Self {
-        RespSide { p, out }
-    }
-}
-
-impl Handler for RespSide<'_> {
-    fn head(&mut self, head: &Head, start_ns: u64, _ts_ns: u64) -> BodyPlan {
-        let Head::Response(r) = head else {
-            return BodyPlan::default();
-        };
-        let Some(req) = self.p.request_for(start_ns, self.out) else {
-            self.out.push(Output::Error(DecodeError::UnmatchedResponse));
-            return BodyPlan::default();
-        };
-        let Some(mut decoder) = req.decoder else {
-            return BodyPlan {
-                deliver: false,
-                no_body: req.no_body,
-            };
-        };
-        decoder.response_head(&llm::ResponseHead {
-            status: r.status,
-            headers: &r.headers,
-            start_ns,
-        });
-        self.p.inflight = Some(InFlight {
-            seq: req.seq,
-            decoder,
-            first_token: false,
-        });
-        BodyPlan {
-            deliver: true,
-            no_body: req.no_body,
-        }
-    }
-
-    fn body(&mut self, data: &[u8], ts_ns: u64) {
-        let Some(f) = &mut self.p.inflight else {
-            return;
-        };
-        let mut errors = Vec::new();
-        let first = f.decoder.response_body(data, ts_ns, &mut errors);
-        self.out.extend(errors.into_iter().map(Output::Error));
-        if let (Some(ts_ns), false) = (first, f.first_token) {
-            f.first_token = true;
-            self.out.push(Output::FirstToken { seq: f.seq, ts_ns });
-        }
-    }
-
-    fn end(&mut self, end: MessageEnd) {
-        if end.outcome == Outcome::Aborted {
-            self.p.resp_resynced = true;
-        }
-        let Some(f) = self.p.inflight.take() else {
-            return;
-        };
-        let body_end = match end.outcome {
-            Outcome::Complete => BodyEnd::Complete,
-            Outcome::Cut => BodyEnd::Cut(self.p.ended_by),
-            Outcome::Lost | Outcome::Aborted => BodyEnd::Cut(EndedBy::Unknown),
-        };
-        finish(
-            self.out,
-            f.seq,
-            f.decoder,
-            body_end,
-            end.ts_ns,
-            end.wire_bytes,
-            end.truncated,
-        );
-    }
-
-    fn error(&mut self, err: DecodeError) {
-        match err {
-            DecodeError::NotHttp => self.p.stop = true,
-            DecodeError::BadHead(_) | DecodeError::HeadTooLarge { .. } | DecodeError::BadChunk => {
-                self.p.resp_resynced = true;
-            }
-            _ => {}
-        }
-        self.out.push(Output::Error(err));
-    }
-
-    fn unsupported(&mut self, what: Unsupported) {
-        self.out.push(Output::Unsupported(what));
-        self.p.stop = true;
-    }
-
-    fn stopped(&self) -> bool {
-        self.p.stop
+        self.pairs.close_all(by, ts_ns, out);
     }
 }
 

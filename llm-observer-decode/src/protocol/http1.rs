@@ -20,6 +20,7 @@ use crate::decoder::{DecodeError, Limits, Unsupported};
 
 use super::body::Body;
 use super::head::{self, Direction, Framing, Head};
+use super::start::{Marker, START_PROBE, Start, classify_start, match_marker};
 use super::tsbuf::TsBuf;
 
 /// What the handler wants of the body of the message whose head it just got.
@@ -74,22 +75,6 @@ pub trait Handler {
     }
 }
 
-const HTTP2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
-const REQUEST_STARTS: [&[u8]; 9] = [
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"HEAD ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"CONNECT ",
-    b"TRACE ",
-];
-const RESPONSE_START: &[u8] = b"HTTP/1.";
-/// Bytes looked at to judge whether a stream starts like HTTP/1 (longest method + SP fits).
-const START_PROBE: usize = 24;
-
 #[derive(Debug)]
 enum State {
     Head,
@@ -120,19 +105,6 @@ pub struct Parser {
     /// start), with the capture time of their first byte.
     replay: Option<(Vec<u8>, u64)>,
     replaying: bool,
-}
-
-enum Start {
-    Plausible,
-    NeedMore,
-    Http2,
-    Garbage,
-}
-
-enum Marker {
-    Match,
-    Partial,
-    No,
 }
 
 impl Parser {
@@ -533,78 +505,4 @@ impl Parser {
         self.start_checked = false;
         self.line_start = false;
     }
-}
-
-/// Whether `bytes` (the first bytes of a head) can start an HTTP/1 message of this direction.
-fn classify_start(dir: Direction, bytes: &[u8]) -> Start {
-    match dir {
-        Direction::Request => {
-            let n = bytes.len().min(HTTP2_PREFACE_LINE.len());
-            if bytes.get(..n) == HTTP2_PREFACE_LINE.get(..n) {
-                return if n == HTTP2_PREFACE_LINE.len() {
-                    Start::Http2
-                } else {
-                    Start::NeedMore
-                };
-            }
-            // A method is a token followed by one space.
-            for (i, &b) in bytes.iter().enumerate() {
-                if b == b' ' {
-                    return if i == 0 {
-                        Start::Garbage
-                    } else {
-                        Start::Plausible
-                    };
-                }
-                if !is_tchar(b) || i >= 20 {
-                    return Start::Garbage;
-                }
-            }
-            Start::NeedMore
-        }
-        Direction::Response => {
-            let n = bytes.len().min(RESPONSE_START.len());
-            if bytes.get(..n) != RESPONSE_START.get(..n) {
-                Start::Garbage
-            } else if n == RESPONSE_START.len() {
-                Start::Plausible
-            } else {
-                Start::NeedMore
-            }
-        }
-    }
-}
-
-/// RFC 9110 §5.6.2 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn match_marker(dir: Direction, bytes: &[u8]) -> Marker {
-    let one = |m: &[u8]| {
-        if bytes.len() >= m.len() {
-            if bytes.starts_with(m) {
-                Marker::Match
-            } else {
-                Marker::No
-            }
-        } else if m.starts_with(bytes) {
-            Marker::Partial
-        } else {
-            Marker::No
-        }
-    };
-    let mut best = Marker::No;
-    let markers: &[&[u8]] = match dir {
-        Direction::Request => &REQUEST_STARTS,
-        Direction::Response => &[RESPONSE_START],
-    };
-    for m in markers {
-        match one(m) {
-            Marker::Match => return Marker::Match,
-            Marker::Partial => best = Marker::Partial,
-            Marker::No => {}
-        }
-    }
-    best
 }

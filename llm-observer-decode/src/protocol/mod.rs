@@ -11,5 +11,7 @@ pub mod decompress;
 pub mod head;
 pub mod http1;
 pub mod ndjson;
+pub(crate) mod pairing;
 pub mod sse;
+mod start;
 pub mod tsbuf;
