@@ -6,9 +6,12 @@
 //! most `MAX_PAYLOAD` bytes with contiguous `pos`. Bytes beyond the per-call cap are counted and
 //! announced by a zero-length `DATA_FLAG_TRUNCATED` event, never silently dropped.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        generated::bpf_loop,
     },
     programs::TracePointContext,
 };
@@ -32,12 +35,56 @@ pub struct IoArgs {
     syscall: u32,
 }
 
+/// Per-CPU working state of one data syscall's exit: its gathered segments and the copy loop's
+/// progress.
 #[repr(C)]
 pub struct Segments {
     n: u32,
     _pad: u32,
     ptr: [u64; MAX_SEGMENTS],
     len: [u64; MAX_SEGMENTS],
+    meta: CopyState,
+    gather: GatherState,
+}
+
+/// Progress of the iovec-gathering loop (see [`gather`]).
+#[repr(C)]
+struct GatherState {
+    /// iovec array of the current message.
+    iov: u64,
+    iovcnt: u64,
+    /// Bytes of the current message not yet assigned to a segment.
+    left: u64,
+    /// mmsghdr array (mmsg calls only).
+    msgs: u64,
+    /// Messages the call moved (mmsg calls only).
+    nmsg: u64,
+    /// Bytes of all messages started so far.
+    total: u64,
+    /// Next iovec of the current message.
+    j: u32,
+    /// Current message; `u32::MAX` for a single iovec list.
+    m: u32,
+    /// Most iovecs taken per message.
+    max_iov: u32,
+    _pad: u32,
+}
+
+/// Progress of [`copy_out`]'s loop.
+#[repr(C)]
+struct CopyState {
+    pid_tgid: u64,
+    generation: u64,
+    now: u64,
+    pos: u64,
+    total: u64,
+    limit: u64,
+    done: u64,
+    off: u64,
+    idx: u32,
+    fd: i32,
+    dir: u32,
+    sys: u32,
 }
 
 /// `struct user_msghdr`: msg_iov @16, msg_iovlen @24. `struct mmsghdr`: msghdr + msg_len @56, 64 bytes.
@@ -101,8 +148,8 @@ pub fn exit(ctx: &TracePointContext) -> u32 {
     let Some(segs) = SEGMENTS.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: per-CPU scratch, used by this program only until it returns.
-    let segs = unsafe { &mut *segs };
+    // `segs` stays a raw pointer: the bpf_loop callbacks write the map behind the compiler's back,
+    // so everything read after a loop is read volatile through it.
     let total = gather(sys, &args, ret as u64, segs);
     let dir = sys.direction();
     // SAFETY: map value pointer; fields are plain integers.
@@ -159,12 +206,12 @@ pub fn exit(ctx: &TracePointContext) -> u32 {
             // Deliver one event of the first bytes so user space can say what it was (TLS, h2,
             // ...); count the rest.
             cap = MAX_PAYLOAD as u64;
-            let sent = copy_out(&mut ev, segs, cap);
+            let sent = copy_out(&ev, segs, cap);
             stat_add(Stat::OtherProtoBytes, total - sent);
             return 0;
         }
     }
-    let sent = copy_out(&mut ev, segs, cap);
+    let sent = copy_out(&ev, segs, cap);
     if sent < total {
         ev.pos = pos + sent;
         stat_add(Stat::TruncatedBytes, total - sent);
@@ -211,71 +258,112 @@ fn marker(m: &Meta, flags: u16, missing: u64) {
 
 /// Copies up to `cap` bytes of the gathered segments into events. Returns the bytes delivered as a
 /// contiguous prefix (a lost event ends the prefix: later bytes are reported as truncated).
-fn copy_out(m: &mut Meta, segs: &Segments, cap: u64) -> u64 {
-    let Some(p) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
+///
+/// The loop runs under `bpf_loop` (Linux ≥ 5.17) so the verifier checks its body instead of
+/// unrolling up to MAX_CHUNKS_PER_CALL iterations. Its state lives in the per-CPU `SEGMENTS` map,
+/// not on the stack: map contents are opaque to the verifier, so every iteration looks the same to
+/// it and the callback's verification converges at once (stack state would be tracked precisely,
+/// iteration by iteration, and blow the instruction budget).
+fn copy_out(m: &Meta, segs: *mut Segments, cap: u64) -> u64 {
+    let state = CopyState {
+        pid_tgid: m.pid_tgid,
+        generation: m.generation,
+        now: m.now,
+        pos: m.pos,
+        total: m.total,
+        limit: if cap < m.total { cap } else { m.total },
+        done: 0,
+        off: 0,
+        idx: 0,
+        fd: m.fd,
+        dir: m.dir as u32,
+        sys: m.sys as u32,
     };
-    let limit = if cap < m.total { cap } else { m.total };
-    let mut idx: u32 = 0;
-    let mut off: u64 = 0;
-    let mut done: u64 = 0;
-    for _ in 0..MAX_CHUNKS_PER_CALL + MAX_SEGMENTS as u32 {
-        if done >= limit || idx >= segs.n {
-            break;
-        }
-        let i = (idx as usize) & (MAX_SEGMENTS - 1);
-        let (sp, sl) = (segs.ptr[i], segs.len[i]);
-        if off >= sl {
-            idx += 1;
-            off = 0;
-            continue;
-        }
-        let mut len = sl - off;
-        if len > limit - done {
-            len = limit - done;
-        }
-        if len > MAX_PAYLOAD as u64 {
-            len = MAX_PAYLOAD as u64;
-        }
-        let n = len as usize;
-        if n == 0 || n > MAX_PAYLOAD {
-            break;
-        }
-        // SAFETY: per-CPU scratch, owned by this program until it returns.
-        let ev = unsafe { &mut *p };
-        ev.hdr = header(EventKind::Data, m.pid_tgid, m.fd, m.generation, m.now);
-        ev.pos = m.pos + done;
-        ev.msg_len = m.total;
-        ev.len = n as u32;
-        ev.direction = m.dir;
-        ev.syscall = m.sys as u8;
-        ev.flags = 0;
-        let payload: &mut [u8; MAX_PAYLOAD] = &mut ev.payload;
-        // SAFETY: user memory through the checked helper.
-        if unsafe { bpf_probe_read_user_buf((sp + off) as *const u8, &mut payload[..n]) }.is_err() {
-            break;
-        }
-        // SAFETY: header and the first `n` payload bytes are initialised.
-        let bytes =
-            unsafe { core::slice::from_raw_parts(p as *const u8, DATA_EVENT_HEADER_LEN + n) };
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
-            stat_add(Stat::LostEvents, 1);
-            break;
-        }
-        off += len;
-        done += len;
+    // SAFETY: per-CPU scratch, owned by this program until it returns.
+    unsafe { core::ptr::write_volatile(&raw mut (*segs).meta, state) };
+    // SAFETY: `copy_chunk` has the callback signature bpf_loop expects and ignores its context.
+    unsafe {
+        bpf_loop(
+            MAX_CHUNKS_PER_CALL + MAX_SEGMENTS as u32,
+            copy_chunk as *const () as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
     }
-    done
+    // SAFETY: as above; the callback updated it.
+    unsafe { core::ptr::read_volatile(&raw const (*segs).meta.done) }
+}
+
+/// One iteration of [`copy_out`]: emits the next chunk (≤ MAX_PAYLOAD bytes) or steps to the next
+/// segment. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn copy_chunk(_index: u32, _ctx: *mut c_void) -> i64 {
+    let (Some(segs), Some(p)) = (SEGMENTS.get_ptr_mut(0), SCRATCH.get_ptr_mut(0)) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch maps, owned by this program until it returns.
+    let (segs, ev) = unsafe { (&mut *segs, &mut *p) };
+    let c = &mut segs.meta;
+    if c.done >= c.limit || c.idx >= segs.n {
+        return 1;
+    }
+    let i = (c.idx as usize) & (MAX_SEGMENTS - 1);
+    let (sp, sl) = (segs.ptr[i], segs.len[i]);
+    if c.off >= sl {
+        c.idx += 1;
+        c.off = 0;
+        return 0;
+    }
+    let mut len = sl - c.off;
+    if len > c.limit - c.done {
+        len = c.limit - c.done;
+    }
+    if len > MAX_PAYLOAD as u64 {
+        len = MAX_PAYLOAD as u64;
+    }
+    let n = len as usize;
+    if n == 0 || n > MAX_PAYLOAD {
+        return 1;
+    }
+    ev.hdr = header(EventKind::Data, c.pid_tgid, c.fd, c.generation, c.now);
+    ev.pos = c.pos + c.done;
+    ev.msg_len = c.total;
+    ev.len = n as u32;
+    ev.direction = c.dir as u8;
+    ev.syscall = c.sys as u8;
+    ev.flags = 0;
+    let payload: &mut [u8; MAX_PAYLOAD] = &mut ev.payload;
+    // SAFETY: user memory through the checked helper.
+    if unsafe { bpf_probe_read_user_buf((sp + c.off) as *const u8, &mut payload[..n]) }.is_err() {
+        return 1;
+    }
+    // SAFETY: header and the first `n` payload bytes are initialised.
+    let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, DATA_EVENT_HEADER_LEN + n) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        stat_add(Stat::LostEvents, 1);
+        return 1;
+    }
+    c.off += len;
+    c.done += len;
+    0
 }
 
 /// First bytes of a connection: an HTTP/1.x request method or status line → HTTP; fewer than four
 /// bytes → still unknown; anything else (TLS records, the HTTP/2 preface, databases) → other.
-fn classify(segs: &Segments) -> u32 {
-    if segs.n == 0 || segs.len[0] < 4 {
+fn classify(segs: *const Segments) -> u32 {
+    // SAFETY: per-CPU scratch written by gather's loop: read fresh.
+    let (n, len0, ptr0) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*segs).n),
+            core::ptr::read_volatile(&raw const (*segs).len[0]),
+            core::ptr::read_volatile(&raw const (*segs).ptr[0]),
+        )
+    };
+    if n == 0 || len0 < 4 {
         return PROTO_UNKNOWN;
     }
     // SAFETY: user memory through the checked helper.
-    let Ok(head) = (unsafe { bpf_probe_read_user(segs.ptr[0] as *const [u8; 4]) }) else {
+    let Ok(head) = (unsafe { bpf_probe_read_user(ptr0 as *const [u8; 4]) }) else {
         return PROTO_UNKNOWN;
     };
     match &head {
@@ -297,70 +385,130 @@ fn push(segs: &mut Segments, ptr: u64, len: u64) {
     }
 }
 
-/// Gathers up to `bytes` bytes from an iovec array, at most `max_iov` entries. Returns the bytes
-/// covered (less than `bytes` only when segments ran out).
-fn gather_iov(segs: &mut Segments, iov: u64, iovcnt: u64, bytes: u64, max_iov: u32) -> u64 {
-    let mut left = bytes;
-    for j in 0..max_iov {
-        if left == 0 || j as u64 >= iovcnt || segs.n as usize >= MAX_SEGMENTS {
-            break;
-        }
-        // SAFETY: user memory through the checked helper; `struct iovec` is {base, len}.
-        let Ok(v) = (unsafe { bpf_probe_read_user((iov + j as u64 * 16) as *const [u64; 2]) })
-        else {
-            break;
-        };
-        let take = if v[1] < left { v[1] } else { left };
-        push(segs, v[0], take);
-        left -= take;
-    }
-    bytes - left
-}
-
 /// Builds the segment list for one syscall; returns the bytes the syscall moved (for mmsg, the sum
 /// of the captured messages' `msg_len`).
-fn gather(sys: Syscall, args: &IoArgs, ret: u64, segs: &mut Segments) -> u64 {
-    segs.n = 0;
-    match sys {
+///
+/// iovec lists are walked under `bpf_loop` with the walk's state in the map, for the same reason
+/// as [`copy_out`]: a plain loop makes the verifier re-check the rest of the program once per
+/// (iovecs seen, segments pushed) combination.
+fn gather(sys: Syscall, args: &IoArgs, ret: u64, segs: *mut Segments) -> u64 {
+    // SAFETY: per-CPU scratch, owned by this program until it returns.
+    let s = unsafe { &mut *segs };
+    s.n = 0;
+    let (iov, iovcnt, msgs, nmsg, max_iov, loops) = match sys {
         Syscall::Write | Syscall::Read | Syscall::Sendto | Syscall::Recvfrom => {
-            push(segs, args.buf, ret);
-            ret
+            push(s, args.buf, ret);
+            return ret;
         }
-        Syscall::Writev | Syscall::Readv => {
-            gather_iov(segs, args.buf, args.count, ret, MAX_SEGMENTS as u32);
-            ret
-        }
+        Syscall::Writev | Syscall::Readv => (
+            args.buf,
+            args.count,
+            0,
+            0,
+            MAX_SEGMENTS as u32,
+            MAX_SEGMENTS as u32,
+        ),
         Syscall::Sendmsg | Syscall::Recvmsg => {
             // SAFETY: user memory through the checked helpers.
-            let (iov, iovlen) = unsafe {
+            let (iov, iovcnt) = unsafe {
                 (
                     bpf_probe_read_user((args.buf + MSGHDR_IOV) as *const u64).unwrap_or(0),
                     bpf_probe_read_user((args.buf + MSGHDR_IOVLEN) as *const u64).unwrap_or(0),
                 )
             };
-            gather_iov(segs, iov, iovlen, ret, MAX_SEGMENTS as u32);
-            ret
+            (iov, iovcnt, 0, 0, MAX_SEGMENTS as u32, MAX_SEGMENTS as u32)
         }
-        Syscall::Sendmmsg | Syscall::Recvmmsg => {
-            // ret = number of messages; each message's byte count is its msg_len.
-            let mut total = 0u64;
-            for m in 0..MAX_MMSG as u64 {
-                if m >= ret {
-                    break;
-                }
-                let base = args.buf + m * MMSGHDR_SIZE;
-                // SAFETY: user memory through the checked helpers.
-                let (iov, iovlen, len) = unsafe {
-                    (
-                        bpf_probe_read_user((base + MSGHDR_IOV) as *const u64).unwrap_or(0),
-                        bpf_probe_read_user((base + MSGHDR_IOVLEN) as *const u64).unwrap_or(0),
-                        bpf_probe_read_user((base + MMSGHDR_LEN) as *const u32).unwrap_or(0) as u64,
-                    )
-                };
-                gather_iov(segs, iov, iovlen, len, MMSG_IOVS);
-                total += len;
-            }
-            total
-        }
+        // ret = number of messages; each message's byte count is its msg_len.
+        Syscall::Sendmmsg | Syscall::Recvmmsg => (
+            0,
+            0,
+            args.buf,
+            ret,
+            MMSG_IOVS,
+            MAX_MMSG as u32 * (MMSG_IOVS + 1),
+        ),
+    };
+    let single = nmsg == 0;
+    s.gather = GatherState {
+        iov,
+        iovcnt,
+        left: if single { ret } else { 0 },
+        msgs,
+        nmsg,
+        total: if single { ret } else { 0 },
+        j: 0,
+        m: if single { u32::MAX } else { 0 },
+        max_iov,
+        _pad: 0,
+    };
+    if !single {
+        start_message(&mut s.gather, 0);
     }
+    // SAFETY: `gather_step` has the callback signature bpf_loop expects and ignores its context.
+    unsafe {
+        bpf_loop(
+            loops,
+            gather_step as *const () as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    // SAFETY: the callback updated the map behind the compiler's back: read it fresh.
+    unsafe { core::ptr::read_volatile(&raw const (*segs).gather.total) }
+}
+
+/// Makes message `m` of an mmsg call the current one.
+fn start_message(g: &mut GatherState, m: u32) {
+    let base = g.msgs + m as u64 * MMSGHDR_SIZE;
+    // SAFETY: user memory through the checked helpers.
+    let (iov, iovcnt, len) = unsafe {
+        (
+            bpf_probe_read_user((base + MSGHDR_IOV) as *const u64).unwrap_or(0),
+            bpf_probe_read_user((base + MSGHDR_IOVLEN) as *const u64).unwrap_or(0),
+            bpf_probe_read_user((base + MMSGHDR_LEN) as *const u32).unwrap_or(0) as u64,
+        )
+    };
+    g.m = m;
+    g.iov = iov;
+    g.iovcnt = iovcnt;
+    g.left = len;
+    g.total += len;
+    g.j = 0;
+}
+
+/// One step of [`gather`]: pushes the next iovec as a segment, or (mmsg) moves to the next message.
+/// Returns 1 to stop.
+#[inline(never)]
+extern "C" fn gather_step(_index: u32, _ctx: *mut c_void) -> i64 {
+    let Some(segs) = SEGMENTS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch, owned by this program until it returns.
+    let s = unsafe { &mut *segs };
+    let g = &mut s.gather;
+    let msg_done = g.left == 0 || g.j as u64 >= g.iovcnt || g.j >= g.max_iov;
+    if msg_done {
+        if g.m == u32::MAX {
+            return 1;
+        }
+        let next = g.m + 1;
+        if next as u64 >= g.nmsg || next as usize >= MAX_MMSG {
+            return 1;
+        }
+        start_message(g, next);
+        return 0;
+    }
+    if s.n as usize >= MAX_SEGMENTS {
+        return 1;
+    }
+    // SAFETY: user memory through the checked helper; `struct iovec` is {base, len}.
+    let Ok(v) = (unsafe { bpf_probe_read_user((g.iov + g.j as u64 * 16) as *const [u64; 2]) })
+    else {
+        return 1;
+    };
+    let take = if v[1] < g.left { v[1] } else { g.left };
+    g.left -= take;
+    g.j += 1;
+    push(s, v[0], take);
+    0
 }

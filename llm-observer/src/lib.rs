@@ -1,5 +1,10 @@
 //! llm-observer agent library. Data flows one way:
 //! [`capture`] (kernel events) → [`conn`] (connections, reassembly) → `llm_observer_decode`
-//! (HTTP + LLM decoders) → [`sinks`] (Prometheus metrics, JSON trace lines).
+//! (HTTP + LLM decoders) → [`sinks`] (Prometheus metrics, JSON trace lines). [`pipeline`] runs
+//! it; [`attribution`] names the processes behind connections.
+pub mod attribution;
 pub mod capture;
+pub mod cli;
+pub mod conn;
+pub mod pipeline;
 pub mod sinks;

@@ -1,1 +1,176 @@
-fn main() {}
+//! `llm-observer`: wiring only — configuration → capture → connections → decoders → sinks.
+
+use std::{io::Write, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use llm_observer::{
+    capture::{ATTACH_MODE, Capture, CaptureConfig, system},
+    cli::{CaptureArgs, Cli, Command, RunArgs, TraceArgs},
+    conn::{ConnTable, ConnTableConfig},
+    pipeline::{self, metrics_sink::MetricsSink, trace_sink::TraceSink},
+    sinks::{
+        http::MetricsServer,
+        metrics::{Metrics, MetricsConfig},
+    },
+};
+use llm_observer_decode::Limits;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .parse_filters(&cli.log)
+        .format_target(false)
+        .init();
+    let result = match &cli.command {
+        Some(Command::Check) => return check(),
+        Some(Command::Trace(t)) => runtime().and_then(|rt| rt.block_on(trace(&cli.capture, t))),
+        Some(Command::Run) | None => {
+            runtime().and_then(|rt| rt.block_on(run(&cli.run, &cli.capture)))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llm-observer: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+fn capture_config(a: &CaptureArgs) -> CaptureConfig {
+    CaptureConfig {
+        ring_bytes: a.ring_bytes,
+        max_bytes_per_call: a.max_capture_bytes,
+        target_pid: a.pid,
+        ignore_pid: Some(std::process::id()),
+        all_protocols: a.all_protocols,
+    }
+}
+
+fn table_config(a: &CaptureArgs) -> ConnTableConfig {
+    ConnTableConfig {
+        limits: Limits {
+            max_body_bytes: a.max_body_bytes,
+            ..Limits::default()
+        },
+        max_connections: a.max_connections,
+        idle_timeout_ns: a.idle_timeout.saturating_mul(1_000_000_000),
+        ports: a.port.clone(),
+        proc_root: a.proc_root.clone(),
+    }
+}
+
+fn start_capture(a: &CaptureArgs) -> anyhow::Result<(Capture, ConnTable)> {
+    let mut capture = Capture::load(&capture_config(a))?;
+    log::info!(
+        "attached {} tracepoints (attach mode: {ATTACH_MODE})",
+        capture.attached().len()
+    );
+    let mut table = ConnTable::new(table_config(a));
+    pipeline::seed_existing(&mut capture, &mut table, &a.proc_root, a.pid);
+    Ok((capture, table))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    log::info!("shutting down");
+}
+
+async fn run(r: &RunArgs, a: &CaptureArgs) -> anyhow::Result<()> {
+    let cfg = MetricsConfig {
+        max_models: r.max_models,
+        max_peers: r.max_peers,
+        max_processes: r.max_processes,
+        tokens_per_second_window: Duration::from_secs(r.tokens_per_second_window),
+        ..MetricsConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new(cfg, ATTACH_MODE)?);
+    let (capture, table) = start_capture(a)?;
+    let server = MetricsServer::bind(r.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--metrics-addr)", r.metrics_addr))?;
+    log::info!("serving /metrics on http://{}/metrics", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx = stop_rx.clone();
+    let http = tokio::spawn(server.run(metrics.clone(), async move {
+        let _ = rx.changed().await;
+    }));
+    let mut sink = MetricsSink::new(metrics.clone());
+    let result = pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    let _ = http.await;
+    result
+}
+
+async fn trace(a: &CaptureArgs, t: &TraceArgs) -> anyhow::Result<()> {
+    let (capture, table) = start_capture(a)?;
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let mut sink = TraceSink::new(std::io::stdout().lock(), t.raw, t.show_secrets)
+        .with_limit(t.count, done_tx);
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            // Only a sent value ends the trace (the sender lives as long as the sink).
+            Ok(()) = done_rx.changed() => {}
+        }
+    };
+    pipeline::run(capture, table, &mut sink, None, stop).await
+}
+
+fn check() -> std::process::ExitCode {
+    let mut out = std::io::stdout().lock();
+    let items = system::check_items();
+    let mut fatal = false;
+    for i in &items {
+        let mark = if i.ok {
+            "ok  "
+        } else if i.required {
+            "FAIL"
+        } else {
+            "--  "
+        };
+        fatal |= i.required && !i.ok;
+        let _ = writeln!(out, "{mark} {:<11} {}", i.name, i.detail);
+    }
+    if fatal {
+        let _ = writeln!(out, "capture cannot work here: fix the FAIL lines above");
+        return std::process::ExitCode::FAILURE;
+    }
+    // The strongest check: load and attach for real, then detach.
+    match Capture::load(&CaptureConfig::default()) {
+        Ok(c) => {
+            let _ = writeln!(
+                out,
+                "ok   programs    loaded and attached {} tracepoints",
+                c.attached().len()
+            );
+            let _ = writeln!(out, "attach mode: {ATTACH_MODE}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(out, "FAIL programs    {e}");
+            let _ = writeln!(out, "capture cannot work here");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -124,6 +124,7 @@ pub struct Capture {
     ebpf: Ebpf,
     ring: Option<RingBuf<MapData>>,
     attached: Vec<String>,
+    seed_generation: u64,
 }
 
 impl Capture {
@@ -204,6 +205,7 @@ impl Capture {
             ebpf,
             ring: Some(ring),
             attached,
+            seed_generation: 0,
         })
     }
 
@@ -234,6 +236,7 @@ impl Capture {
             return Vec::new();
         };
         let generation = system::monotonic_ns();
+        self.seed_generation = generation;
         let mut seeded = Vec::new();
         for s in sockets {
             let key = conn_key(s.tgid, s.fd);
@@ -254,6 +257,11 @@ impl Capture {
             }
         }
         seeded
+    }
+
+    /// The generation given to sockets seeded by the last [`Capture::seed_existing`].
+    pub fn seed_generation(&self) -> u64 {
+        self.seed_generation
     }
 
     /// Stops capturing a connection (not TCP after all, filtered out by `--port`, ...).

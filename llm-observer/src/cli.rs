@@ -1,0 +1,137 @@
+//! Command line: every tunable is a flag with an `LLM_OBSERVER_*` environment twin.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+/// eBPF node agent: exact per-request LLM metrics (requests, latency, time to first token, tokens)
+/// from kernel-captured traffic of LLM servers and agents, served for Prometheus. No client,
+/// server or URL changes. Needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN).
+#[derive(Debug, Parser)]
+#[command(name = "llm-observer", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+
+    /// Log filter (error, warn, info, debug, trace, or env_logger syntax).
+    #[arg(long, env = "LLM_OBSERVER_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture and serve /metrics (the default when no command is given).
+    Run,
+    /// Print what this kernel supports and which attach mode will be used; exit non-zero with the
+    /// reason when capture cannot work here.
+    Check,
+    /// Print one JSON line per decoded exchange (or, with --raw, per captured event): a tcpdump
+    /// for LLM traffic.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of the Prometheus endpoint (/metrics).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_METRICS_ADDR",
+        default_value = "0.0.0.0:9202"
+    )]
+    pub metrics_addr: SocketAddr,
+
+    /// Distinct model label values per family before `other`.
+    #[arg(long, env = "LLM_OBSERVER_MAX_MODELS", default_value_t = 32)]
+    pub max_models: usize,
+
+    /// Distinct peer label values (client view) before `other`.
+    #[arg(long, env = "LLM_OBSERVER_MAX_PEERS", default_value_t = 32)]
+    pub max_peers: usize,
+
+    /// Distinct process label values before `other`.
+    #[arg(long, env = "LLM_OBSERVER_MAX_PROCESSES", default_value_t = 32)]
+    pub max_processes: usize,
+
+    /// Window of the llm_tokens_per_second gauge, in seconds.
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_TOKENS_PER_SECOND_WINDOW",
+        default_value_t = 30
+    )]
+    pub tokens_per_second_window: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// Capture only this process id.
+    #[arg(long, env = "LLM_OBSERVER_PID", global = true)]
+    pub pid: Option<u32>,
+
+    /// Capture only connections with this local or peer port (repeat or comma-separate).
+    #[arg(long, env = "LLM_OBSERVER_PORT", value_delimiter = ',', global = true)]
+    pub port: Vec<u16>,
+
+    /// Kernel ring buffer size in bytes (power of two).
+    #[arg(long, env = "LLM_OBSERVER_RING_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
+    pub ring_bytes: u32,
+
+    /// Payload bytes copied per syscall at most (≤ 1 MiB); the rest is counted as truncated.
+    #[arg(long, env = "LLM_OBSERVER_MAX_CAPTURE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_capture_bytes: u32,
+
+    /// Copy payloads of non-HTTP connections too (debugging; costs ring space).
+    #[arg(long, env = "LLM_OBSERVER_ALL_PROTOCOLS", global = true)]
+    pub all_protocols: bool,
+
+    /// Most connections tracked at once.
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_MAX_CONNECTIONS",
+        default_value_t = 16_384,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// Forget connections silent for this many seconds.
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_IDLE_TIMEOUT",
+        default_value_t = 600,
+        global = true
+    )]
+    pub idle_timeout: u64,
+
+    /// Largest HTTP body buffered per message for JSON decoding (bytes).
+    #[arg(long, env = "LLM_OBSERVER_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Root of the proc filesystem (e.g. /host/proc in a container).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_PROC_ROOT",
+        default_value = "/proc",
+        global = true
+    )]
+    pub proc_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Print every captured event with its payload as escaped text, instead of decoded exchanges.
+    #[arg(long)]
+    pub raw: bool,
+
+    /// With --raw: do not redact Authorization, X-Api-Key and cookie header values.
+    #[arg(long)]
+    pub show_secrets: bool,
+
+    /// Exit after printing this many lines.
+    #[arg(long)]
+    pub count: Option<u64>,
+}

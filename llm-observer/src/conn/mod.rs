@@ -1,0 +1,11 @@
+//! Stage 2: connections. Kernel events → per-connection state → the decoder of each connection.
+//!
+//! A connection is identified by `(tgid, fd, generation)`, so a reused fd number never merges two
+//! connections. Each keeps the next expected byte position of both directions: a jump forward is
+//! a capture gap (ring overflow, truncation), announced to the decoder so it resyncs instead of
+//! misparsing. Directions map to request/response streams by role: on an accepted socket (server)
+//! ingress carries requests, on a connected socket (client) egress does.
+
+mod table;
+
+pub use table::{ConnTable, ConnTableConfig, ConnView, Sink, TableStats};

@@ -1,0 +1,470 @@
+//! [`ConnTable`]: the connection state machine between capture events and decoder outputs.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+};
+
+use llm_observer_decode::{
+    ConnDecoder, DecodeError, EndedBy, Exchange, Limits, Output, Role, Stream, Unsupported,
+};
+
+use crate::{
+    attribution::process::{ProcessCache, ProcessInfo},
+    capture::{ConnId, DataEvent, DataKind, Direction, Event, KernelRole, procfs},
+};
+
+/// Where decoded results go (metrics, trace lines). Called synchronously, in event order.
+pub trait Sink {
+    /// A recognised LLM/MCP request was fully received.
+    fn started(
+        &mut self,
+        conn: &ConnView<'_>,
+        seq: u64,
+        summary: &llm_observer_decode::llm::RequestSummary,
+    );
+    /// Its first content-bearing response event arrived.
+    fn first_token(&mut self, conn: &ConnView<'_>, seq: u64, ts_ns: u64);
+    /// It finished (or failed).
+    fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange);
+    /// Bytes that could not be decoded (counted by reason).
+    fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError);
+    /// Recognised but unsupported traffic (HTTP/2, upgrades, tunnels).
+    fn unsupported(&mut self, conn: &ConnView<'_>, what: Unsupported);
+    /// Every event, before it is applied (for `trace --raw`). Default: nothing.
+    fn raw(&mut self, _event: &Event, _conn: Option<&ConnView<'_>>) {}
+}
+
+/// A read-only view of a connection for sinks.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnView<'a> {
+    pub id: ConnId,
+    pub role: Role,
+    pub process: &'a ProcessInfo,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Settings of the connection table (flags `--max-connections`, `--idle-timeout`, `--port`...).
+#[derive(Debug, Clone)]
+pub struct ConnTableConfig {
+    pub limits: Limits,
+    /// Most connections tracked at once; new ones beyond it are dropped (and counted).
+    pub max_connections: usize,
+    /// Connections silent this long are forgotten (in-flight exchanges fail as truncated).
+    pub idle_timeout_ns: u64,
+    /// Only connections with one of these local or peer ports (empty = all).
+    pub ports: Vec<u16>,
+    pub proc_root: PathBuf,
+}
+
+impl Default for ConnTableConfig {
+    fn default() -> Self {
+        ConnTableConfig {
+            limits: Limits::default(),
+            max_connections: 16_384,
+            idle_timeout_ns: 600 * 1_000_000_000,
+            ports: Vec::new(),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// Counters the table keeps for the self-metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub opened_server: u64,
+    pub opened_client: u64,
+    pub closed: u64,
+    pub expired: u64,
+    /// Connections refused because the table was full.
+    pub dropped_full: u64,
+    /// Data events for connections the table does not know (opened before a restart, evicted).
+    pub orphan_events: u64,
+    /// Bytes announced missing by the kernel or found missing by position.
+    pub gap_bytes: u64,
+    /// Connections whose first bytes were not HTTP/1.x.
+    pub other_protocol: u64,
+    pub captured_bytes_ingress: u64,
+    pub captured_bytes_egress: u64,
+}
+
+enum Proto {
+    /// No bytes yet.
+    Unknown,
+    Http(Box<ConnDecoder>),
+    /// Not HTTP/1.x: ignored.
+    Other,
+}
+
+struct Conn {
+    id: ConnId,
+    role: Role,
+    process: Arc<ProcessInfo>,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    resolved: bool,
+    proto: Proto,
+    /// Next expected `pos`, by direction (egress, ingress).
+    next_pos: [u64; 2],
+    peer_eof: bool,
+    last_ts: u64,
+}
+
+impl Conn {
+    fn view(&self) -> ConnView<'_> {
+        ConnView {
+            id: self.id,
+            role: self.role,
+            process: &self.process,
+            local: self.local,
+            peer: self.peer,
+        }
+    }
+
+    fn stream(&self, dir: Direction) -> Stream {
+        match (self.role, dir) {
+            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => {
+                Stream::Request
+            }
+            _ => Stream::Response,
+        }
+    }
+
+    /// Who ended the connection when this process closes it (or exits).
+    fn ended_by_local_close(&self) -> EndedBy {
+        let local = if self.role == Role::Server {
+            EndedBy::Server
+        } else {
+            EndedBy::Client
+        };
+        let peer = if self.role == Role::Server {
+            EndedBy::Client
+        } else {
+            EndedBy::Server
+        };
+        if self.peer_eof { peer } else { local }
+    }
+}
+
+/// All tracked connections.
+pub struct ConnTable {
+    cfg: ConnTableConfig,
+    conns: HashMap<ConnId, Conn>,
+    /// Open connections per process, for process exit.
+    by_tgid: HashMap<u32, BTreeMap<ConnId, ()>>,
+    processes: ProcessCache,
+    stats: TableStats,
+    /// Kernel-side tracking to stop (not TCP, filtered out, table full): drained by the pipeline.
+    untrack: Vec<(u32, i32)>,
+    out: Vec<Output>,
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+impl ConnTable {
+    pub fn new(cfg: ConnTableConfig) -> Self {
+        let processes = ProcessCache::new(&cfg.proc_root);
+        ConnTable {
+            cfg,
+            conns: HashMap::new(),
+            by_tgid: HashMap::new(),
+            processes,
+            stats: TableStats::default(),
+            untrack: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Bytes held by all decoders (for the memory self-metric).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| {
+                if let Proto::Http(d) = &c.proto {
+                    d.buffered_bytes()
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    /// Kernel-side tracking the table asks to stop, since the last call.
+    pub fn take_untrack(&mut self) -> Vec<(u32, i32)> {
+        std::mem::take(&mut self.untrack)
+    }
+
+    /// Registers a socket that existed before the agent started (seeded into the kernel map).
+    pub fn add_existing(
+        &mut self,
+        id: ConnId,
+        server: bool,
+        local: SocketAddr,
+        peer: SocketAddr,
+        ts_ns: u64,
+    ) {
+        let role = if server { Role::Server } else { Role::Client };
+        self.insert(id, role, Some(local), Some(peer), true, ts_ns);
+    }
+
+    fn insert(
+        &mut self,
+        id: ConnId,
+        role: Role,
+        local: Option<SocketAddr>,
+        peer: Option<SocketAddr>,
+        resolved: bool,
+        ts_ns: u64,
+    ) -> bool {
+        if self.conns.len() >= self.cfg.max_connections {
+            self.stats.dropped_full += 1;
+            self.untrack.push((id.tgid, id.fd));
+            return false;
+        }
+        match role {
+            Role::Server => self.stats.opened_server += 1,
+            Role::Client => self.stats.opened_client += 1,
+        }
+        let process = self.processes.get(id.tgid);
+        self.conns.insert(
+            id,
+            Conn {
+                id,
+                role,
+                process,
+                local,
+                peer,
+                resolved,
+                proto: Proto::Unknown,
+                next_pos: [0, 0],
+                peer_eof: false,
+                last_ts: ts_ns,
+            },
+        );
+        self.by_tgid.entry(id.tgid).or_default().insert(id, ());
+        true
+    }
+
+    /// Applies one kernel event.
+    pub fn apply(&mut self, event: &Event, sink: &mut dyn Sink) {
+        match event {
+            Event::Open(c) => {
+                sink.raw(event, None);
+                let role = match c.role {
+                    KernelRole::Server => Role::Server,
+                    KernelRole::Client => Role::Client,
+                    // The kernel only opens with a known role; seeded sockets come via add_existing.
+                    KernelRole::Unknown => return,
+                };
+                // A close we never saw (fd passed away) leaves a stale entry for the same fd.
+                let stale: Vec<ConnId> = self
+                    .by_tgid
+                    .get(&c.conn.tgid)
+                    .map(|m| m.keys().filter(|k| k.fd == c.conn.fd).copied().collect())
+                    .unwrap_or_default();
+                for id in stale {
+                    self.finish(id, EndedBy::Unknown, c.ts_ns, sink);
+                }
+                self.insert(c.conn, role, None, c.peer, false, c.ts_ns);
+            }
+            Event::Close(c) => {
+                if let Some(conn) = self.conns.get(&c.conn) {
+                    sink.raw(event, Some(&conn.view()));
+                    let by = conn.ended_by_local_close();
+                    self.finish(c.conn, by, c.ts_ns, sink);
+                    self.stats.closed += 1;
+                } else {
+                    sink.raw(event, None);
+                }
+            }
+            Event::ProcExit { tgid, ts_ns } => {
+                sink.raw(event, None);
+                let ids: Vec<ConnId> = self
+                    .by_tgid
+                    .get(tgid)
+                    .map(|m| m.keys().copied().collect())
+                    .unwrap_or_default();
+                for id in ids {
+                    let by = self
+                        .conns
+                        .get(&id)
+                        .map_or(EndedBy::Unknown, Conn::ended_by_local_close);
+                    self.finish(id, by, *ts_ns, sink);
+                    self.stats.closed += 1;
+                }
+                self.by_tgid.remove(tgid);
+                self.processes.forget(*tgid);
+            }
+            Event::Data(d) => self.data(event, d, sink),
+        }
+    }
+
+    fn data(&mut self, event: &Event, d: &DataEvent, sink: &mut dyn Sink) {
+        let Some(conn) = self.conns.get_mut(&d.conn) else {
+            self.stats.orphan_events += 1;
+            sink.raw(event, None);
+            return;
+        };
+        conn.last_ts = d.ts_ns;
+        if !conn.resolved {
+            conn.resolved = true;
+            if let Some((local, peer)) =
+                procfs::resolve(&self.cfg.proc_root, d.conn.tgid, d.conn.fd)
+            {
+                conn.local = Some(local);
+                conn.peer = Some(peer);
+            }
+            if !self.cfg.ports.is_empty() {
+                let ports = [conn.local.map(|a| a.port()), conn.peer.map(|a| a.port())];
+                if !ports.iter().flatten().any(|p| self.cfg.ports.contains(p)) {
+                    conn.proto = Proto::Other;
+                    self.untrack.push((d.conn.tgid, d.conn.fd));
+                }
+            }
+        }
+        sink.raw(event, Some(&conn.view()));
+        let di = dir_index(d.direction);
+        let stream = conn.stream(d.direction);
+        match d.kind {
+            DataKind::Eof => {
+                conn.peer_eof = true;
+                return;
+            }
+            DataKind::Truncated { missing } => {
+                self.stats.gap_bytes += missing;
+                conn.next_pos[di] = d.pos + missing;
+                if let Proto::Http(dec) = &mut conn.proto {
+                    dec.gap(stream, missing, d.ts_ns, &mut self.out);
+                }
+            }
+            DataKind::Bytes => {
+                match d.direction {
+                    Direction::Ingress => {
+                        self.stats.captured_bytes_ingress += d.payload.len() as u64
+                    }
+                    Direction::Egress => self.stats.captured_bytes_egress += d.payload.len() as u64,
+                }
+                let mut payload = &d.payload[..];
+                let expected = conn.next_pos[di];
+                if d.pos > expected {
+                    // Bytes between were lost (an event dropped by a full ring).
+                    let missing = d.pos - expected;
+                    self.stats.gap_bytes += missing;
+                    if let Proto::Http(dec) = &mut conn.proto {
+                        dec.gap(stream, missing, d.ts_ns, &mut self.out);
+                    }
+                } else if d.pos < expected {
+                    // Overlap: only the part past what we already have is new.
+                    let skip = (expected - d.pos).min(payload.len() as u64) as usize;
+                    payload = &payload[skip..];
+                }
+                conn.next_pos[di] = conn.next_pos[di].max(d.pos + d.payload.len() as u64);
+                if matches!(conn.proto, Proto::Unknown) && !payload.is_empty() {
+                    if payload.len() < 4 || looks_like_http1(payload) {
+                        conn.proto = Proto::Http(Box::new(ConnDecoder::new(self.cfg.limits)));
+                    } else {
+                        conn.proto = Proto::Other;
+                        self.stats.other_protocol += 1;
+                        if payload.starts_with(b"PRI * HTTP/2.0") {
+                            sink.unsupported(&conn.view(), Unsupported::Http2);
+                        }
+                    }
+                }
+                if let Proto::Http(dec) = &mut conn.proto
+                    && !payload.is_empty()
+                {
+                    dec.feed(stream, payload, d.ts_ns, &mut self.out);
+                }
+            }
+        }
+        let conn = &self.conns[&d.conn];
+        Self::dispatch(&mut self.out, conn, sink);
+    }
+
+    fn dispatch(out: &mut Vec<Output>, conn: &Conn, sink: &mut dyn Sink) {
+        let view = conn.view();
+        for o in out.drain(..) {
+            match o {
+                Output::Started {
+                    seq,
+                    api,
+                    operation,
+                    model,
+                    stream,
+                    ..
+                } => {
+                    let summary = llm_observer_decode::llm::RequestSummary {
+                        api,
+                        operation,
+                        model,
+                        stream,
+                    };
+                    sink.started(&view, seq, &summary);
+                }
+                Output::FirstToken { seq, ts_ns } => sink.first_token(&view, seq, ts_ns),
+                Output::Done { seq, exchange } => sink.done(&view, seq, &exchange),
+                Output::Unsupported(u) => sink.unsupported(&view, u),
+                Output::Error(e) => sink.decode_error(&view, &e),
+            }
+        }
+    }
+
+    /// Ends a connection: flushes its decoder and forgets it.
+    fn finish(&mut self, id: ConnId, by: EndedBy, ts_ns: u64, sink: &mut dyn Sink) {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(m) = self.by_tgid.get_mut(&id.tgid) {
+            m.remove(&id);
+        }
+        if let Proto::Http(dec) = &mut conn.proto {
+            dec.end(by, ts_ns, &mut self.out);
+        }
+        Self::dispatch(&mut self.out, &conn, sink);
+    }
+
+    /// Forgets connections silent for longer than the idle timeout (`now_ns` on the capture clock).
+    pub fn expire(&mut self, now_ns: u64, sink: &mut dyn Sink) {
+        let timeout = self.cfg.idle_timeout_ns;
+        let old: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| now_ns.saturating_sub(c.last_ts) > timeout)
+            .map(|c| c.id)
+            .collect();
+        for id in old {
+            self.finish(id, EndedBy::Unknown, now_ns, sink);
+            self.stats.expired += 1;
+        }
+    }
+}
+
+/// The same test the kernel applies to a connection's first bytes (a request method or a status
+/// line), repeated here because seeded and `--all-protocols` connections reach user space
+/// unclassified.
+pub fn looks_like_http1(b: &[u8]) -> bool {
+    const STARTS: [&[u8]; 10] = [
+        b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"TRAC", b"CONN", b"HTTP",
+    ];
+    b.len() >= 4 && STARTS.iter().any(|s| b.starts_with(s))
+}

@@ -1,0 +1,66 @@
+//! [`MetricsSink`]: decoder outputs → the Prometheus [`Metrics`].
+
+use std::{collections::HashMap, sync::Arc};
+
+use llm_observer_decode::{DecodeError, Exchange, Unsupported, llm::RequestSummary};
+
+use crate::{
+    capture::ConnId,
+    conn::{ConnView, Sink},
+    sinks::metrics::{ExchangeCtx, InFlight, Metrics},
+};
+
+/// Keeps the in-flight gauge handle of every started request until it is done.
+pub struct MetricsSink {
+    metrics: Arc<Metrics>,
+    inflight: HashMap<(ConnId, u64), InFlight>,
+}
+
+impl MetricsSink {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsSink {
+            metrics,
+            inflight: HashMap::new(),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+fn ctx(conn: &ConnView<'_>) -> ExchangeCtx {
+    ExchangeCtx {
+        role: conn.role,
+        process: conn.process.comm.to_string(),
+        pid: conn.id.tgid,
+        peer: conn.peer,
+    }
+}
+
+impl Sink for MetricsSink {
+    fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
+        let f = self.metrics.started(&ctx(conn), summary);
+        self.inflight.insert((conn.id, seq), f);
+    }
+
+    fn first_token(&mut self, conn: &ConnView<'_>, seq: u64, _ts_ns: u64) {
+        if let Some(f) = self.inflight.get_mut(&(conn.id, seq)) {
+            self.metrics.first_token(f);
+        }
+    }
+
+    fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
+        let f = self.inflight.remove(&(conn.id, seq));
+        self.metrics.done(f, &ctx(conn), exchange);
+    }
+
+    fn decode_error(&mut self, _conn: &ConnView<'_>, error: &DecodeError) {
+        log::debug!("decode error: {error}");
+        self.metrics.self_metrics().decode_error(error);
+    }
+
+    fn unsupported(&mut self, _conn: &ConnView<'_>, what: Unsupported) {
+        self.metrics.self_metrics().unsupported(what);
+    }
+}

@@ -1,0 +1,179 @@
+//! The running agent: one task drains the kernel ring buffer, decodes each record, applies it to
+//! the connection table (which drives the decoders and the sink), and does housekeeping once a
+//! second (idle expiry, kernel counters → self-metrics).
+//!
+//! The ring buffer is the only queue between the kernel and the agent. The kernel never waits for
+//! us: when the ring is full it drops the event and counts it (`llm_observer_lost_events_total`),
+//! and the position jump tells the decoder to resync.
+
+pub mod metrics_sink;
+pub mod trace_sink;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::{
+    capture::{Capture, ConnId, event},
+    conn::{ConnTable, Sink},
+    sinks::metrics::Metrics,
+};
+
+/// Seeds sockets that existed before the capture started, in the kernel and in the table.
+pub fn seed_existing(
+    capture: &mut Capture,
+    table: &mut ConnTable,
+    proc_root: &std::path::Path,
+    only: Option<u32>,
+) {
+    let now = crate::capture::system::monotonic_ns();
+    let seeded = capture.seed_existing(proc_root, only);
+    for s in &seeded {
+        // The kernel stamped seeded sockets with the same generation the capture clock gives now;
+        // read it back through the same function so both sides agree.
+        table.add_existing(
+            ConnId {
+                tgid: s.tgid,
+                fd: s.fd,
+                generation: capture.seed_generation(),
+            },
+            s.server,
+            s.local,
+            s.remote,
+            now,
+        );
+    }
+    log::info!(
+        "tracking {} TCP connections that existed before start",
+        seeded.len()
+    );
+}
+
+/// Per-kind event counters, resolved once.
+struct EventCounters {
+    data: prometheus::IntCounter,
+    open: prometheus::IntCounter,
+    close: prometheus::IntCounter,
+    exit: prometheus::IntCounter,
+    bad: prometheus::IntCounter,
+}
+
+/// Drains the ring until `shutdown` resolves.
+pub async fn run(
+    mut capture: Capture,
+    mut table: ConnTable,
+    sink: &mut dyn Sink,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ring: RingBuf<MapData> = capture
+        .take_ring()
+        .ok_or_else(|| anyhow::anyhow!("the event ring was already taken"))?;
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is dropped, which
+    // happens only when this AsyncFd is dropped.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
+            anyhow::anyhow!(
+                "registering the event ring with tokio: {}",
+                e.into_parts().1
+            )
+        })?;
+    let counters = metrics.as_ref().map(|m| {
+        let s = m.self_metrics();
+        EventCounters {
+            data: s.events.with_label_values(&["data"]),
+            open: s.events.with_label_values(&["conn_open"]),
+            close: s.events.with_label_values(&["conn_close"]),
+            exit: s.events.with_label_values(&["proc_exit"]),
+            bad: s.dropped.with_label_values(&["event_decode"]),
+        }
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let r = guard.get_inner_mut();
+                let mut drained = true;
+                // Bounded batches keep housekeeping and shutdown responsive under load.
+                for _ in 0..8192 {
+                    let Some(item) = r.next() else {
+                        break;
+                    };
+                    match event::decode(&item) {
+                        Ok(ev) => {
+                            if let Some(c) = &counters {
+                                match &ev {
+                                    event::Event::Data(_) => c.data.inc(),
+                                    event::Event::Open(_) => c.open.inc(),
+                                    event::Event::Close(_) => c.close.inc(),
+                                    event::Event::ProcExit { .. } => c.exit.inc(),
+                                }
+                            }
+                            drop(item);
+                            table.apply(&ev, sink);
+                        }
+                        Err(e) => {
+                            log::warn!("undecodable ring record: {e}");
+                            if let Some(c) = &counters {
+                                c.bad.inc();
+                            }
+                        }
+                    }
+                    drained = false;
+                }
+                if drained {
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => housekeeping(&mut capture, &mut table, sink, metrics.as_deref()),
+        }
+    }
+    housekeeping(&mut capture, &mut table, sink, metrics.as_deref());
+    Ok(())
+}
+
+fn housekeeping(
+    capture: &mut Capture,
+    table: &mut ConnTable,
+    sink: &mut dyn Sink,
+    metrics: Option<&Metrics>,
+) {
+    table.expire(crate::capture::system::monotonic_ns(), sink);
+    for (tgid, fd) in table.take_untrack() {
+        capture.untrack(tgid, fd);
+    }
+    let Some(m) = metrics else {
+        return;
+    };
+    let s = m.self_metrics();
+    let k = capture.kernel_stats();
+    let t = table.stats();
+    s.set_lost_events(k.lost_events + k.lost_control_events);
+    s.set_total(&s.truncated_bytes, k.truncated_bytes);
+    s.set_total(&s.other_protocol_bytes, k.other_protocol_bytes);
+    s.set_total(
+        &s.captured_bytes.with_label_values(&["ingress"]),
+        t.captured_bytes_ingress,
+    );
+    s.set_total(
+        &s.captured_bytes.with_label_values(&["egress"]),
+        t.captured_bytes_egress,
+    );
+    s.set_total(
+        &s.connections.with_label_values(&["server"]),
+        t.opened_server,
+    );
+    s.set_total(
+        &s.connections.with_label_values(&["client"]),
+        t.opened_client,
+    );
+    s.set_total(
+        &s.dropped.with_label_values(&["conn_table_full"]),
+        t.dropped_full + k.conn_map_full,
+    );
+    s.connections_tracked.set(table.len() as i64);
+}
