@@ -7,6 +7,7 @@
 //! `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, `POST /v1/messages`.
 
 mod anthropic;
+mod conn_io;
 pub mod demo;
 mod ollama;
 mod openai;
@@ -18,7 +19,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -116,7 +117,7 @@ impl Stats {
         let counter = match outcome {
             stream::Outcome::Complete => &self.complete,
             stream::Outcome::ErrorEvent => &self.error_events,
-            stream::Outcome::Died => &self.died,
+            stream::Outcome::Died | stream::Outcome::Reset => &self.died,
             stream::Outcome::ClientGone => &self.client_gone,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -220,8 +221,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Transient (EMFILE under a big concurrency test, a reset before accept): go on.
+                    // Transient (EMFILE under a big concurrency test, a reset before accept): go on
+                    // after a pause, so a persistent error does not spin.
                     eprintln!("llm-emulator: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             },
@@ -229,11 +232,14 @@ pub async fn serve(
         };
         let conn = ctx.stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let ctx = Arc::clone(&ctx);
+        let io = conn_io::ConnIo::new(socket);
+        let reset = io.reset_flag();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, Arc::clone(&ctx), conn));
+            let service =
+                service_fn(move |req| handle(req, Arc::clone(&ctx), conn, Arc::clone(&reset)));
             // Errors here are clients going away and the die-mid-stream scenario: both expected.
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(socket), service)
+                .serve_connection(TokioIo::new(io), service)
                 .await;
         });
     }
@@ -246,6 +252,7 @@ async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Ctx>,
     conn: u64,
+    reset: Arc<AtomicBool>,
 ) -> Result<Response<EmuBody>, Died> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -290,6 +297,7 @@ async fn handle(
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     let mut plan = Plan::new(id, api, &body, &ctx.config, start);
     plan.conn = conn;
+    plan.reset_on_close = reset;
     if let Scenario::HttpError(status) = plan.scenario {
         ctx.stats.http_errors.fetch_add(1, Ordering::Relaxed);
         log_line(&ctx, &plan, &format!("http_error={status}"));
@@ -342,9 +350,11 @@ impl Route {
 async fn respond_complete(plan: &Plan, ctx: &Ctx, body: String) -> Result<Response<EmuBody>, Died> {
     tokio::time::sleep_until(plan.done_due()).await;
     match plan.scenario {
-        Scenario::DieAfter(_) => {
+        Scenario::DieAfter(_) | Scenario::ResetAfter(_) => {
             ctx.stats.died.fetch_add(1, Ordering::Relaxed);
-            log_line(ctx, plan, "died");
+            let reset = plan.scenario.resets();
+            plan.reset_on_close.store(reset, Ordering::Relaxed);
+            log_line(ctx, plan, if reset { "reset" } else { "died" });
             // Failing the service makes hyper close the connection without writing a response.
             Err(Died)
         }

@@ -12,6 +12,8 @@
 //! - **timing**: token `i` is sent at `ttft + i × interval` after the request body was read; a
 //!   non-streamed answer is sent when its last token would have been.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -59,6 +61,8 @@ pub struct Plan {
     pub interval: Duration,
     /// When the request body had been read; every deadline is relative to it.
     pub start: Instant,
+    /// The connection's "close with RST" flag (see `conn_io`), set by `reset-mid-stream`.
+    pub reset_on_close: Arc<AtomicBool>,
 }
 
 impl Plan {
@@ -103,6 +107,7 @@ impl Plan {
             ttft: config.ttft,
             interval,
             start,
+            reset_on_close: Arc::default(),
         }
     }
 

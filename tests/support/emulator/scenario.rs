@@ -8,6 +8,7 @@
 //! | `err-after-200-<n>`   | the same after `<n>` tokens                                              |
 //! | `die-mid-stream`      | HTTP 200, 3 tokens, then the server closes the TCP connection (no terminator) |
 //! | `die-mid-stream-<n>`  | the same after `<n>` tokens                                              |
+//! | `reset-mid-stream[-<n>]` | as `die-mid-stream`, but the close is a TCP reset (RST, zero linger)  |
 //! | `slow`                | 1000 ms between tokens (for client-cancel tests)                          |
 //! | `slow-<ms>`           | `<ms>` between tokens                                                    |
 //! | `finish-length`       | normal, but the finish reason is `length` / `max_tokens`                  |
@@ -16,7 +17,8 @@
 //!
 //! An Ollama-style `:tag` suffix is ignored (`err-429:latest` is `err-429`). Without streaming,
 //! `err-after-200*` answers HTTP 500 with the error body once generation would have ended, and
-//! `die-mid-stream*` closes the connection at that time without sending any response.
+//! `die-mid-stream*` / `reset-mid-stream*` close the connection at that time without sending any
+//! response.
 
 use std::time::Duration;
 
@@ -35,6 +37,8 @@ pub enum Scenario {
     ErrorAfter(u32),
     /// Stream this many tokens, then close the connection from the server side.
     DieAfter(u32),
+    /// As `DieAfter`, closing with a TCP reset.
+    ResetAfter(u32),
     /// Stream with this interval between tokens.
     Slow(Duration),
     /// Finish reason `length` (OpenAI, Ollama) / `max_tokens` (Anthropic).
@@ -53,6 +57,9 @@ impl Scenario {
         }
         if let Some(rest) = base.strip_prefix("die-mid-stream") {
             return optional_count(rest).map_or(Scenario::Normal, Scenario::DieAfter);
+        }
+        if let Some(rest) = base.strip_prefix("reset-mid-stream") {
+            return optional_count(rest).map_or(Scenario::Normal, Scenario::ResetAfter);
         }
         if let Some(status) = base.strip_prefix("err-") {
             return match status.parse::<u16>() {
@@ -80,9 +87,14 @@ impl Scenario {
     /// Token index at which the stream is interrupted (error event or connection close), if any.
     pub fn interrupt_at(self) -> Option<u32> {
         match self {
-            Scenario::ErrorAfter(n) | Scenario::DieAfter(n) => Some(n),
+            Scenario::ErrorAfter(n) | Scenario::DieAfter(n) | Scenario::ResetAfter(n) => Some(n),
             _ => None,
         }
+    }
+
+    /// Whether the connection is to end with a TCP reset.
+    pub fn resets(self) -> bool {
+        matches!(self, Scenario::ResetAfter(_))
     }
 }
 

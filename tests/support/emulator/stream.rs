@@ -29,7 +29,8 @@ impl std::error::Error for Died {}
 /// A response body: either complete, or fed frame by frame by a pacing task.
 pub enum EmuBody {
     Full(Option<Bytes>),
-    Channel(mpsc::Receiver<Result<Bytes, Died>>),
+    /// Frames from the pacing task; a `Died` waiting for its turn (see `poll_frame`).
+    Channel(mpsc::Receiver<Result<Bytes, Died>>, Option<Died>),
 }
 
 impl EmuBody {
@@ -48,9 +49,22 @@ impl Body for EmuBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Died>>> {
         match self.get_mut() {
             EmuBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            EmuBody::Channel(rx) => rx
-                .poll_recv(cx)
-                .map(|item| item.map(|r| r.map(Frame::data))),
+            EmuBody::Channel(rx, deferred) => {
+                if let Some(died) = deferred.take() {
+                    return Poll::Ready(Some(Err(died)));
+                }
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(Err(died))) => {
+                        // hyper abandons its unflushed buffer when a body fails, so the tokens sent
+                        // just before would be lost. Answer Pending once first: hyper flushes what
+                        // it has buffered, polls again (the wake below) and only then sees the error.
+                        *deferred = Some(died);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    other => other.map(|item| item.map(|r| r.map(Frame::data))),
+                }
+            }
         }
     }
 
@@ -63,7 +77,7 @@ impl Body for EmuBody {
         match self {
             EmuBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             EmuBody::Full(None) => SizeHint::with_exact(0),
-            EmuBody::Channel(_) => SizeHint::default(),
+            EmuBody::Channel(..) => SizeHint::default(),
         }
     }
 }
@@ -87,6 +101,8 @@ pub enum Outcome {
     Complete,
     ErrorEvent,
     Died,
+    /// Like `Died`, with a TCP reset.
+    Reset,
     ClientGone,
 }
 
@@ -96,6 +112,7 @@ impl Outcome {
             Outcome::Complete => "complete",
             Outcome::ErrorEvent => "error_event",
             Outcome::Died => "died",
+            Outcome::Reset => "reset",
             Outcome::ClientGone => "client_gone",
         }
     }
@@ -120,7 +137,7 @@ pub fn spawn_stream(
             super::log_request(&plan, outcome.as_str());
         }
     });
-    EmuBody::Channel(rx)
+    EmuBody::Channel(rx, None)
 }
 
 async fn drive(
@@ -150,11 +167,14 @@ async fn drive(
         sleep_until(plan.token_due(index)).await;
         if interrupt_at == Some(index) {
             return match plan.scenario {
-                super::Scenario::DieAfter(_) => {
-                    // Dropping the error into the body makes hyper close the socket without the
-                    // chunked terminator; a failed send means the client is gone anyway.
+                super::Scenario::DieAfter(_) | super::Scenario::ResetAfter(_) => {
+                    let reset = plan.scenario.resets();
+                    plan.reset_on_close
+                        .store(reset, std::sync::atomic::Ordering::Relaxed);
+                    // An error in the body makes hyper close the socket without the chunked
+                    // terminator; a failed send means the client is gone anyway.
                     let _ = tx.send(Err(Died)).await;
-                    Outcome::Died
+                    if reset { Outcome::Reset } else { Outcome::Died }
                 }
                 _ => {
                     if !send(format.error_event(plan)).await {

@@ -490,3 +490,50 @@ fn unknown_paths_and_bad_json() {
     let v: Value = serde_json::from_slice(&r.body).expect("JSON body");
     assert_eq!(v["data"][0]["id"], "m1");
 }
+
+/// Reads a raw response until the connection ends; `Err` is how it ended when it was not EOF.
+fn read_until_end(emu: &Emulator, body: &Value) -> (Vec<u8>, std::io::Result<()>) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(emu.addr()).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+#[test]
+fn reset_mid_stream_ends_with_a_tcp_reset() {
+    let emu = emulator(0, 1);
+    let (_, end) = read_until_end(
+        &emu,
+        &json!({"model": "reset-mid-stream-2", "stream": true, "messages": []}),
+    );
+    let err = end.expect_err("the connection is reset, not closed");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    let (got, end) = read_until_end(&emu, &json!({"model": "reset-mid-stream", "messages": []}));
+    assert!(got.is_empty(), "no response at all without streaming");
+    assert_eq!(
+        end.expect_err("reset").kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    // die-mid-stream, by contrast, is an orderly close (FIN): EOF after the partial response.
+    let (got, end) = read_until_end(
+        &emu,
+        &json!({"model": "die-mid-stream", "stream": true, "messages": []}),
+    );
+    assert!(end.is_ok(), "{end:?}");
+    assert!(String::from_utf8_lossy(&got).contains("\" w2\""));
+    assert_eq!(emu.stats().died, 3);
+}

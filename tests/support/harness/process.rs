@@ -57,22 +57,35 @@ impl Proc {
         self.child.id()
     }
 
-    /// Waits until a new output line makes `matcher` return `Some`, up to `timeout`. Fails, with
-    /// everything the child printed, when the deadline passes or the child closes its output first.
+    /// Waits until an output line — any line since the child started, so none is missed because
+    /// it arrived during an earlier wait — makes `matcher` return `Some`, up to `timeout`. Fails,
+    /// with everything the child printed, when the deadline passes or the child closes its output
+    /// first.
     pub fn wait_for_line<T>(
         &mut self,
         timeout: Duration,
         mut matcher: impl FnMut(Stream, &str) -> Option<T>,
     ) -> anyhow::Result<T> {
         let deadline = Instant::now() + timeout;
+        let mut checked = 0;
         loop {
+            // Lines are stored before they are announced on the channel, so after any wake-up
+            // everything announced so far is in `lines`.
+            let fresh: Vec<(Stream, String)> = self
+                .lines
+                .lock()
+                .map(|l| l[checked..].to_vec())
+                .unwrap_or_default();
+            checked += fresh.len();
+            if let Some(found) = fresh
+                .iter()
+                .find_map(|(stream, line)| matcher(*stream, line))
+            {
+                return Ok(found);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok((stream, line)) => {
-                    if let Some(found) = matcher(stream, &line) {
-                        return Ok(found);
-                    }
-                }
+                Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     bail!(
                         "{}: no expected line within {timeout:?}; output so far:\n{}",
@@ -81,6 +94,18 @@ impl Proc {
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    // Both pipes are closed: one last look at the lines not yet checked.
+                    let rest: Vec<(Stream, String)> = self
+                        .lines
+                        .lock()
+                        .map(|l| l[checked..].to_vec())
+                        .unwrap_or_default();
+                    if let Some(found) = rest
+                        .iter()
+                        .find_map(|(stream, line)| matcher(*stream, line))
+                    {
+                        return Ok(found);
+                    }
                     let status = self.wait_exit(Duration::from_secs(5)).ok();
                     bail!(
                         "{}: exited ({status:?}) before the expected line; output:\n{}",
@@ -243,6 +268,11 @@ mod tests {
             })
             .expect("the line arrives");
         assert_eq!(addr, "127.0.0.1:5");
+        // The stderr line may have arrived before or after; either way a later wait finds it.
+        p.wait_for_line(Duration::from_secs(10), |s, l| {
+            (s == Stream::Stderr && l == "starting").then_some(())
+        })
+        .expect("earlier lines are still matched");
         assert!(p.output().contains("[stderr] starting"));
         let pid = p.id();
         drop(p);
