@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use llm_observer_decode::{DecodeError, Exchange, Unsupported, llm::RequestSummary};
 
 use crate::{
-    capture::ConnId,
+    capture::{ConnId, Event},
     conn::{ConnView, Sink},
     sinks::metrics::{ExchangeCtx, InFlight, Metrics},
 };
@@ -62,5 +62,12 @@ impl Sink for MetricsSink {
 
     fn unsupported(&mut self, _conn: &ConnView<'_>, what: Unsupported) {
         self.metrics.self_metrics().unsupported(what);
+    }
+
+    fn raw(&mut self, event: &Event, _conn: Option<&ConnView<'_>>) {
+        // A gone process must not keep its memory series (and a reused pid must not inherit them).
+        if let Event::ProcExit { tgid, .. } = event {
+            self.metrics.forget_pid(*tgid);
+        }
     }
 }
