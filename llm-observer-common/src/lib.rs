@@ -189,7 +189,9 @@ pub struct ConnEvent {
     pub peer_len: u32,
     /// The peer's raw `sockaddr` as the syscall saw it (connect's argument, accept4's result).
     pub peer: [u8; SOCKADDR_MAX],
-    pub _pad0: u32,
+    /// For an accepted socket: the listening socket's fd (its local address is the connection's
+    /// local address, and a listener lives long enough for /proc to tell it). -1 otherwise.
+    pub listen_fd: i32,
 }
 
 /// `CONN_STATE_*`: what the first bytes of a connection showed.

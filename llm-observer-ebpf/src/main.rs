@@ -86,6 +86,8 @@ struct ConnectArgs {
 struct AcceptArgs {
     addr: u64,
     addrlen_ptr: u64,
+    listen_fd: i32,
+    _pad: u32,
 }
 
 const AF_UNIX: u16 = 1;
@@ -130,6 +132,8 @@ fn header(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, ts_ns: u64) 
     }
 }
 
+// Inlined: BPF calls take at most five arguments.
+#[inline(always)]
 fn emit_conn(
     kind: EventKind,
     pid_tgid: u64,
@@ -138,6 +142,7 @@ fn emit_conn(
     role: u32,
     addr: u64,
     addrlen: u64,
+    listen_fd: i32,
 ) {
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         stat_add(Stat::LostControlEvents, 1);
@@ -150,7 +155,7 @@ fn emit_conn(
         role,
         peer_len: 0,
         peer: [0u8; SOCKADDR_MAX],
-        _pad0: 0,
+        listen_fd,
     };
     if addr != 0 && addrlen > 0 {
         let n = if addrlen as usize > SOCKADDR_MAX {
@@ -172,7 +177,8 @@ fn emit_conn(
 }
 
 /// Start tracking `fd` of the current process.
-fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64) {
+#[inline(always)]
+fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: i32) {
     // SAFETY: helper call.
     let generation = unsafe { bpf_ktime_get_ns() };
     let state = ConnState {
@@ -197,6 +203,7 @@ fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64) {
         role,
         addr,
         addrlen,
+        listen_fd,
     );
 }
 
@@ -261,7 +268,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     // SAFETY: `ret` offset from the format file.
     let ret = unsafe { ctx.read_at::<i64>(TP_RET).unwrap_or(-1) };
     if args.tcp == 1 && (ret == 0 || ret == -EINPROGRESS) {
-        track(pid_tgid, args.fd, ROLE_CLIENT, args.addr, args.addrlen);
+        track(pid_tgid, args.fd, ROLE_CLIENT, args.addr, args.addrlen, -1);
     }
     0
 }
@@ -274,13 +281,23 @@ fn enter_accept(ctx: &TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: offsets from the format file (accept and accept4 share the first three).
-    let (addr, addrlen_ptr) = unsafe {
+    let (listen_fd, addr, addrlen_ptr) = unsafe {
         (
+            ctx.read_at::<u64>(TP_ARG0).unwrap_or(u64::MAX) as i32,
             ctx.read_at::<u64>(TP_ARG1).unwrap_or(0),
             ctx.read_at::<u64>(TP_ARG2).unwrap_or(0),
         )
     };
-    let _ = ACTIVE_ACCEPT.insert(pid_tgid, AcceptArgs { addr, addrlen_ptr }, 0);
+    let _ = ACTIVE_ACCEPT.insert(
+        pid_tgid,
+        AcceptArgs {
+            addr,
+            addrlen_ptr,
+            listen_fd,
+            _pad: 0,
+        },
+        0,
+    );
     0
 }
 
@@ -309,7 +326,14 @@ fn exit_accept(ctx: &TracePointContext) -> u32 {
                 unsafe { bpf_probe_read_user(args.addrlen_ptr as *const u32) }.unwrap_or(0) as u64;
         }
     }
-    track(pid_tgid, ret as i32, ROLE_SERVER, args.addr, addrlen);
+    track(
+        pid_tgid,
+        ret as i32,
+        ROLE_SERVER,
+        args.addr,
+        addrlen,
+        args.listen_fd,
+    );
     0
 }
 
@@ -354,6 +378,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         state.role,
         0,
         0,
+        -1,
     );
     0
 }
@@ -371,7 +396,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !wanted(&config(), (pid_tgid >> 32) as u32) {
         return 0;
     }
-    emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, 0, 0, 0);
+    emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, 0, 0, 0, -1);
     0
 }
 

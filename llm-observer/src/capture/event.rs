@@ -97,6 +97,8 @@ pub struct ConnEventData {
     pub role: KernelRole,
     /// The peer address the syscall saw (connect's argument, accept's result), when it had one.
     pub peer: Option<SocketAddr>,
+    /// For an accepted socket, the listening socket's fd.
+    pub listen_fd: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +219,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
                 ts_ns: hdr.ts_ns,
                 role,
                 peer: parse_sockaddr(&ev.peer[..n]),
+                listen_fd: (ev.listen_fd >= 0).then_some(ev.listen_fd),
             };
             Ok(if kind == EventKind::ConnOpen {
                 Event::Open(data)

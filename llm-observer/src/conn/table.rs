@@ -156,6 +156,8 @@ pub struct ConnTable {
     /// Open connections per process, for process exit.
     by_tgid: HashMap<u32, BTreeMap<ConnId, ()>>,
     processes: ProcessCache,
+    /// Local addresses of listening sockets by (tgid, fd).
+    listeners: HashMap<(u32, i32), SocketAddr>,
     stats: TableStats,
     /// Kernel-side tracking to stop (not TCP, filtered out, table full): drained by the pipeline.
     untrack: Vec<(u32, i32)>,
@@ -177,6 +179,7 @@ impl ConnTable {
             conns: HashMap::new(),
             by_tgid: HashMap::new(),
             processes,
+            listeners: HashMap::new(),
             stats: TableStats::default(),
             untrack: Vec::new(),
             out: Vec::new(),
@@ -207,6 +210,19 @@ impl ConnTable {
                 }
             })
             .sum()
+    }
+
+    /// Local address of a listening socket, cached per (tgid, fd).
+    fn listener_addr(&mut self, tgid: u32, fd: i32) -> Option<SocketAddr> {
+        if let Some(a) = self.listeners.get(&(tgid, fd)) {
+            return Some(*a);
+        }
+        let (local, _) = procfs::resolve(&self.cfg.proc_root, tgid, fd)?;
+        if self.listeners.len() >= self.cfg.max_connections {
+            self.listeners.clear();
+        }
+        self.listeners.insert((tgid, fd), local);
+        Some(local)
     }
 
     /// Kernel-side tracking the table asks to stop, since the last call.
@@ -285,7 +301,19 @@ impl ConnTable {
                 for id in stale {
                     self.finish(id, EndedBy::Unknown, c.ts_ns, sink);
                 }
-                self.insert(c.conn, role, None, c.peer, false, c.ts_ns);
+                // An accepted socket's local address is its listener's: resolve that (long-lived,
+                // so /proc still has it) once per listener, instead of racing the connection.
+                let local = c
+                    .listen_fd
+                    .and_then(|lfd| self.listener_addr(c.conn.tgid, lfd));
+                self.insert(
+                    c.conn,
+                    role,
+                    local,
+                    c.peer,
+                    local.is_some() && c.peer.is_some(),
+                    c.ts_ns,
+                );
             }
             Event::Close(c) => {
                 if let Some(conn) = self.conns.get(&c.conn) {
@@ -314,6 +342,7 @@ impl ConnTable {
                 }
                 self.by_tgid.remove(tgid);
                 self.processes.forget(*tgid);
+                self.listeners.retain(|(t, _), _| t != tgid);
             }
             Event::Data(d) => self.data(event, d, sink),
         }
@@ -334,12 +363,16 @@ impl ConnTable {
                 conn.local = Some(local);
                 conn.peer = Some(peer);
             }
-            if !self.cfg.ports.is_empty() {
-                let ports = [conn.local.map(|a| a.port()), conn.peer.map(|a| a.port())];
-                if !ports.iter().flatten().any(|p| self.cfg.ports.contains(p)) {
-                    conn.proto = Proto::Other;
-                    self.untrack.push((d.conn.tgid, d.conn.fd));
-                }
+        }
+        // The port filter, once per connection (at its first bytes). It filters only on what is
+        // known: a connection whose local port could not be resolved (it ended before /proc was
+        // read) is kept rather than silently dropped.
+        if matches!(conn.proto, Proto::Unknown) && !self.cfg.ports.is_empty() {
+            let ports = [conn.local.map(|a| a.port()), conn.peer.map(|a| a.port())];
+            let known = ports.iter().all(Option::is_some);
+            if known && !ports.iter().flatten().any(|p| self.cfg.ports.contains(p)) {
+                conn.proto = Proto::Other;
+                self.untrack.push((d.conn.tgid, d.conn.fd));
             }
         }
         sink.raw(event, Some(&conn.view()));
