@@ -168,6 +168,14 @@ fn not_http_is_reported_once_and_bad_heads_resync_after_http() {
     assert_eq!(ev, [Ev::Error(DecodeError::NotHttp)]);
     let ev = parse_whole(Direction::Response, b"SSH-2.0-OpenSSH_9.6\r\n", false);
     assert_eq!(ev, [Ev::Error(DecodeError::NotHttp)]);
+    // A bad start is judged before the head size, so the verdict is the same for any split
+    // (found by the http1 fuzz target).
+    let mut long = b"P\xaa".to_vec();
+    long.resize(10_000, b'a');
+    assert_eq!(
+        parse_whole(Direction::Request, &long, false),
+        [Ev::Error(DecodeError::NotHttp)]
+    );
 
     // After one good message, garbage is a bad message and the parser finds the next one.
     let wire = b"GET /a HTTP/1.1\r\n\r\n\x00\x01garbage\r\nmore junk\r\nGET /b HTTP/1.1\r\n\r\n";
@@ -459,7 +467,12 @@ fn real_captures_parse_exactly() {
 /// Every single split point (and every byte-by-byte feed) of small messages gives the same events.
 #[test]
 fn small_messages_are_split_invariant_at_every_point() {
-    let inputs: [(Direction, &[u8]); 5] = [
+    let inputs: [(Direction, &[u8]); 6] = [
+        // A bad chunk line aborts the message (wire size counted up to the bad byte), then resync.
+        (
+            Direction::Request,
+            b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nmore\r\nGET /c HTTP/1.1\r\n\r\n",
+        ),
         (Direction::Request, b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /y HTTP/1.1\r\n\r\n"),
         (Direction::Request, b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;e\r\nab\r\n1\r\nc\r\n0\r\nT: v\r\n\r\n"),
         (Direction::Response, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),

@@ -76,6 +76,14 @@ pub struct Body {
     pub muted: bool,
     /// Wire bytes of the message so far (head included).
     pub wire_bytes: u64,
+    head_bytes: u64,
+}
+
+/// Malformed framing, and how many input bytes up to and including the bad one were used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyError {
+    pub err: DecodeError,
+    pub consumed: usize,
 }
 
 /// Result of feeding body bytes.
@@ -122,6 +130,7 @@ impl Body {
             sink,
             muted: false,
             wire_bytes: head_bytes,
+            head_bytes,
         }
     }
 
@@ -152,7 +161,7 @@ impl Body {
         input: &[u8],
         ts_ns: u64,
         h: &mut dyn Handler,
-    ) -> Result<Fed, DecodeError> {
+    ) -> Result<Fed, BodyError> {
         let sink = &mut self.sink;
         let fed = match &mut self.frame {
             Frame::Length(rem) => {
@@ -165,7 +174,18 @@ impl Body {
                 }
             }
             Frame::Chunked(c) => {
-                let p = c.feed(input, |data| sink.push(data, ts_ns, h))?;
+                let before = c.total_consumed();
+                let p = match c.feed(input, |data| sink.push(data, ts_ns, h)) {
+                    Ok(p) => p,
+                    Err(err) => {
+                        // Count the aborted body up to the bad byte, the same for any split.
+                        self.wire_bytes = self.head_bytes + c.total_consumed();
+                        let consumed = usize::try_from(c.total_consumed() - before)
+                            .unwrap_or(input.len())
+                            .min(input.len());
+                        return Err(BodyError { err, consumed });
+                    }
+                };
                 Fed {
                     consumed: p.consumed,
                     done: p.done,

@@ -54,6 +54,9 @@ pub struct ChunkedDecoder {
     ext_len: usize,
     trailer_len: usize,
     max_trailer_bytes: usize,
+    /// Bytes consumed so far, including the one that failed (wire size of an aborted body,
+    /// whatever the split).
+    total: u64,
 }
 
 /// What one [`ChunkedDecoder::feed`] call did.
@@ -75,7 +78,13 @@ impl ChunkedDecoder {
             ext_len: 0,
             trailer_len: 0,
             max_trailer_bytes,
+            total: 0,
         }
+    }
+
+    /// Bytes consumed so far (framing and data), including a byte that failed.
+    pub fn total_consumed(&self) -> u64 {
+        self.total
     }
 
     /// True once the terminating last-chunk and trailers were read.
@@ -97,6 +106,7 @@ impl ChunkedDecoder {
     pub fn skip_data(&mut self, n: u64) {
         if self.state == State::Body {
             self.size = self.size.saturating_sub(n);
+            self.total += n;
             if self.size == 0 {
                 self.state = State::BodyCr;
             }
@@ -132,8 +142,12 @@ impl ChunkedDecoder {
             }
             let Some(&b) = input.get(i) else { break };
             i += 1;
-            self.step(b)?;
+            if let Err(e) = self.step(b) {
+                self.total += i as u64;
+                return Err(e);
+            }
         }
+        self.total += i as u64;
         Ok(Progress {
             consumed: i,
             done: self.state == State::End,

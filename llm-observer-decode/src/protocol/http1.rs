@@ -177,7 +177,7 @@ impl Parser {
                         fed.consumed
                     }
                     Err(e) => {
-                        h.error(e);
+                        h.error(e.err);
                         if !body.muted {
                             h.end(MessageEnd {
                                 outcome: Outcome::Aborted,
@@ -186,9 +186,9 @@ impl Parser {
                                 truncated: true,
                             });
                         }
-                        // Where in `input` the error sat is unknown: rescan all of it.
-                        self.enter_resync(false);
-                        0
+                        // Resync right after the bad byte, wherever the input was split.
+                        self.enter_resync(ends_line(input, e.consumed));
+                        e.consumed
                     }
                 },
             };
@@ -309,32 +309,25 @@ impl Parser {
             };
         }
         let take = end.unwrap_or(input.len());
-        let limit = self.limits.max_head_bytes;
-        if self.head.len() + take > limit {
-            // Drop what was kept and read on without buffering: the rest of this head, and its
-            // unknowable body, are skipped by the resync.
-            h.error(DecodeError::HeadTooLarge { limit });
-            self.enter_resync(false);
-            return 0;
-        }
         let piece = input.get(..take).unwrap_or_default();
         let old_len = self.head.len();
-        // Parse straight from the input when the whole head is in it (the common case).
-        let direct = old_len == 0 && end.is_some();
-        if !direct {
-            self.head.push(piece, ts_ns);
-        }
+        // Judge the start before the size, so the verdict does not depend on how the bytes were
+        // split. Until it passes, fewer than START_PROBE bytes are held.
         if !self.start_checked {
-            let bytes = if direct { piece } else { self.head.as_slice() };
-            match classify_start(self.dir, bytes.get(..START_PROBE).unwrap_or(bytes)) {
+            let mut probe = [0u8; START_PROBE];
+            let held = self.head.as_slice();
+            let held = held.get(..START_PROBE).unwrap_or(held);
+            let more = piece.get(..START_PROBE - held.len()).unwrap_or(piece);
+            let n = held.len() + more.len();
+            for (d, s) in probe.iter_mut().zip(held.iter().chain(more)) {
+                *d = *s;
+            }
+            match classify_start(self.dir, probe.get(..n).unwrap_or_default()) {
                 Start::Plausible => self.start_checked = true,
                 Start::NeedMore if end.is_none() => {}
                 Start::NeedMore | Start::Garbage => {
-                    self.invalid(
-                        DecodeError::BadHead("not an HTTP/1 message start"),
-                        old_len,
-                        h,
-                    );
+                    let err = DecodeError::BadHead("not an HTTP/1 message start");
+                    self.invalid(err, old_len, h);
                     return 0;
                 }
                 Start::Http2 => {
@@ -343,6 +336,21 @@ impl Parser {
                     return take;
                 }
             }
+        }
+        let limit = self.limits.max_head_bytes;
+        if old_len + take > limit {
+            // Drop what was kept and read on without buffering: the rest of this head, and its
+            // unknowable body, are skipped by the resync.
+            h.error(DecodeError::HeadTooLarge { limit });
+            // Resync from the first byte past the cap: the same stream offset for any split.
+            let used = (limit + 1).saturating_sub(old_len).min(input.len());
+            self.enter_resync(ends_line(input, used));
+            return used;
+        }
+        // Parse straight from the input when the whole head is in it (the common case).
+        let direct = old_len == 0 && end.is_some();
+        if !direct {
+            self.head.push(piece, ts_ns);
         }
         if end.is_none() {
             return take;
@@ -505,4 +513,9 @@ impl Parser {
         self.start_checked = false;
         self.line_start = false;
     }
+}
+
+/// True when the `used` bytes of `input` end with a line feed (the next byte starts a line).
+fn ends_line(input: &[u8], used: usize) -> bool {
+    used.checked_sub(1).and_then(|i| input.get(i)) == Some(&b'\n')
 }
