@@ -21,6 +21,7 @@ mod mcp;
 mod ollama;
 mod openai;
 mod responses;
+mod skim;
 mod tgi;
 
 /// HTTP header list as received: names lower-cased ASCII, values raw bytes, in wire order.

@@ -12,7 +12,7 @@
 //! - after output has started an error arrives as a `{"error":"…"}` line with status 200;
 //! - tool calls arrive whole inside one line (`message.tool_calls[].function.name`).
 
-use serde::Deserialize;
+use std::borrow::Cow;
 
 use crate::decoder::{DecodeError, Limits};
 use crate::exchange::{Api, Operation};
@@ -20,7 +20,8 @@ use crate::protocol::sse::SseEvent;
 
 use super::common::{Core, Engine, Handler, Native, reported};
 use super::errors::classify_stream_body;
-use super::json::{Count, NonEmpty, Str, count, has};
+use super::json::has;
+use super::skim::{R, Skim};
 use super::{ApiDecoder, Request};
 
 /// Which Ollama endpoint.
@@ -33,52 +34,82 @@ pub(crate) enum Endpoint {
     Pull,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Function<'a> {
-    #[serde(borrow)]
-    name: Option<Str<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ToolCall<'a> {
-    #[serde(borrow)]
-    function: Option<Function<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Message<'a> {
-    content: Option<NonEmpty>,
-    thinking: Option<NonEmpty>,
-    #[serde(borrow)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
-}
-
-/// One NDJSON line, or a whole non-streamed reply.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+/// What one NDJSON line (or a whole non-streamed reply) says.
+#[derive(Debug, Default)]
 struct Line<'a> {
-    #[serde(borrow)]
-    model: Option<Str<'a>>,
-    response: Option<NonEmpty>,
-    thinking: Option<NonEmpty>,
-    #[serde(borrow)]
-    message: Option<Message<'a>>,
-    #[serde(borrow)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
+    model: Option<Cow<'a, str>>,
+    /// `response`, `thinking`, `message.content` / `thinking`, or a tool call carried output.
+    content: bool,
+    tools: Vec<Cow<'a, str>>,
     done: bool,
-    #[serde(borrow)]
-    done_reason: Option<Str<'a>>,
-    load_duration: Option<Count>,
-    prompt_eval_count: Option<Count>,
-    eval_count: Option<Count>,
-    error: Option<NonEmpty>,
-    embeddings: Option<NonEmpty>,
-    embedding: Option<NonEmpty>,
-    #[serde(borrow)]
-    status: Option<Str<'a>>,
+    done_reason: Option<Cow<'a, str>>,
+    load_duration: Option<u64>,
+    prompt_eval_count: Option<u64>,
+    eval_count: Option<u64>,
+    error: bool,
+    /// `embeddings` / `embedding` present and non-empty.
+    embedded: bool,
+    status: Option<Cow<'a, str>>,
+}
+
+/// `tool_calls: [{function: {name, arguments}}]` → names; true when there was a call.
+fn skim_tools<'a>(s: &mut Skim<'a>, tools: &mut Vec<Cow<'a, str>>) -> R<bool> {
+    let n = s.array(|s, _| {
+        s.object(|s, k| {
+            match k {
+                b"function" => {
+                    s.object_or_null(|s, k| {
+                        match k {
+                            b"name" => {
+                                if let Some(name) = s.str()? {
+                                    tools.push(name);
+                                }
+                            }
+                            _ => s.skip()?,
+                        }
+                        Ok(())
+                    })?;
+                }
+                _ => s.skip()?,
+            }
+            Ok(())
+        })
+    })?;
+    Ok(n > 0)
+}
+
+/// `want_model`: read `model` (it repeats on every line; once known it is skipped).
+/// Fills `l` in place (returning the struct would cost a memmove per line).
+fn skim_line<'a>(data: &'a [u8], want_model: bool, l: &mut Line<'a>) -> R<()> {
+    Skim::document(data, |s| {
+        s.object(|s, k| {
+            match k {
+                b"model" if want_model => l.model = s.str()?,
+                b"response" | b"thinking" => l.content |= s.nonempty()?,
+                b"message" => {
+                    s.object_or_null(|s, k| {
+                        match k {
+                            b"content" | b"thinking" => l.content |= s.nonempty()?,
+                            b"tool_calls" => l.content |= skim_tools(s, &mut l.tools)?,
+                            _ => s.skip()?,
+                        }
+                        Ok(())
+                    })?;
+                }
+                b"tool_calls" => l.content |= skim_tools(s, &mut l.tools)?,
+                b"done" => l.done = s.bool()? == Some(true),
+                b"done_reason" => l.done_reason = s.str()?,
+                b"load_duration" => l.load_duration = s.count()?,
+                b"prompt_eval_count" => l.prompt_eval_count = s.count()?,
+                b"eval_count" => l.eval_count = s.count()?,
+                b"error" => l.error |= s.nonempty()?,
+                b"embeddings" | b"embedding" => l.embedded |= s.nonempty()?,
+                b"status" => l.status = s.str()?,
+                _ => s.skip()?,
+            }
+            Ok(())
+        })
+    })
 }
 
 #[derive(Debug)]
@@ -130,11 +161,12 @@ impl Ollama {
         ts_ns: u64,
         errors: &mut Vec<DecodeError>,
     ) -> bool {
-        let Ok(line) = serde_json::from_slice::<Line<'_>>(bytes) else {
+        let mut line = Line::default();
+        if skim_line(bytes, core.response_model.is_none(), &mut line).is_err() {
             errors.push(DecodeError::BadJson);
             return false;
-        };
-        if has(line.error) {
+        }
+        if line.error {
             core.fail(classify_stream_body(bytes));
             core.terminal = true;
             return true;
@@ -142,13 +174,10 @@ impl Ollama {
         if let Some(m) = &line.model {
             core.response_model(m);
         }
-        let mut content = has(line.response) || has(line.thinking);
-        if let Some(msg) = &line.message {
-            content |= has(msg.content) || has(msg.thinking);
-            content |= add_tools(core, msg.tool_calls.as_deref());
+        for name in &line.tools {
+            core.tool(name);
         }
-        content |= add_tools(core, line.tool_calls.as_deref());
-        if content {
+        if line.content {
             core.content(ts_ns);
         }
         match self.endpoint {
@@ -158,11 +187,11 @@ impl Ollama {
                 }
             }
             Endpoint::Embed | Endpoint::Embeddings => {
-                if has(line.embeddings) || has(line.embedding) {
+                if line.embedded {
                     core.terminal = true;
                 }
-                core.tokens.prompt = reported(count(line.prompt_eval_count));
-                core.load_duration_ns = count(line.load_duration);
+                core.tokens.prompt = reported(line.prompt_eval_count);
+                core.load_duration_ns = line.load_duration;
                 core.usage_final = true;
             }
             Endpoint::Generate | Endpoint::Chat => {
@@ -177,27 +206,14 @@ impl Ollama {
                             _ => {}
                         }
                     }
-                    core.load_duration_ns = count(line.load_duration);
-                    core.tokens.prompt = reported(count(line.prompt_eval_count));
-                    core.tokens.completion = reported(count(line.eval_count));
+                    core.load_duration_ns = line.load_duration;
+                    core.tokens.prompt = reported(line.prompt_eval_count);
+                    core.tokens.completion = reported(line.eval_count);
                 }
             }
         }
         true
     }
-}
-
-/// Records tool names; true when there was at least one call.
-fn add_tools(core: &mut Core, calls: Option<&[ToolCall<'_>]>) -> bool {
-    let Some(calls) = calls else {
-        return false;
-    };
-    for call in calls {
-        if let Some(name) = call.function.as_ref().and_then(|f| f.name.as_deref()) {
-            core.tool(name);
-        }
-    }
-    !calls.is_empty()
 }
 
 impl Handler for Ollama {

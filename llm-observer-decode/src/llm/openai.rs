@@ -15,10 +15,9 @@
 //! - `data: {"error":…}` after HTTP 200 is a stream error;
 //! - the stream is complete at `[DONE]` or at a `finish_reason`.
 
-use std::fmt;
+use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, SeqAccess, Visitor};
 
 use crate::decoder::{DecodeError, Limits};
 use crate::exchange::{Api, Operation};
@@ -26,7 +25,8 @@ use crate::protocol::sse::SseEvent;
 
 use super::common::{Core, Engine, Handler, Native, reported};
 use super::errors::classify_stream_body;
-use super::json::{Count, NonEmpty, Str, count, has};
+use super::json::{Count, count};
+use super::skim::{R, Skim};
 use super::{ApiDecoder, Request};
 
 /// Which OpenAI-style endpoint.
@@ -102,117 +102,166 @@ impl LlamaTimings {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Function<'a> {
-    #[serde(borrow)]
-    name: Option<Str<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ToolCall<'a> {
-    index: Option<u64>,
-    #[serde(borrow)]
-    function: Option<Function<'a>>,
-}
-
-/// A stream `delta` or a non-stream `message`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Delta<'a> {
-    content: Option<NonEmpty>,
-    reasoning_content: Option<NonEmpty>,
-    reasoning: Option<NonEmpty>,
-    thinking: Option<NonEmpty>,
-    refusal: Option<NonEmpty>,
-    #[serde(borrow)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
-    #[serde(borrow)]
-    function_call: Option<Function<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Choice<'a> {
-    index: u64,
-    #[serde(borrow)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow)]
-    message: Option<Delta<'a>>,
-    text: Option<NonEmpty>,
-    #[serde(borrow)]
-    finish_reason: Option<Str<'a>>,
-}
-
-/// `choices`, folded while parsing so no per-chunk `Vec` is built.
-#[derive(Debug, Default)]
-struct Choices<'a> {
-    content: bool,
-    finish_reason: Option<Str<'a>>,
-    /// (choice index, tool index or position, name), only when a fragment names a tool.
-    tools: Vec<(u64, u64, Str<'a>)>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Choices<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a choices array")
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Choices<'a>, E> {
-                Ok(Choices::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices<'a>, A::Error> {
-                let mut out = Choices::default();
-                while let Some(c) = seq.next_element::<Choice<'de>>()? {
-                    out.content |= has(c.text);
-                    for d in [c.delta, c.message].into_iter().flatten() {
-                        out.content |= has(d.content)
-                            || has(d.reasoning_content)
-                            || has(d.reasoning)
-                            || has(d.thinking)
-                            || has(d.refusal);
-                        if let Some(calls) = d.tool_calls {
-                            out.content |= !calls.is_empty();
-                            for (pos, call) in calls.into_iter().enumerate() {
-                                if let Some(name) = call.function.and_then(|f| f.name) {
-                                    let idx = call.index.unwrap_or(pos as u64);
-                                    out.tools.push((c.index, idx, name));
-                                }
-                            }
-                        }
-                        if let Some(name) = d.function_call.and_then(|f| f.name) {
-                            out.content = true;
-                            out.tools.push((c.index, u64::MAX, name));
-                        }
-                    }
-                    if let Some(r) = c.finish_reason {
-                        out.finish_reason = Some(r);
-                    }
+impl Usage {
+    /// Reads a usage object with the hot-path walker (cursor at the value; `null` → `None`).
+    fn skim(s: &mut Skim<'_>) -> R<Option<Usage>> {
+        let mut u = Usage::default();
+        let details = |s: &mut Skim<'_>| -> R<Option<Details>> {
+            let mut d = Details::default();
+            let present = s.object_or_null(|s, k| {
+                match k {
+                    b"cached_tokens" => d.cached_tokens = Some(Count(s.count()?)),
+                    b"reasoning_tokens" => d.reasoning_tokens = Some(Count(s.count()?)),
+                    _ => s.skip()?,
                 }
-                Ok(out)
+                Ok(())
+            })?;
+            Ok(present.then_some(d))
+        };
+        let present = s.object_or_null(|s, k| {
+            match k {
+                b"prompt_tokens" => u.prompt_tokens = Some(Count(s.count()?)),
+                b"completion_tokens" => u.completion_tokens = Some(Count(s.count()?)),
+                b"prompt_tokens_details" => u.prompt_tokens_details = details(s)?,
+                b"completion_tokens_details" => u.completion_tokens_details = details(s)?,
+                _ => s.skip()?,
             }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+            Ok(())
+        })?;
+        Ok(present.then_some(u))
     }
 }
 
-/// One stream chunk or a whole non-stream body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+impl LlamaTimings {
+    fn skim(s: &mut Skim<'_>) -> R<Option<LlamaTimings>> {
+        let mut t = LlamaTimings::default();
+        let present = s.object_or_null(|s, k| {
+            match k {
+                b"prompt_n" => t.prompt_n = Some(Count(s.count()?)),
+                b"predicted_n" => t.predicted_n = Some(Count(s.count()?)),
+                b"cache_n" => t.cache_n = Some(Count(s.count()?)),
+                _ => s.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(present.then_some(t))
+    }
+}
+
+/// What one chunk (or non-stream body) says.
+#[derive(Debug, Default)]
 struct Chunk<'a> {
-    #[serde(borrow)]
-    model: Option<Str<'a>>,
-    #[serde(borrow)]
-    choices: Option<Choices<'a>>,
-    usage: Option<Usage>,
-    timings: Option<LlamaTimings>,
-    error: Option<NonEmpty>,
-    #[serde(borrow)]
-    object: Option<Str<'a>>,
+    model: Option<Cow<'a, str>>,
+    /// Some choice's delta / message carried output.
+    content: bool,
+    finish_reason: Option<Cow<'a, str>>,
+    /// (choice index, tool index or position, name) of fragments that name a tool.
+    tools: Vec<(u64, u64, Cow<'a, str>)>,
+    /// Boxed: rare (one chunk per stream), and large to move around.
+    usage: Option<Box<Usage>>,
+    timings: Option<Box<LlamaTimings>>,
+    /// `error` member, or the flat `"object":"error"` shape.
+    error: bool,
+}
+
+/// A stream `delta` or a non-stream `message`: content-bearing fields and tool names.
+fn skim_delta<'a>(s: &mut Skim<'a>, choice: u64, c: &mut Chunk<'a>) -> R<()> {
+    s.object_or_null(|s, k| {
+        match k {
+            b"content" | b"reasoning_content" | b"reasoning" | b"thinking" | b"refusal" => {
+                c.content |= s.nonempty()?;
+            }
+            b"tool_calls" => {
+                let n = s.array(|s, pos| {
+                    let mut index = pos as u64;
+                    let mut name = None;
+                    s.object(|s, k| {
+                        match k {
+                            b"index" => index = s.count()?.unwrap_or(index),
+                            b"function" => {
+                                s.object_or_null(|s, k| {
+                                    match k {
+                                        b"name" => name = s.str()?,
+                                        _ => s.skip()?,
+                                    }
+                                    Ok(())
+                                })?;
+                            }
+                            _ => s.skip()?,
+                        }
+                        Ok(())
+                    })?;
+                    if let Some(name) = name {
+                        c.tools.push((choice, index, name));
+                    }
+                    Ok(())
+                })?;
+                c.content |= n > 0;
+            }
+            b"function_call" => {
+                s.object_or_null(|s, k| {
+                    match k {
+                        b"name" => {
+                            if let Some(name) = s.str()? {
+                                c.content = true;
+                                c.tools.push((choice, u64::MAX, name));
+                            }
+                        }
+                        _ => s.skip()?,
+                    }
+                    Ok(())
+                })?;
+            }
+            _ => s.skip()?,
+        }
+        Ok(())
+    })
+    .map(drop)
+}
+
+/// `want_model`: read `model` (it repeats in every chunk; once known it is skipped).
+/// Fills `c` in place (returning the struct would cost a memmove per chunk).
+fn skim_chunk<'a>(data: &'a [u8], want_model: bool, c: &mut Chunk<'a>) -> R<()> {
+    Skim::document(data, |s| {
+        s.object(|s, k| {
+            match k {
+                b"model" if want_model => c.model = s.str()?,
+                b"choices" => {
+                    s.array(|s, pos| {
+                        // `index` may come after `delta`: collect tools with a placeholder index.
+                        let first_tool = c.tools.len();
+                        let mut index = pos as u64;
+                        s.object(|s, k| {
+                            match k {
+                                b"index" => index = s.count()?.unwrap_or(index),
+                                b"delta" | b"message" => skim_delta(s, u64::MAX, c)?,
+                                b"text" => c.content |= s.nonempty()?,
+                                b"finish_reason" => {
+                                    if let Some(r) = s.str()? {
+                                        c.finish_reason = Some(r);
+                                    }
+                                }
+                                _ => s.skip()?,
+                            }
+                            Ok(())
+                        })?;
+                        for t in &mut c.tools[first_tool..] {
+                            if t.0 == u64::MAX {
+                                t.0 = index;
+                            }
+                        }
+                        Ok(())
+                    })?;
+                }
+                b"usage" => c.usage = Usage::skim(s)?.map(Box::new),
+                b"timings" => c.timings = LlamaTimings::skim(s)?.map(Box::new),
+                b"error" => c.error |= s.nonempty()?,
+                b"object" => c.error |= s.str()?.as_deref() == Some("error"),
+                _ => s.skip()?,
+            }
+            Ok(())
+        })
+    })
 }
 
 #[derive(Debug)]
@@ -254,11 +303,12 @@ impl OpenAi {
         stream: bool,
         errors: &mut Vec<DecodeError>,
     ) -> bool {
-        let Ok(c) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        let mut c = Chunk::default();
+        if skim_chunk(data, core.response_model.is_none(), &mut c).is_err() {
             errors.push(DecodeError::BadJson);
             return false;
-        };
-        if has(c.error) || c.object.as_deref() == Some("error") {
+        }
+        if c.error {
             core.fail(classify_stream_body(data));
             core.terminal = true;
             return true;
@@ -273,23 +323,21 @@ impl OpenAi {
         } else if let (Some(t), false) = (&c.timings, self.have_usage) {
             t.apply(core);
         }
-        if let Some(ch) = c.choices {
-            for (choice, idx, name) in &ch.tools {
-                let key = (*choice, *idx);
-                if !stream || !self.seen_tools.contains(&key) {
-                    if self.seen_tools.len() < 64 {
-                        self.seen_tools.push(key);
-                    }
-                    core.tool(name);
+        for (choice, idx, name) in &c.tools {
+            let key = (*choice, *idx);
+            if !stream || !self.seen_tools.contains(&key) {
+                if self.seen_tools.len() < 64 {
+                    self.seen_tools.push(key);
                 }
+                core.tool(name);
             }
-            if ch.content {
-                core.content(ts_ns);
-            }
-            if let Some(r) = &ch.finish_reason {
-                core.finish_reason(r);
-                core.terminal = true;
-            }
+        }
+        if c.content {
+            core.content(ts_ns);
+        }
+        if let Some(r) = &c.finish_reason {
+            core.finish_reason(r);
+            core.terminal = true;
         }
         true
     }
