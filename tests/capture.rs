@@ -887,24 +887,15 @@ fn burst_msg(i: usize) -> Vec<u8> {
     format!("GET /burst/{i:07} HTTP/1.1\r\n\r\n").into_bytes()
 }
 
-/// `writes` small write()s on the client of a fresh pair whose server end is untracked (so its reads
-/// cost no ring space) and read by a thread. `during` runs concurrently with the writes.
-fn burst<T: Send>(
-    live: &mut Live,
-    writes: usize,
-    during: impl FnOnce(&mut Collector, &AtomicBool, ConnId) -> T + Send,
-) -> (Pair, ConnId, Duration, T) {
-    let pair = Pair::new().expect("loopback pair");
-    let (client, _server) = opened(&mut live.collector, &pair);
-    live.capture.untrack(pid(), pair.sfd());
+/// `writes` small write()s (messages prepared beforehand, so the loop times syscalls, not
+/// formatting) on the client of `pair`, while a thread reads the server end. Returns how long the
+/// writes took.
+fn write_burst(pair: &Pair, writes: usize) -> Duration {
     let len = burst_msg(0).len();
-    let total = writes * len;
-    let sfd = pair.sfd();
-    let cfd = pair.cfd();
-    let collector = &mut live.collector;
-    let done = AtomicBool::new(false);
-    let done = &done;
-    let (elapsed, out) = std::thread::scope(|s| {
+    let data: Vec<u8> = (0..writes).flat_map(burst_msg).collect();
+    assert_eq!(data.len(), writes * len, "fixed-size messages");
+    let (cfd, sfd, total) = (pair.cfd(), pair.sfd(), data.len());
+    std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
             let mut got = 0;
@@ -914,15 +905,41 @@ fn burst<T: Send>(
                 got += n;
             }
         });
-        let during = s.spawn(move || during(collector, done, client));
         let start = Instant::now();
-        for i in 0..writes {
-            let calls = send_all(cfd, SendFlavor::Write, &burst_msg(i)).expect("burst write");
-            assert_eq!(calls, [len], "write {i} was split");
+        for (i, msg) in data.chunks(len).enumerate() {
+            // SAFETY: `msg` is a live slice.
+            let n = unsafe { libc::write(cfd, msg.as_ptr().cast(), msg.len()) };
+            assert_eq!(
+                n,
+                len as isize,
+                "write {i}: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let elapsed = start.elapsed();
-        done.store(true, Ordering::Release);
         reader.join().expect("reader thread");
+        elapsed
+    })
+}
+
+/// [`write_burst`] on a fresh pair whose server end is untracked (its reads cost no ring space),
+/// with `during` running on another thread from before the first write; `during` is told when the
+/// last write has returned.
+fn burst<T: Send>(
+    live: &mut Live,
+    writes: usize,
+    during: impl FnOnce(&mut Collector, &AtomicBool, ConnId) -> T + Send,
+) -> (Pair, ConnId, Duration, T) {
+    let pair = Pair::new().expect("loopback pair");
+    let (client, _server) = opened(&mut live.collector, &pair);
+    live.capture.untrack(pid(), pair.sfd());
+    let collector = &mut live.collector;
+    let done = AtomicBool::new(false);
+    let done = &done;
+    let (elapsed, out) = std::thread::scope(|s| {
+        let during = s.spawn(move || during(collector, done, client));
+        let elapsed = write_burst(&pair, writes);
+        done.store(true, Ordering::Release);
         (elapsed, during.join().expect("collector thread"))
     });
     (pair, client, elapsed, out)
@@ -1000,15 +1017,23 @@ fn ring_overflow_is_counted_exactly() {
         bytes.len() as u64 + stats.lost_events,
         WRITES as u64,
         "received data events + lost_events = writes (each write is one event)\n\
-         markers received: {}; first events:\n{}",
+         writes whose data event was lost: {} (= truncated_bytes / {len}); TRUNCATED markers \
+         received: {}; lost_events counts {:.2} per lost write\nfirst events:\n{}",
+        WRITES - bytes.len(),
         markers.len(),
-        dump(&events.iter().take(8).copied().collect::<Vec<_>>())
+        stats.lost_events as f64 / (WRITES - bytes.len()).max(1) as f64,
+        dump(&events.iter().take(4).copied().collect::<Vec<_>>())
     );
 }
 
 #[test]
 fn sustained_event_rate() {
     const WRITES: usize = 200_000;
+    // The same burst with no capture loaded, for the cost of the probes (informational only).
+    let baseline = {
+        let _serial = support::serial();
+        write_burst(&Pair::new().expect("loopback pair"), WRITES)
+    };
     let Some(mut live) = Live::start(&own_process_config()) else {
         return;
     };
@@ -1049,10 +1074,11 @@ fn sustained_event_rate() {
     let stats = live.capture.kernel_stats();
     let rate = received as f64 / drain_time.as_secs_f64();
     println!(
-        "events/s sustained: {rate:.0} ({received} data events in {:.3} s; writes took {:.3} s = {:.0} writes/s; lost_events {}, markers {markers}, truncated_bytes {})",
+        "events/s sustained: {rate:.0} ({received} data events in {:.3} s; writes took {:.3} s = {:.0} writes/s, {:.0} writes/s without capture; lost_events {}, markers {markers}, truncated_bytes {})",
         drain_time.as_secs_f64(),
         write_time.as_secs_f64(),
         WRITES as f64 / write_time.as_secs_f64(),
+        WRITES as f64 / baseline.as_secs_f64(),
         stats.lost_events,
         stats.truncated_bytes
     );
