@@ -245,7 +245,7 @@ pub const CONFIG_FLAG_ALL_PROTOCOLS: u32 = 1;
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stat {
-    /// Ring buffer full: events dropped.
+    /// Ring buffer full: data events (payload slices) dropped — one per slice lost.
     LostEvents = 0,
     /// Payload bytes not copied because of the per-call cap, segment cap or a lost event.
     TruncatedBytes = 1,
@@ -253,7 +253,7 @@ pub enum Stat {
     OtherProtoBytes = 2,
     /// The connection map was full: a socket could not be tracked.
     ConnMapFull = 3,
-    /// Control events (open/close/exit) dropped because the ring was full.
+    /// Control events (open/close/exit) and EOF/TRUNCATED markers dropped because the ring was full.
     LostControlEvents = 4,
 }
 

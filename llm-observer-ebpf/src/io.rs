@@ -252,7 +252,9 @@ fn marker(m: &Meta, flags: u16, missing: u64) {
     // SAFETY: the header part of the scratch event is initialised above.
     let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, DATA_EVENT_HEADER_LEN) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        stat_add(Stat::LostEvents, 1);
+        // Counted apart from data events: a marker usually follows a lost data event, which
+        // `LostEvents` already counted once.
+        stat_add(Stat::LostControlEvents, 1);
     }
 }
 
