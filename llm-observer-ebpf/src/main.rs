@@ -132,18 +132,36 @@ fn header(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, ts_ns: u64) 
     }
 }
 
-// Inlined: BPF calls take at most five arguments.
-#[inline(always)]
-fn emit_conn(
-    kind: EventKind,
-    pid_tgid: u64,
-    fd: i32,
-    generation: u64,
+/// What a connection event says besides its header.
+struct ConnInfo {
     role: u32,
+    /// User pointer to the peer's sockaddr (0: none) and its length.
     addr: u64,
     addrlen: u64,
+    /// Listening fd of an accepted socket, else -1.
     listen_fd: i32,
-) {
+}
+
+impl ConnInfo {
+    fn role(role: u32) -> ConnInfo {
+        ConnInfo {
+            role,
+            addr: 0,
+            addrlen: 0,
+            listen_fd: -1,
+        }
+    }
+}
+
+// Inlined: BPF calls take at most five arguments.
+#[inline(always)]
+fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnInfo) {
+    let ConnInfo {
+        role,
+        addr,
+        addrlen,
+        listen_fd,
+    } = c;
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         stat_add(Stat::LostControlEvents, 1);
         return;
@@ -200,10 +218,12 @@ fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: 
         pid_tgid,
         fd,
         generation,
-        role,
-        addr,
-        addrlen,
-        listen_fd,
+        ConnInfo {
+            role,
+            addr,
+            addrlen,
+            listen_fd,
+        },
     );
 }
 
@@ -375,10 +395,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         pid_tgid,
         fd,
         state.generation,
-        state.role,
-        0,
-        0,
-        -1,
+        ConnInfo::role(state.role),
     );
     0
 }
@@ -396,7 +413,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !wanted(&config(), (pid_tgid >> 32) as u32) {
         return 0;
     }
-    emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, 0, 0, 0, -1);
+    emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
     0
 }
 

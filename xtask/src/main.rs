@@ -140,7 +140,14 @@ fn test(root: &std::path::Path, no_lint: bool, fuzz_seconds: u64) -> Result<()> 
     // Pure tests in parallel; the BPF and end-to-end tests one at a time, since they share the
     // kernel's tracepoints and count exact events for this process.
     env(Cmd::cargo(root, &linker_dir))
-        .args(["test", "--workspace", "--exclude", "llm-observer-tests"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "llm-observer-tests",
+            "--exclude",
+            "llm-observer-ebpf",
+        ])
         .run()?;
     env(Cmd::cargo(root, &linker_dir))
         .args([
