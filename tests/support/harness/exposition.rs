@@ -121,7 +121,9 @@ impl Exposition {
     /// The sum over samples of `name` whose labels include `subset` (0 when there are none), e.g.
     /// all requests of one model across status classes.
     pub fn sum(&self, name: &str, subset: &[(&str, &str)]) -> f64 {
-        self.matching(name, subset).map(|s| s.value).sum()
+        // Starting from +0.0: an empty float sum is -0.0, which reads oddly in failure messages.
+        self.matching(name, subset)
+            .fold(0.0, |acc, s| acc + s.value)
     }
 
     /// Whether any sample of `name` exists.
