@@ -84,6 +84,12 @@ fn stack_with(port_filter: bool) -> Stack {
 }
 
 impl Stack {
+    /// A model name unique to this emulator: a `:port` tag, which the emulator ignores when it
+    /// reads a scenario from the name, keeps series apart from any other run on the node.
+    fn model(&self, base: &str) -> String {
+        format!("{base}:{}", self.emu.addr().port())
+    }
+
     fn workload(&self, args: &[&str]) -> WorkloadSummary {
         run_workload(&self.emu.base_url(), args, WORKLOAD_TIMEOUT).expect("workload runs")
     }
@@ -153,7 +159,8 @@ fn mean(e: &Exposition, family: &str, labels: &[(&str, &str)]) -> f64 {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn openai_chat_stream_with_usage_matches_the_client() {
     let s = stack();
-    let model = "e2e-openai-stream";
+    let model_name = s.model("e2e-openai-stream");
+    let model = model_name.as_str();
     let c = s.workload(&[
         "--api", "openai", "--mode", "stream", "--usage", "--n", "5", "--model", model,
     ]);
@@ -213,7 +220,8 @@ fn openai_chat_stream_with_usage_matches_the_client() {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn curl_stream_without_usage_is_counted_from_events() {
     let s = stack();
-    let model = "e2e-curl";
+    let model_name = s.model("e2e-curl");
+    let model = model_name.as_str();
     let body = json!({"model": model, "stream": true, "max_tokens": 6, "messages": [{"role": "user", "content": "count to six"}]});
     let (status, text) = curl_post(
         &format!("{}/v1/chat/completions", s.emu.base_url()),
@@ -256,7 +264,8 @@ fn curl_stream_without_usage_is_counted_from_events() {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn openai_completions_and_nonstream_have_no_ttft() {
     let s = stack();
-    let model = "e2e-completions";
+    let model_name = s.model("e2e-completions");
+    let model = model_name.as_str();
     let c = s.workload(&[
         "--api",
         "openai",
@@ -284,6 +293,10 @@ fn openai_completions_and_nonstream_have_no_ttft() {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn anthropic_messages_count_cached_prompt_tokens() {
     let s = stack();
+    let cached = s.model("cached-2");
+    let cached = cached.as_str();
+    let plain_model = s.model("e2e-anthropic");
+    let plain_model = plain_model.as_str();
     let c = s.workload(&[
         "--api",
         "anthropic",
@@ -292,7 +305,7 @@ fn anthropic_messages_count_cached_prompt_tokens() {
         "--n",
         "3",
         "--model",
-        "cached-2",
+        cached,
     ]);
     assert_eq!(
         (c.ok(), c.prompt_tokens(), c.completion_tokens()),
@@ -308,11 +321,11 @@ fn anthropic_messages_count_cached_prompt_tokens() {
         "--n",
         "2",
         "--model",
-        "e2e-anthropic",
+        plain_model,
     ]);
     assert_eq!(n.ok(), 2);
-    let streamed = server("anthropic", "chat", "cached-2");
-    let plain = server("anthropic", "chat", "e2e-anthropic");
+    let streamed = server("anthropic", "chat", cached);
+    let plain = server("anthropic", "chat", plain_model);
     // Prompt tokens include cache reads (input_tokens excludes them on the wire).
     let mut expected = served_ok(&streamed, 3.0, 15.0, 24.0)
         .exactly("llm_time_to_first_token_seconds_count", &streamed, 3.0)
@@ -327,6 +340,8 @@ fn anthropic_messages_count_cached_prompt_tokens() {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn ollama_native_chat_generate_and_load() {
     let s = stack();
+    let llama = s.model("e2e-llama");
+    let llama = llama.as_str();
     let c = s.workload(&[
         "--api",
         "ollama",
@@ -337,7 +352,7 @@ fn ollama_native_chat_generate_and_load() {
         "--n",
         "3",
         "--model",
-        "e2e-llama",
+        llama,
     ]);
     assert_eq!(c.ok(), 3);
     let g = s.workload(&[
@@ -350,19 +365,19 @@ fn ollama_native_chat_generate_and_load() {
         "--n",
         "2",
         "--model",
-        "e2e-llama",
+        llama,
     ]);
     assert_eq!(g.ok(), 2);
     let (status, _) = curl_post(
         &format!("{}/api/generate", s.emu.base_url()),
-        &json!({"model": "e2e-llama"}),
+        &json!({"model": llama}),
         false,
         Duration::from_secs(30),
     )
     .expect("curl runs");
     assert_eq!(status, 200);
-    let chat = server("ollama", "chat", "e2e-llama");
-    let generate = server("ollama", "text_completion", "e2e-llama");
+    let chat = server("ollama", "chat", llama);
+    let generate = server("ollama", "text_completion", llama);
     let mut expected = served_ok(&chat, 3.0, 3.0 * PROMPT_WORDS, 3.0 * OUTPUT).exactly(
         "llm_time_to_first_token_seconds_count",
         &chat,
@@ -373,7 +388,7 @@ fn ollama_native_chat_generate_and_load() {
         .extend(served_ok(&generate, 2.0, 2.0 * PROMPT_WORDS, 2.0 * OUTPUT).0);
     let expected = expected.exactly(
         "llm_requests_total",
-        &server("ollama", "model_load", "e2e-llama"),
+        &server("ollama", "model_load", llama),
         1.0,
     );
     s.expect(&expected);
@@ -403,7 +418,9 @@ fn every_error_kind_is_counted_once() {
         ("openai", "stream", "slow-50", "client_cancelled", "2xx"),
     ];
     let mut expected = Expected::new();
-    for (api, mode, model, kind, class) in cases {
+    for (api, mode, scenario, kind, class) in cases {
+        let model_name = s.model(scenario);
+        let model = model_name.as_str();
         let mut args = vec![
             "--api",
             api,
@@ -414,7 +431,7 @@ fn every_error_kind_is_counted_once() {
             "--max-tokens",
             "20",
         ];
-        if model.starts_with("slow") {
+        if scenario.starts_with("slow") {
             args.extend(["--cancel-after-tokens", "3"]);
         }
         let c = s.workload(&args);
@@ -443,6 +460,8 @@ fn every_error_kind_is_counted_once() {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn keepalive_requests_on_one_connection_are_each_counted() {
     let s = stack();
+    let keepalive = s.model("e2e-keepalive");
+    let keepalive = keepalive.as_str();
     let c = s.workload(&[
         "--api",
         "ollama",
@@ -454,14 +473,14 @@ fn keepalive_requests_on_one_connection_are_each_counted() {
         "--max-tokens",
         "2",
         "--model",
-        "e2e-keepalive",
+        keepalive,
     ]);
     assert_eq!(c.ok(), 200);
     // One accepted connection carried all of them (the emulator numbers its connections).
     let log = s.emu.request_log();
     assert_eq!(log.len(), 200);
     assert!(log.iter().all(|l| l.contains(" conn=1 ")), "{log:#?}");
-    let labels = server("ollama", "chat", "e2e-keepalive");
+    let labels = server("ollama", "chat", keepalive);
     s.expect(&served_ok(&labels, 200.0, 200.0 * PROMPT_WORDS, 400.0));
 }
 
@@ -471,13 +490,23 @@ fn port_filter_keeps_every_server_exchange() {
     // Short exchanges on fresh connections (one curl each), with the agent filtered to the
     // emulator's port: both ends of every exchange must still be seen.
     let s = stack_with(true);
+    let rate_limited = s.model("err-429");
+    let rate_limited = rate_limited.as_str();
+    let port_model = s.model("e2e-port");
+    let port_model = port_model.as_str();
     let url = format!("{}/v1/chat/completions", s.emu.base_url());
-    for model in ["e2e-port", "e2e-port", "e2e-port", "err-429", "err-429"] {
+    for model in [
+        port_model,
+        port_model,
+        port_model,
+        rate_limited,
+        rate_limited,
+    ] {
         let body = json!({"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": "a b"}]});
         curl_post(&url, &body, false, Duration::from_secs(30)).expect("curl runs");
     }
-    let ok = server("openai", "chat", "e2e-port");
-    let failed = server("openai", "chat", "err-429");
+    let ok = server("openai", "chat", port_model);
+    let failed = server("openai", "chat", rate_limited);
     s.expect(
         &served_ok(&ok, 3.0, 6.0, 9.0)
             .exactly(
@@ -490,8 +519,8 @@ fn port_filter_keeps_every_server_exchange() {
                 &with(&failed, &[("type", "rate_limited")]),
                 2.0,
             )
-            .exactly("llm_client_requests_total", &[("model", "e2e-port")], 3.0)
-            .exactly("llm_client_requests_total", &[("model", "err-429")], 2.0),
+            .exactly("llm_client_requests_total", &[("model", port_model)], 3.0)
+            .exactly("llm_client_requests_total", &[("model", rate_limited)], 2.0),
     );
 }
 
@@ -499,6 +528,8 @@ fn port_filter_keeps_every_server_exchange() {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn sixty_four_concurrent_streams() {
     let s = stack();
+    let concurrent = s.model("e2e-concurrent");
+    let concurrent = concurrent.as_str();
     let c = s.workload(&[
         "--api",
         "openai",
@@ -510,17 +541,13 @@ fn sixty_four_concurrent_streams() {
         "--n",
         "64",
         "--model",
-        "e2e-concurrent",
+        concurrent,
     ]);
     assert_eq!((c.ok(), c.completion_tokens()), (64, 64 * 8), "{:?}", c.0);
-    let labels = server("openai", "chat", "e2e-concurrent");
+    let labels = server("openai", "chat", concurrent);
     s.expect(
         &served_ok(&labels, 64.0, 64.0 * PROMPT_WORDS, 64.0 * OUTPUT)
             .exactly("llm_time_to_first_token_seconds_count", &labels, 64.0)
-            .exactly(
-                "llm_client_requests_total",
-                &[("model", "e2e-concurrent")],
-                64.0,
-            ),
+            .exactly("llm_client_requests_total", &[("model", concurrent)], 64.0),
     );
 }
