@@ -197,10 +197,11 @@ fn body_ranges(resp: &[u8], body_start: usize, headers: &Headers) -> Vec<Range<u
     let chunked = headers
         .get_str("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    if !chunked {
-        return vec![body_start..resp.len()];
-    }
     let mut out = Vec::new();
+    if !chunked {
+        out.push(body_start..resp.len());
+        return out;
+    }
     let mut i = body_start;
     loop {
         let line_end = i + resp[i..]

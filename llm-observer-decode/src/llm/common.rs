@@ -334,6 +334,8 @@ pub(crate) struct Engine<H: Handler> {
     limits: Limits,
     /// The status ≥ 400 body was classified.
     error_body_done: bool,
+    /// First body bytes held while the framing is undecided (a prefix of an SSE field name).
+    sniffed: Vec<u8>,
 }
 
 impl<H: Handler> Engine<H> {
@@ -344,27 +346,50 @@ impl<H: Handler> Engine<H> {
             framing: Framing::Skip,
             limits: *limits,
             error_body_done: false,
+            sniffed: Vec::new(),
         })
     }
 
-    fn sniff(&mut self, data: &[u8]) {
-        let Some(&first) = data.iter().find(|b| !b.is_ascii_whitespace()) else {
-            return;
+    /// Picks the framing of a body whose content type did not say, from its first bytes. Returns
+    /// the bytes to decode now: `data`, or the held prefix plus `data` once a short prefix (`da`)
+    /// was held back, so the choice does not depend on where the capture cut the body.
+    fn sniff<'d>(&mut self, data: &'d [u8]) -> std::borrow::Cow<'d, [u8]> {
+        const SSE_FIELDS: [&[u8]; 5] = [b"data", b"event", b"id", b":", b"retry"];
+        let held = !self.sniffed.is_empty();
+        if held {
+            self.sniffed.extend_from_slice(data);
+        }
+        let all: &[u8] = if held { &self.sniffed } else { data };
+        // Leading whitespace decides nothing (and blank lines mean nothing to any framing).
+        let text = all.trim_ascii_start();
+        let Some(&first) = text.first() else {
+            self.sniffed.clear();
+            return std::borrow::Cow::Borrowed(&[]);
         };
-        self.framing = if first == b'{' || first == b'[' {
+        let framing = if first == b'{' || first == b'[' {
             if H::NATIVE == Native::Ndjson && self.core.stream {
                 Framing::Ndjson(NdjsonParser::new(self.limits.max_event_bytes))
             } else {
                 Framing::Json(JsonBody::new(self.limits.max_body_bytes))
             }
-        } else if [&b"data"[..], b"event", b"id", b":", b"retry"]
-            .iter()
-            .any(|p| data.trim_ascii_start().starts_with(p))
-        {
+        } else if SSE_FIELDS.iter().any(|f| text.starts_with(f)) {
             Framing::Sse(SseParser::new(self.limits.max_event_bytes))
+        } else if SSE_FIELDS.iter().any(|f| f.starts_with(text)) {
+            // A prefix of a field name: wait for more (at most 4 bytes are held).
+            self.sniffed = text.to_vec();
+            return std::borrow::Cow::Borrowed(&[]);
         } else {
             Framing::Skip
         };
+        self.framing = framing;
+        if matches!(self.framing, Framing::Sse(_) | Framing::Ndjson(_)) {
+            self.core.streamed = true;
+        }
+        if held {
+            std::borrow::Cow::Owned(std::mem::take(&mut self.sniffed))
+        } else {
+            std::borrow::Cow::Borrowed(data)
+        }
     }
 }
 
@@ -411,12 +436,13 @@ impl<H: Handler> ApiDecoder for Engine<H> {
         ts_ns: u64,
         errors: &mut Vec<DecodeError>,
     ) -> Option<u64> {
-        if matches!(self.framing, Framing::Undecided) {
-            self.sniff(data);
-            if matches!(self.framing, Framing::Sse(_) | Framing::Ndjson(_)) {
-                self.core.streamed = true;
-            }
-        }
+        let sniffed;
+        let data = if matches!(self.framing, Framing::Undecided) {
+            sniffed = self.sniff(data);
+            &*sniffed
+        } else {
+            data
+        };
         let Engine {
             core,
             handler,

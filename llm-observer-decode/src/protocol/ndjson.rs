@@ -113,14 +113,15 @@ impl NdjsonParser {
     where
         F: FnMut(&[u8], u64, &mut Vec<DecodeError>),
     {
-        let line = trim(line);
-        if line.is_empty() {
-            return;
-        }
+        // The cap applies to the raw line (as while buffering), so cuts cannot change verdicts.
         if line.len() > self.max_line_bytes {
             errors.push(DecodeError::EventTooLarge {
                 limit: self.max_line_bytes,
             });
+            return;
+        }
+        let line = trim(line);
+        if line.is_empty() {
             return;
         }
         self.lines += 1;
@@ -176,6 +177,16 @@ mod tests {
             ]
         );
         assert!(err.is_empty());
+    }
+
+    #[test]
+    fn cap_counts_the_raw_line_wherever_it_is_cut() {
+        // 8 raw bytes (with the CR) over a cap of 7: rejected whole or cut (found by fuzzing).
+        for parts in [&[&b" {\"a\":1}\r\n"[..]][..], &[b" {\"a", b"\":1}\r\n"]] {
+            let (out, err) = run(parts, 7);
+            assert!(out.is_empty());
+            assert_eq!(err, vec![DecodeError::EventTooLarge { limit: 7 }]);
+        }
     }
 
     #[test]

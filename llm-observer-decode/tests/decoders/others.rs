@@ -380,3 +380,19 @@ fn split_anywhere_gives_the_same_record() {
         r#"{"type":"message","model":"c","content":[{"type":"text","text":"a\"}"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#,
     );
 }
+
+#[test]
+fn framing_sniffed_from_a_cut_field_name() {
+    // No content type: the body is sniffed; "da" + "ta:..." must still be SSE (found by fuzzing).
+    let body = "data:{\"token\":{\"text\":\"a\",\"special\":false},\"details\":{\"generated_tokens\":1}}\n\n";
+    let whole = drive(&Case::new("/generate_stream", r#"{"inputs":"x"}"#).pieces(&[body])).exchange;
+    let (a, b) = body.split_at(2);
+    let cut =
+        drive(&Case::new("/generate_stream", r#"{"inputs":"x"}"#).pieces(&["\n", a, b])).exchange;
+    assert_eq!(whole.tokens.completion, rep(1));
+    assert_eq!(whole.error, None);
+    assert_eq!(
+        (cut.tokens, cut.error, cut.timings.content_events),
+        (whole.tokens, whole.error, whole.timings.content_events)
+    );
+}
