@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use llm_observer_tests::harness::expect::{Expected, wait_for_expected};
 use llm_observer_tests::harness::exposition::Exposition;
+use llm_observer_tests::harness::http::KeepAlive;
 use llm_observer_tests::harness::stack::{
     Agent, EmulatorProc, WorkloadSummary, curl_post, run_workload,
 };
@@ -64,6 +65,12 @@ fn stack() -> Stack {
 
 /// `port_filter`: start the agent with `--port <emulator port>`.
 fn stack_with(port_filter: bool) -> Stack {
+    let (serial, emu) = emulator_first();
+    with_agent(serial, emu, port_filter)
+}
+
+/// The emulator alone (holding the one-test-at-a-time lock), for tests that act before the agent.
+fn emulator_first() -> (MutexGuard<'static, ()>, EmulatorProc) {
     let serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -73,6 +80,10 @@ fn stack_with(port_filter: bool) -> Stack {
     );
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "100", "--token-interval-ms", "10"])
         .expect("emulator starts");
+    (serial, emu)
+}
+
+fn with_agent(serial: MutexGuard<'static, ()>, emu: EmulatorProc, port_filter: bool) -> Stack {
     let port = emu.addr().port().to_string();
     let args: &[&str] = if port_filter { &["--port", &port] } else { &[] };
     let agent = Agent::start(args).expect("agent starts and serves /metrics");
@@ -399,7 +410,7 @@ fn ollama_native_chat_generate_and_load() {
 fn every_error_kind_is_counted_once() {
     let s = stack();
     // (api, workload args, model, expected error type, expected status class)
-    let cases: [(&str, &str, &str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str, &str, &str); 10] = [
         ("openai", "nonstream", "err-429", "rate_limited", "4xx"),
         (
             "openai",
@@ -415,6 +426,13 @@ fn every_error_kind_is_counted_once() {
         ("anthropic", "stream", "err-after-200", "overloaded", "2xx"),
         ("ollama", "stream", "err-after-200", "stream_error", "2xx"),
         ("openai", "stream", "die-mid-stream", "server_closed", "2xx"),
+        (
+            "anthropic",
+            "stream",
+            "reset-mid-stream",
+            "server_closed",
+            "2xx",
+        ),
         ("openai", "stream", "slow-50", "client_cancelled", "2xx"),
     ];
     let mut expected = Expected::new();
@@ -550,4 +568,36 @@ fn sixty_four_concurrent_streams() {
             .exactly("llm_time_to_first_token_seconds_count", &labels, 64.0)
             .exactly("llm_client_requests_total", &[("model", concurrent)], 64.0),
     );
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn a_connection_opened_before_the_agent_is_seen_from_its_next_request() {
+    let (serial, emu) = emulator_first();
+    let model = format!("e2e-preexisting:{}", emu.addr().port());
+    let body = json!({"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "a b c"}]});
+    let timeout = Duration::from_secs(30);
+    let mut conn = KeepAlive::connect(emu.addr(), timeout).expect("connect");
+    let r = conn
+        .post_json("/v1/chat/completions", &body, timeout)
+        .expect("request before the agent");
+    assert_eq!(r.status, 200);
+    let s = with_agent(serial, emu, false);
+    for _ in 0..3 {
+        let r = conn
+            .post_json("/v1/chat/completions", &body, timeout)
+            .expect("request after the agent started");
+        assert_eq!(r.status, 200);
+    }
+    assert!(
+        s.emu.request_log().iter().all(|l| l.contains(" conn=1 ")),
+        "one connection throughout"
+    );
+    // Only the requests after the agent started, from both ends of the connection it found in /proc.
+    let labels = server("openai", "chat", &model);
+    s.expect(&served_ok(&labels, 3.0, 9.0, 12.0).exactly(
+        "llm_client_requests_total",
+        &[("model", model.as_str()), ("status", "2xx")],
+        3.0,
+    ));
 }

@@ -103,6 +103,107 @@ pub fn request(
     parse_response(raw, reads)
 }
 
+/// One persistent connection for sequential requests (HTTP/1.1 keep-alive), to test what happens to
+/// a connection across events such as the agent starting in the middle of it.
+pub struct KeepAlive {
+    stream: TcpStream,
+    addr: SocketAddr,
+    /// Bytes read past the end of the previous response.
+    pending: Vec<u8>,
+}
+
+impl KeepAlive {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<KeepAlive> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(KeepAlive {
+            stream,
+            addr,
+            pending: Vec::new(),
+        })
+    }
+
+    /// POSTs `body` and reads exactly one response (which must be framed by Content-Length or
+    /// chunked encoding, as keep-alive responses are).
+    pub fn post_json(
+        &mut self,
+        path: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> io::Result<HttpResponse> {
+        let deadline = Instant::now() + timeout;
+        let body = body.to_string();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes())?;
+        self.stream.write_all(body.as_bytes())?;
+        let sent = Instant::now();
+        let mut raw = std::mem::take(&mut self.pending);
+        let mut reads = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        let len = loop {
+            if let Some(len) = framed_len(&raw) {
+                break len;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "response not finished before the deadline",
+                ));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed mid-response",
+                    ));
+                }
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    reads.push((sent.elapsed(), raw.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        self.pending = raw.split_off(len);
+        parse_response(raw, reads)
+    }
+}
+
+/// The length of the first complete response in `raw`, when it is complete and self-delimited.
+fn framed_len(raw: &[u8]) -> Option<usize> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+            .map(|v| v.trim().to_owned())
+    };
+    if header("transfer-encoding").is_some_and(|te| te == "chunked") {
+        let mut at = head_end;
+        loop {
+            let line_end = at + raw[at..].windows(2).position(|w| w == b"\r\n")?;
+            let size_text = String::from_utf8_lossy(&raw[at..line_end]);
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2 + size + 2;
+            if raw.len() < at {
+                return None;
+            }
+            if size == 0 {
+                return Some(at);
+            }
+        }
+    }
+    let len: usize = header("content-length")?.parse().ok()?;
+    (raw.len() >= head_end + len).then_some(head_end + len)
+}
+
 /// POSTs a JSON value.
 pub fn post_json(
     addr: SocketAddr,
@@ -199,6 +300,38 @@ mod tests {
         );
         assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nd"), (b"abcd".to_vec(), false));
         assert_eq!(dechunk(b"3\r\nabc\r\n"), (b"abc".to_vec(), false));
+    }
+
+    #[test]
+    fn finds_where_a_framed_response_ends() {
+        let cl = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1";
+        assert_eq!(framed_len(cl), Some(cl.len() - 8));
+        assert_eq!(framed_len(&cl[..cl.len() - 9]), None);
+        let ch = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nnext";
+        assert_eq!(framed_len(ch), Some(ch.len() - 4));
+        assert_eq!(framed_len(&ch[..ch.len() - 6]), None);
+    }
+
+    #[test]
+    fn keep_alive_reads_one_response_at_a_time() {
+        let emu = crate::emulator::Emulator::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            crate::emulator::Config {
+                ttft: Duration::ZERO,
+                token_interval: Duration::ZERO,
+                ..Default::default()
+            },
+        )
+        .expect("emulator");
+        let mut conn = KeepAlive::connect(emu.addr(), Duration::from_secs(10)).expect("connect");
+        for stream in [false, true, false] {
+            let body = serde_json::json!({"model": "m", "stream": stream, "max_tokens": 2, "messages": []});
+            let r = conn
+                .post_json("/v1/chat/completions", &body, Duration::from_secs(10))
+                .expect("response");
+            assert_eq!((r.status, r.complete), (200, true));
+        }
+        assert_eq!((emu.stats().connections, emu.stats().requests), (1, 3));
     }
 
     #[test]
