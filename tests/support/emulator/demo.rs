@@ -176,10 +176,16 @@ fn print_llm_series(url: &str, wait: Duration) -> anyhow::Result<()> {
                     wait.as_secs()
                 );
             }
-            println!("\n==> llm_* series at {url}:");
+            // Histogram buckets would drown the rest; their _sum and _count stay.
+            println!("\n==> llm_* series at {url} (histogram buckets left out):");
             for line in text
                 .lines()
                 .filter(|l| l.starts_with("llm_") && !l.starts_with("llm_observer_"))
+                .filter(|l| {
+                    !l.split(['{', ' '])
+                        .next()
+                        .is_some_and(|name| name.ends_with("_bucket"))
+                })
             {
                 println!("{line}");
             }
