@@ -8,7 +8,7 @@ use std::{process::Command, time::Duration};
 
 use llm_observer_tests::harness::{
     process::{Proc, Stream},
-    stack::{EmulatorProc, curl_post, path_from_env},
+    stack::{EmulatorProc, path_from_env},
 };
 use serde_json::{Value, json};
 
