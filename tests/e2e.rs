@@ -50,15 +50,6 @@ struct Stack {
     _serial: MutexGuard<'static, ()>,
 }
 
-fn running_as_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().nth(1))
-        .is_some_and(|effective| effective == "0")
-}
-
 fn stack() -> Stack {
     stack_with(false)
 }
@@ -75,7 +66,7 @@ fn emulator_first() -> (MutexGuard<'static, ()>, EmulatorProc) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(
-        running_as_root(),
+        llm_observer_tests::harness::guard::is_root(),
         "the e2e tests load BPF programs: run them as root"
     );
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "100", "--token-interval-ms", "10"])

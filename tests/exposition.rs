@@ -11,46 +11,28 @@ use std::{
 };
 
 use llm_observer_tests::harness::{
-    http,
-    stack::{Agent, EmulatorProc, curl_post, path_from_env},
+    guard, http,
+    stack::{Agent, EmulatorProc, curl_post},
 };
 use serde_json::json;
 
 const EMULATOR: &str = env!("CARGO_BIN_EXE_llm-emulator");
 
 fn missing_piece() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Uid:")
-                .map(|u| u.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let bin = path_from_env("LLM_OBSERVER_BIN", "target/release/llm-observer");
     let promtool = Command::new("promtool")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !root {
-        Some("not root".into())
-    } else if !bin.exists() {
-        Some(format!("no agent at {} (cargo xtask build)", bin.display()))
-    } else if !promtool {
-        Some("no promtool (apt-get install prometheus; cargo xtask setup --test)".into())
-    } else {
-        None
-    }
+    guard::agent_missing().or_else(|| {
+        (!promtool)
+            .then(|| "no promtool (apt-get install prometheus; cargo xtask setup --test)".into())
+    })
 }
 
 #[test]
 fn exposition_after_real_traffic_passes_promtool() {
     if let Some(why) = missing_piece() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "cannot run under CI: {why}"
-        );
-        eprintln!("skipping: {why}");
+        guard::skip_or_fail::<()>(&why);
         return;
     }
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "5", "--token-interval-ms", "1"])

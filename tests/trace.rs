@@ -7,6 +7,7 @@
 use std::{process::Command, time::Duration};
 
 use llm_observer_tests::harness::{
+    guard,
     process::{Proc, Stream},
     stack::{EmulatorProc, path_from_env},
 };
@@ -15,35 +16,6 @@ use serde_json::{Value, json};
 const EMULATOR: &str = env!("CARGO_BIN_EXE_llm-emulator");
 const SECRET: &str = "sk-local-test";
 const PROMPT: &str = "Why is the sky blue?";
-
-fn ready_or_skip() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Uid:")
-                .map(|u| u.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let bin = path_from_env("LLM_OBSERVER_BIN", "target/release/llm-observer");
-    let why = if !root {
-        Some("not root".to_owned())
-    } else if !bin.exists() {
-        Some(format!("no agent at {} (cargo xtask build)", bin.display()))
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("cannot run under CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipping: {why}");
-            false
-        }
-    }
-}
 
 /// Waits until `p` has printed `n` stdout lines (the pump threads deliver them after the fact).
 fn wait_stdout_lines(p: &mut Proc, n: usize) {
@@ -104,7 +76,7 @@ fn curl_with_secret(url: &str, body: &Value) {
 
 #[test]
 fn trace_prints_one_exchange_line_per_view_without_text() {
-    if !ready_or_skip() {
+    if !guard::agent_ready() {
         return;
     }
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "20", "--token-interval-ms", "5"])
@@ -172,7 +144,7 @@ fn trace_prints_one_exchange_line_per_view_without_text() {
 
 #[test]
 fn raw_trace_redacts_credentials() {
-    if !ready_or_skip() {
+    if !guard::agent_ready() {
         return;
     }
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "1", "--token-interval-ms", "1"])

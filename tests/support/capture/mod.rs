@@ -37,24 +37,7 @@ pub fn own_process_config() -> CaptureConfig {
     }
 }
 
-/// Whether a missing prerequisite must fail the test (CI) rather than skip it (a developer box).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Skips (prints why and returns `None`) or, under `CI=true`, fails.
-pub fn skip_or_fail<T>(reason: &str) -> Option<T> {
-    if in_ci() {
-        panic!("CI=true and this test cannot run: {reason}");
-    }
-    println!("skipping: {reason}");
-    None
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+pub use llm_observer_tests::harness::guard::{is_root, skip_or_fail};
 
 /// Serialises the tests; a test that panicked while holding the lock must not take the rest down.
 pub fn serial() -> MutexGuard<'static, ()> {

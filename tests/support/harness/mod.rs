@@ -2,6 +2,7 @@
 
 pub mod expect;
 pub mod exposition;
+pub mod guard;
 pub mod http;
 pub mod process;
 pub mod stack;
