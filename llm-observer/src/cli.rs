@@ -124,14 +124,14 @@ pub struct CaptureArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
     /// Print every captured event with its payload as escaped text, instead of decoded exchanges.
-    #[arg(long)]
+    #[arg(long, env = "LLM_OBSERVER_TRACE_RAW")]
     pub raw: bool,
 
     /// With --raw: do not redact Authorization, X-Api-Key and cookie header values.
-    #[arg(long)]
+    #[arg(long, env = "LLM_OBSERVER_TRACE_SHOW_SECRETS")]
     pub show_secrets: bool,
 
     /// Exit after printing this many lines.
-    #[arg(long)]
+    #[arg(long, env = "LLM_OBSERVER_TRACE_COUNT")]
     pub count: Option<u64>,
 }
