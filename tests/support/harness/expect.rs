@@ -61,6 +61,33 @@ impl Expected {
         self.push(name, labels, Want::AtMost(value))
     }
 
+    /// `family{labels} | expected | observed`, one row per expectation (printed by passing tests, so
+    /// `--nocapture` shows the whole expected-vs-observed table).
+    pub fn table(&self, e: &Exposition) -> String {
+        let mut out = String::new();
+        for x in &self.0 {
+            let labels: Vec<(&str, &str)> = x
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let shown: Vec<String> = x.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let want = match x.want {
+                Want::Exactly(v) => format!("= {v}"),
+                Want::AtLeast(v) => format!(">= {v}"),
+                Want::AtMost(v) => format!("<= {v}"),
+            };
+            let _ = writeln!(
+                out,
+                "| {}{{{}}} | {want} | {} |",
+                x.name,
+                shown.join(","),
+                e.sum(&x.name, &labels)
+            );
+        }
+        out
+    }
+
     /// One line per expectation the exposition does not meet.
     pub fn mismatches(&self, e: &Exposition) -> Vec<String> {
         self.0
@@ -100,6 +127,7 @@ pub fn wait_for_expected(
         if problems.is_empty()
             && let Ok(e) = scraped
         {
+            print!("{}", expected.table(&e));
             return Ok(e);
         }
         if Instant::now() >= deadline {
