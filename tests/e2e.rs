@@ -539,7 +539,7 @@ fn sixty_four_concurrent_streams() {
     let s = stack();
     let concurrent = s.model("e2e-concurrent");
     let concurrent = concurrent.as_str();
-    let c = s.workload(&[
+    let args: Vec<String> = [
         "--api",
         "openai",
         "--mode",
@@ -551,9 +551,35 @@ fn sixty_four_concurrent_streams() {
         "64",
         "--model",
         concurrent,
-    ]);
-    assert_eq!((c.ok(), c.completion_tokens()), (64, 64 * 8), "{:?}", c.0);
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let base = s.emu.base_url();
+    let run = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_workload(&base, &args, WORKLOAD_TIMEOUT).expect("workload runs")
+    });
+    // Sample the in-flight gauges while the 64 streams run (each waits 100 ms for its first
+    // token, so both gauges are up for a while): the peaks must be above zero.
     let labels = server("openai", "chat", concurrent);
+    let (mut peak_active, mut peak_queue) = (0.0f64, 0.0f64);
+    while !run.is_finished() {
+        if let Ok(e) = s.agent.scrape() {
+            peak_active = peak_active.max(e.sum("llm_active_requests", &labels));
+            peak_queue = peak_queue.max(e.sum("llm_queue_size", &labels));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c = run.join().expect("workload thread");
+    assert_eq!((c.ok(), c.completion_tokens()), (64, 64 * 8), "{:?}", c.0);
+    println!("| peak llm_active_requests during the run | > 0 | {peak_active} |");
+    println!("| peak llm_queue_size during the run | > 0 | {peak_queue} |");
+    assert!(
+        peak_active > 0.0 && peak_queue > 0.0,
+        "gauges never rose: active {peak_active}, queue {peak_queue}"
+    );
+    // ...and back to exactly 0 afterwards (served_ok checks both gauges).
     s.expect(
         &served_ok(&labels, 64.0, 64.0 * PROMPT_WORDS, 64.0 * OUTPUT)
             .exactly("llm_time_to_first_token_seconds_count", &labels, 64.0)
