@@ -216,6 +216,36 @@ fn openai_chat_stream_with_usage_matches_the_client() {
         latency >= TTFT + (OUTPUT - 1.0) * INTERVAL,
         "mean latency {latency}"
     );
+    // Bucket placement, ±1 bucket for timing noise. Expected: TTFT ≈ 0.10 s → (0.1, 0.25];
+    // TPOT ≈ 0.01 s → (0.01, 0.025]; latency ≈ 0.17 s → (0.16, 0.32].
+    for (family, expected, below, within) in [
+        ("llm_time_to_first_token_seconds", "(0.1, 0.25]", 0.08, 0.5),
+        (
+            "llm_time_per_output_token_seconds",
+            "(0.01, 0.025]",
+            0.0,
+            0.05,
+        ),
+        ("llm_inference_latency_seconds", "(0.16, 0.32]", 0.08, 0.64),
+    ] {
+        let h = e.histogram(family, &labels).expect("histogram present");
+        let early = if below > 0.0 {
+            h.count_le(below).expect("bucket bound")
+        } else {
+            0.0
+        };
+        let inside = h.count_le(within).expect("bucket bound");
+        println!(
+            "| {family}: 5 observations in {expected} ±1 bucket | 5 | {} |",
+            inside - early
+        );
+        assert_eq!(
+            (early, inside),
+            (0.0, 5.0),
+            "{family} buckets {:?}",
+            h.buckets
+        );
+    }
 }
 
 #[test]
