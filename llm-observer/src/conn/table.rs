@@ -355,22 +355,31 @@ impl ConnTable {
             return;
         };
         conn.last_ts = d.ts_ns;
-        if !conn.resolved {
-            conn.resolved = true;
-            if let Some((local, peer)) =
-                procfs::resolve(&self.cfg.proc_root, d.conn.tgid, d.conn.fd)
+        // A connection is resolved (its 4-tuple from /proc, when the kernel's events did not give
+        // it) and port-filtered once, at its first bytes, and only when those look like HTTP/1.x:
+        // every other TCP connection on the node costs nothing here. The filter decides only on
+        // what is known: a connection whose port could not be resolved (it ended before /proc was
+        // read) is kept rather than silently dropped.
+        let first_http = matches!(conn.proto, Proto::Unknown)
+            && d.kind == DataKind::Bytes
+            && !d.payload.is_empty()
+            && (d.payload.len() < 4 || looks_like_http1(&d.payload));
+        if first_http {
+            if !conn.resolved
+                && (conn.local.is_none() || conn.peer.is_none())
+                && let Some((local, peer)) =
+                    procfs::resolve(&self.cfg.proc_root, d.conn.tgid, d.conn.fd)
             {
                 conn.local = Some(local);
                 conn.peer = Some(peer);
             }
-        }
-        // The port filter, once per connection (at its first bytes). It filters only on what is
-        // known: a connection whose local port could not be resolved (it ended before /proc was
-        // read) is kept rather than silently dropped.
-        if matches!(conn.proto, Proto::Unknown) && !self.cfg.ports.is_empty() {
+            conn.resolved = true;
             let ports = [conn.local.map(|a| a.port()), conn.peer.map(|a| a.port())];
             let known = ports.iter().all(Option::is_some);
-            if known && !ports.iter().flatten().any(|p| self.cfg.ports.contains(p)) {
+            if !self.cfg.ports.is_empty()
+                && known
+                && !ports.iter().flatten().any(|p| self.cfg.ports.contains(p))
+            {
                 conn.proto = Proto::Other;
                 self.untrack.push((d.conn.tgid, d.conn.fd));
             }
