@@ -7,5 +7,7 @@
 //! ingress carries requests, on a connected socket (client) egress does.
 
 mod table;
+#[cfg(test)]
+mod tests;
 
 pub use table::{ConnTable, ConnTableConfig, ConnView, Sink, TableStats};

@@ -1,0 +1,355 @@
+//! The connection table driven by generated kernel events (automatic positions, a fake clock) →
+//! the records its sink receives. No BPF, no root: the same events the kernel would send.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use llm_observer_common::Syscall;
+use llm_observer_decode::{
+    DecodeError, ErrorKind, Exchange, Role, TokenCount, Unsupported, llm::RequestSummary,
+};
+
+use super::{ConnTable, ConnTableConfig, ConnView, Sink};
+use crate::capture::{
+    ConnId, DataEvent, DataKind, Direction, Event, KernelRole, event::ConnEventData,
+};
+
+/// Everything a sink is told, in order.
+#[derive(Debug, Default)]
+struct Recorder {
+    started: Vec<(ConnId, u64, RequestSummary)>,
+    first_tokens: Vec<(ConnId, u64, u64)>,
+    done: Vec<(ConnId, Role, Exchange)>,
+    errors: Vec<&'static str>,
+    unsupported: Vec<Unsupported>,
+}
+
+impl Sink for Recorder {
+    fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
+        self.started.push((conn.id, seq, summary.clone()));
+    }
+    fn first_token(&mut self, conn: &ConnView<'_>, seq: u64, ts_ns: u64) {
+        self.first_tokens.push((conn.id, seq, ts_ns));
+    }
+    fn done(&mut self, conn: &ConnView<'_>, _seq: u64, exchange: &Exchange) {
+        self.done.push((conn.id, conn.role, exchange.clone()));
+    }
+    fn decode_error(&mut self, _conn: &ConnView<'_>, error: &DecodeError) {
+        self.errors.push(error.reason());
+    }
+    fn unsupported(&mut self, _conn: &ConnView<'_>, what: Unsupported) {
+        self.unsupported.push(what);
+    }
+}
+
+/// Builds kernel events for one process with a fake clock and per-direction positions, like the
+/// kernel would: `pos` advances by the bytes of each event.
+struct Generator {
+    tgid: u32,
+    now: u64,
+    pos: std::collections::HashMap<(ConnId, bool), u64>,
+}
+
+impl Generator {
+    fn new(tgid: u32) -> Self {
+        Generator {
+            tgid,
+            now: 1_000_000_000,
+            pos: Default::default(),
+        }
+    }
+
+    fn tick(&mut self, ms: u64) -> u64 {
+        self.now += ms * 1_000_000;
+        self.now
+    }
+
+    fn open(&mut self, fd: i32, role: KernelRole, peer: &str) -> (ConnId, Event) {
+        let id = ConnId {
+            tgid: self.tgid,
+            fd,
+            generation: self.tick(1),
+        };
+        let peer: SocketAddr = peer.parse().expect("addr");
+        let ev = ConnEventData {
+            conn: id,
+            tid: self.tgid,
+            ts_ns: self.now,
+            role,
+            peer: Some(peer),
+            listen_fd: None,
+        };
+        (id, Event::Open(ev))
+    }
+
+    fn close(&mut self, id: ConnId) -> Event {
+        let ts_ns = self.tick(1);
+        Event::Close(ConnEventData {
+            conn: id,
+            tid: self.tgid,
+            ts_ns,
+            role: KernelRole::Unknown,
+            peer: None,
+            listen_fd: None,
+        })
+    }
+
+    fn data(&mut self, id: ConnId, dir: Direction, kind: DataKind, bytes: &[u8], ms: u64) -> Event {
+        let ts_ns = self.tick(ms);
+        let key = (id, dir == Direction::Egress);
+        let pos = *self.pos.get(&key).unwrap_or(&0);
+        let advance = match kind {
+            DataKind::Bytes => bytes.len() as u64,
+            DataKind::Truncated { missing } => missing,
+            DataKind::Eof => 0,
+        };
+        self.pos.insert(key, pos + advance);
+        let syscall = if dir == Direction::Egress {
+            Syscall::Write
+        } else {
+            Syscall::Read
+        };
+        Event::Data(DataEvent {
+            conn: id,
+            tid: self.tgid,
+            cpu: 0,
+            ts_ns,
+            direction: dir,
+            syscall,
+            pos,
+            msg_len: advance,
+            kind,
+            payload: Bytes::copy_from_slice(bytes),
+        })
+    }
+
+    fn bytes(&mut self, id: ConnId, dir: Direction, bytes: &[u8], ms: u64) -> Event {
+        self.data(id, dir, DataKind::Bytes, bytes, ms)
+    }
+}
+
+fn table() -> ConnTable {
+    // A proc root that does not exist: nothing is resolved from the machine running the test.
+    ConnTable::new(ConnTableConfig {
+        proc_root: "/nonexistent-proc".into(),
+        ..ConnTableConfig::default()
+    })
+}
+
+const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 73\r\n\r\n{\"model\":\"m1\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi!\"}]}";
+const HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+fn sse_chunk(json: &str) -> Vec<u8> {
+    let event = format!("data: {json}\n\n");
+    format!("{:x}\r\n{event}\r\n", event.len()).into_bytes()
+}
+
+fn token(text: &str) -> Vec<u8> {
+    sse_chunk(&format!(
+        "{{\"model\":\"m1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}"
+    ))
+}
+
+#[test]
+fn server_exchange_is_decoded_with_capture_times() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    let req = g.bytes(id, Direction::Ingress, REQUEST, 1);
+    let req_ts = req.ts_ns();
+    t.apply(&req, &mut r);
+    for (ev, ms) in [
+        (HEAD.to_vec(), 150),
+        (token("a"), 0),
+        (token("b"), 10),
+        (sse_chunk("[DONE]"), 10),
+    ] {
+        t.apply(&g.bytes(id, Direction::Egress, &ev, ms), &mut r);
+    }
+    t.apply(&g.bytes(id, Direction::Egress, b"0\r\n\r\n", 1), &mut r);
+    assert_eq!(r.started.len(), 1);
+    assert_eq!(r.started[0].2.model.as_deref(), Some("m1"));
+    assert_eq!(r.first_tokens, vec![(id, 0, req_ts + 150_000_000)]);
+    let (done_id, role, ex) = &r.done[0];
+    assert_eq!((*done_id, *role), (id, Role::Server));
+    assert_eq!(ex.status, Some(200));
+    assert_eq!(ex.tokens.completion, TokenCount::counted(2));
+    assert_eq!(ex.timings.ttft_ns(), Some(150_000_000));
+    assert_eq!(ex.timings.last_token_ns, Some(req_ts + 160_000_000));
+    assert_eq!(ex.error, None);
+    let s = t.stats();
+    assert_eq!(
+        (s.opened_server, s.captured_bytes_ingress),
+        (1, REQUEST.len() as u64)
+    );
+}
+
+/// A stream cut mid-way: who ended it decides the error kind (server view).
+fn cut_stream(peer_eof_first: bool) -> ErrorKind {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, HEAD, 10), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, &token("a"), 10), &mut r);
+    if peer_eof_first {
+        t.apply(
+            &g.data(id, Direction::Ingress, DataKind::Eof, b"", 5),
+            &mut r,
+        );
+    }
+    let close = g.close(id);
+    t.apply(&close, &mut r);
+    assert_eq!((r.done.len(), t.len()), (1, 0));
+    r.done[0].2.error.expect("an error kind")
+}
+
+#[test]
+fn client_gone_before_the_server_closes_is_a_cancel() {
+    assert_eq!(cut_stream(true), ErrorKind::ClientCancelled);
+}
+
+#[test]
+fn server_closing_mid_stream_is_server_closed() {
+    assert_eq!(cut_stream(false), ErrorKind::ServerClosed);
+}
+
+#[test]
+fn reused_fd_gets_a_fresh_connection() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (a, open_a) = g.open(5, KernelRole::Client, "127.0.0.1:8000");
+    t.apply(&open_a, &mut r);
+    t.apply(&g.bytes(a, Direction::Egress, REQUEST, 1), &mut r);
+    // The close of `a` was never seen (fd passed away): the new open on fd 5 ends `a`.
+    let (b, open_b) = g.open(5, KernelRole::Client, "127.0.0.1:9000");
+    assert_ne!(a, b);
+    t.apply(&open_b, &mut r);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        r.done.len(),
+        1,
+        "the request of the stale connection is finished"
+    );
+    assert_eq!(r.done[0].0, a);
+    assert_eq!(r.done[0].2.error, Some(ErrorKind::Truncated));
+}
+
+#[test]
+fn lost_bytes_are_counted_exactly_and_resync_the_decoder() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, HEAD, 1), &mut r);
+    // 1,000 bytes announced missing, then 300 more lost silently (a dropped event: pos jumps).
+    t.apply(
+        &g.data(
+            id,
+            Direction::Egress,
+            DataKind::Truncated { missing: 1000 },
+            b"",
+            1,
+        ),
+        &mut r,
+    );
+    let after = g.bytes(id, Direction::Egress, b"x", 1);
+    let Event::Data(mut d) = after else {
+        unreachable!("data")
+    };
+    d.pos += 300;
+    t.apply(&Event::Data(d), &mut r);
+    assert_eq!(t.stats().gap_bytes, 1300);
+    assert!(r.errors.contains(&"capture_gap"), "{:?}", r.errors);
+    assert_eq!(r.done.len(), 1);
+    assert_eq!(r.done[0].2.error, Some(ErrorKind::Truncated));
+}
+
+#[test]
+fn non_http_connections_are_dropped_and_http2_is_reported() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (tls, open) = g.open(4, KernelRole::Client, "10.0.0.1:443");
+    t.apply(&open, &mut r);
+    t.apply(
+        &g.bytes(
+            tls,
+            Direction::Egress,
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            1,
+        ),
+        &mut r,
+    );
+    let (h2, open) = g.open(5, KernelRole::Client, "127.0.0.1:8000");
+    t.apply(&open, &mut r);
+    t.apply(
+        &g.bytes(
+            h2,
+            Direction::Egress,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            1,
+        ),
+        &mut r,
+    );
+    t.apply(&g.bytes(h2, Direction::Egress, REQUEST, 1), &mut r);
+    assert_eq!(t.stats().other_protocol, 2);
+    assert_eq!(r.unsupported, vec![Unsupported::Http2]);
+    assert!(r.started.is_empty() && r.done.is_empty() && r.errors.is_empty());
+}
+
+#[test]
+fn process_exit_and_idle_expiry_end_connections() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (a, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(a, Direction::Ingress, REQUEST, 1), &mut r);
+    // A second, idle connection of the same process ends silently (nothing was in flight).
+    let (_idle, open) = g.open(6, KernelRole::Server, "127.0.0.1:40001");
+    t.apply(&open, &mut r);
+    let exit_ts = g.tick(1);
+    t.apply(
+        &Event::ProcExit {
+            tgid: 7,
+            ts_ns: exit_ts,
+        },
+        &mut r,
+    );
+    assert_eq!(t.len(), 0);
+    // The server process died with a request in flight: the server ended it.
+    assert_eq!(
+        r.done
+            .iter()
+            .map(|(id, _, ex)| (*id, ex.error))
+            .collect::<Vec<_>>(),
+        vec![(a, Some(ErrorKind::ServerClosed))]
+    );
+
+    let mut g = Generator::new(8);
+    let (c, open) = g.open(4, KernelRole::Server, "127.0.0.1:40002");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(c, Direction::Ingress, REQUEST, 1), &mut r);
+    let idle = ConnTableConfig::default().idle_timeout_ns;
+    t.expire(g.now + idle, &mut r);
+    assert_eq!(t.len(), 1, "not idle for longer than the timeout yet");
+    t.expire(g.now + idle + 1, &mut r);
+    assert_eq!((t.len(), t.stats().expired), (0, 1));
+    assert_eq!(
+        r.done.last().map(|(id, _, ex)| (*id, ex.error)),
+        Some((c, Some(ErrorKind::Truncated)))
+    );
+}
+
+#[test]
+fn a_full_table_refuses_and_untracks() {
+    let mut t = ConnTable::new(ConnTableConfig {
+        proc_root: "/nonexistent-proc".into(),
+        max_connections: 1,
+        ..ConnTableConfig::default()
+    });
+    let (mut g, mut r) = (Generator::new(7), Recorder::default());
+    let (_, first) = g.open(4, KernelRole::Server, "127.0.0.1:1");
+    let (_, second) = g.open(5, KernelRole::Server, "127.0.0.1:2");
+    t.apply(&first, &mut r);
+    t.apply(&second, &mut r);
+    assert_eq!((t.len(), t.stats().dropped_full), (1, 1));
+    assert_eq!(t.take_untrack(), vec![(7, 5)]);
+}
