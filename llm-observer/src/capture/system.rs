@@ -84,9 +84,36 @@ pub fn tracepoint_exists(category: &str, name: &str) -> bool {
     })
 }
 
+/// The running kernel's (major, minor) version, from /proc/sys/kernel/osrelease.
+pub fn kernel_version() -> Option<(u32, u32)> {
+    parse_kernel_version(&fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
+}
+
+fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The oldest kernel the programs load on: they copy payloads under `bpf_loop` (Linux 5.17).
+pub const MIN_KERNEL: (u32, u32) = (5, 17);
+
+/// Why this kernel is too old, if it is.
+pub fn kernel_too_old() -> Option<String> {
+    let v = kernel_version()?;
+    (v < MIN_KERNEL).then(|| {
+        format!(
+            "kernel {}.{} is too old: llm-observer's eBPF programs need Linux ≥ {}.{} (bpf_loop)",
+            v.0, v.1, MIN_KERNEL.0, MIN_KERNEL.1
+        )
+    })
+}
+
 /// Everything the tracepoint capture needs, or the first thing missing.
 pub fn ensure_capture_possible() -> Result<(), String> {
     if let Some(why) = missing_privileges() {
+        return Err(why);
+    }
+    if let Some(why) = kernel_too_old() {
         return Err(why);
     }
     tracing_dir()?;
@@ -144,11 +171,19 @@ pub struct CheckItem {
 pub fn check_items() -> Vec<CheckItem> {
     let mut items = Vec::new();
     let uname = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let too_old = kernel_too_old();
     items.push(CheckItem {
         name: "kernel",
-        ok: true,
-        required: false,
-        detail: uname.trim().to_owned(),
+        ok: too_old.is_none(),
+        required: true,
+        detail: too_old.unwrap_or_else(|| {
+            format!(
+                "{} (≥ {}.{} needed)",
+                uname.trim(),
+                MIN_KERNEL.0,
+                MIN_KERNEL.1
+            )
+        }),
     });
     let privs = missing_privileges();
     items.push(CheckItem {
@@ -208,4 +243,18 @@ pub fn check_items() -> Vec<CheckItem> {
         },
     });
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(parse_kernel_version("6.18.44-fc-v669\n"), Some((6, 18)));
+        assert_eq!(parse_kernel_version("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_kernel_version("4.19"), Some((4, 19)));
+        assert_eq!(parse_kernel_version("garbage"), None);
+        assert!((5, 15) < MIN_KERNEL && (5, 17) >= MIN_KERNEL && (6, 1) > MIN_KERNEL);
+    }
 }
