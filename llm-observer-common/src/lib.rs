@@ -218,6 +218,19 @@ pub struct ConnState {
     pub proto: u32,
 }
 
+impl ConnState {
+    /// A socket starting to be tracked now: positions at 0, protocol not yet known.
+    pub const fn new(generation: u64, role: u32) -> ConnState {
+        ConnState {
+            generation,
+            wr_pos: 0,
+            rd_pos: 0,
+            role,
+            proto: PROTO_UNKNOWN,
+        }
+    }
+}
+
 /// Key of the connection map: tgid in the high half, fd in the low half.
 #[inline(always)]
 pub fn conn_key(tgid: u32, fd: i32) -> u64 {

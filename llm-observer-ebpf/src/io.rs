@@ -18,11 +18,13 @@ use aya_ebpf::{
 use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_TRUNCATED,
     DIR_EGRESS, DIR_INGRESS, EventKind, MAX_CAPTURE_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_MMSG,
-    MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, Stat, Syscall, TP_ARG0,
-    TP_ARG1, TP_ARG2, TP_RET, conn_key,
+    MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, Stat, Syscall, TP_RET,
+    conn_key,
 };
 
-use crate::{ACTIVE_IO, CONNS, EVENTS, SCRATCH, SEGMENTS, config, header, stat_add, wanted};
+use crate::{
+    ACTIVE_IO, CONNS, EVENTS, SCRATCH, SEGMENTS, config, header, stat_add, syscall_args, wanted,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -101,19 +103,13 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     if !wanted(&config(), tgid) {
         return 0;
     }
-    // SAFETY: offsets from the format files; every data syscall has fd, buffer, count first.
-    let fd = unsafe { ctx.read_at::<u64>(TP_ARG0).unwrap_or(u64::MAX) } as i32;
+    // Every data syscall has fd, buffer (or iovec / msghdr array), count first.
+    let (fd, buf, count) = syscall_args(ctx);
+    let fd = fd as i32;
     // One hash lookup is all an untracked fd (files, pipes, UDP) ever costs.
     if CONNS.get_ptr(conn_key(tgid, fd)).is_none() {
         return 0;
     }
-    // SAFETY: as above.
-    let (buf, count) = unsafe {
-        (
-            ctx.read_at::<u64>(TP_ARG1).unwrap_or(0),
-            ctx.read_at::<u64>(TP_ARG2).unwrap_or(0),
-        )
-    };
     let _ = ACTIVE_IO.insert(
         pid_tgid,
         IoArgs {

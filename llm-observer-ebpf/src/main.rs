@@ -29,9 +29,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use llm_observer_common::{
-    Config, ConnEvent, ConnState, DataEvent, EventHeader, EventKind, MAX_SEGMENTS, PROTO_UNKNOWN,
-    ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0, TP_ARG1, TP_ARG2,
-    TP_RET, conn_key,
+    Config, ConnEvent, ConnState, DataEvent, EventHeader, EventKind, MAX_SEGMENTS, ROLE_CLIENT,
+    ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0, TP_ARG1, TP_ARG2, TP_RET,
+    conn_key,
 };
 
 /// Every event for user space. The size here is a default; the agent sets it at load time.
@@ -94,6 +94,20 @@ const AF_UNIX: u16 = 1;
 const EINPROGRESS: i64 = 115;
 const IPPROTO_TCP: u16 = 6;
 const TCP_SYN_SENT: i32 = 2;
+
+/// The first three arguments of a `sys_enter_*` tracepoint (fd, pointer, count/length for every
+/// syscall captured here); `u64::MAX` where unreadable, which matches no fd and no user pointer.
+#[inline(always)]
+pub(crate) fn syscall_args(ctx: &TracePointContext) -> (u64, u64, u64) {
+    // SAFETY: offsets from the format files: args are 8-byte slots from offset 16.
+    unsafe {
+        (
+            ctx.read_at::<u64>(TP_ARG0).unwrap_or(u64::MAX),
+            ctx.read_at::<u64>(TP_ARG1).unwrap_or(u64::MAX),
+            ctx.read_at::<u64>(TP_ARG2).unwrap_or(u64::MAX),
+        )
+    }
+}
 
 #[inline(always)]
 fn stat_add(stat: Stat, v: u64) {
@@ -199,13 +213,7 @@ fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnIn
 fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: i32) {
     // SAFETY: helper call.
     let generation = unsafe { bpf_ktime_get_ns() };
-    let state = ConnState {
-        generation,
-        wr_pos: 0,
-        rd_pos: 0,
-        role,
-        proto: PROTO_UNKNOWN,
-    };
+    let state = ConnState::new(generation, role);
     if CONNS
         .insert(conn_key((pid_tgid >> 32) as u32, fd), state, 0)
         .is_err()
@@ -235,14 +243,8 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     if !wanted(&config(), (pid_tgid >> 32) as u32) {
         return 0;
     }
-    // SAFETY: offsets from the tracepoint's format file.
-    let (fd, addr, addrlen) = unsafe {
-        (
-            ctx.read_at::<u64>(TP_ARG0).unwrap_or(0) as i32,
-            ctx.read_at::<u64>(TP_ARG1).unwrap_or(0),
-            ctx.read_at::<u64>(TP_ARG2).unwrap_or(0),
-        )
-    };
+    let (fd, addr, addrlen) = syscall_args(&ctx);
+    let fd = fd as i32;
     let _ = ACTIVE_CONNECT.insert(
         pid_tgid,
         ConnectArgs {
@@ -300,14 +302,9 @@ fn enter_accept(ctx: &TracePointContext) -> u32 {
     if !wanted(&config(), (pid_tgid >> 32) as u32) {
         return 0;
     }
-    // SAFETY: offsets from the format file (accept and accept4 share the first three).
-    let (listen_fd, addr, addrlen_ptr) = unsafe {
-        (
-            ctx.read_at::<u64>(TP_ARG0).unwrap_or(u64::MAX) as i32,
-            ctx.read_at::<u64>(TP_ARG1).unwrap_or(0),
-            ctx.read_at::<u64>(TP_ARG2).unwrap_or(0),
-        )
-    };
+    // accept and accept4 share their first three arguments.
+    let (listen_fd, addr, addrlen_ptr) = syscall_args(ctx);
+    let listen_fd = listen_fd as i32;
     let _ = ACTIVE_ACCEPT.insert(
         pid_tgid,
         AcceptArgs {

@@ -20,8 +20,8 @@ use aya::{
     programs::TracePoint,
 };
 use llm_observer_common::{
-    CONFIG_FLAG_ALL_PROTOCOLS, Config, ConnState, MAX_CAPTURE_PER_CALL, PROTO_UNKNOWN, ROLE_CLIENT,
-    ROLE_SERVER, STAT_COUNT, Stat, conn_key,
+    CONFIG_FLAG_ALL_PROTOCOLS, Config, ConnState, MAX_CAPTURE_PER_CALL, ROLE_CLIENT, ROLE_SERVER,
+    STAT_COUNT, Stat, conn_key,
 };
 
 pub use event::{ConnId, DataEvent, DataKind, Direction, Event, EventError, KernelRole};
@@ -245,13 +245,7 @@ impl Capture {
                 continue;
             }
             let role = if s.server { ROLE_SERVER } else { ROLE_CLIENT };
-            let state = ConnState {
-                generation,
-                wr_pos: 0,
-                rd_pos: 0,
-                role,
-                proto: PROTO_UNKNOWN,
-            };
+            let state = ConnState::new(generation, role);
             if conns.insert(key, state, 0).is_ok() {
                 seeded.push(s);
             }
