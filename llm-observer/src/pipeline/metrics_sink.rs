@@ -55,8 +55,15 @@ impl Sink for MetricsSink {
         self.metrics.done(f, &ctx(conn), exchange);
     }
 
-    fn decode_error(&mut self, _conn: &ConnView<'_>, error: &DecodeError) {
-        log::debug!("decode error: {error}");
+    fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError) {
+        // Debug level: a misbehaving peer must not flood the log; the counter is always kept.
+        log::debug!(
+            "decode error ({}) on {}[{}] fd {}: {error}",
+            error.reason(),
+            conn.process.comm,
+            conn.id.tgid,
+            conn.id.fd
+        );
         self.metrics.self_metrics().decode_error(error);
     }
 
