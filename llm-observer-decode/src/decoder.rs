@@ -157,6 +157,11 @@ pub enum Output {
 /// APIs) can plug in another with [`ConnDecoder::with_recognizer`].
 pub type Recognizer = fn(&llm::Request<'_>, &Limits) -> Option<Box<dyn ApiDecoder>>;
 
+/// Judges a request by method, path and headers before its body is read: only candidates have
+/// their body collected and offered to the [`Recognizer`]. [`ConnDecoder::new`] uses
+/// [`llm::is_candidate`]; [`ConnDecoder::with_recognizer`] collects every body.
+pub type Candidate = fn(&str, &str, &llm::Headers) -> bool;
+
 /// Per-connection decoder state.
 #[derive(Debug)]
 pub struct ConnDecoder {
@@ -170,16 +175,21 @@ pub struct ConnDecoder {
 
 impl ConnDecoder {
     pub fn new(limits: Limits) -> Self {
-        Self::with_recognizer(limits, llm::recognize_with_limits)
+        Self::build(limits, llm::recognize_with_limits, llm::is_candidate)
     }
 
-    /// A decoder that recognises requests with `recognize` instead of [`llm::recognize_with_limits`].
+    /// A decoder that recognises requests with `recognize` instead of [`llm::recognize_with_limits`]
+    /// (and collects the body of every request for it).
     pub fn with_recognizer(limits: Limits, recognize: Recognizer) -> Self {
+        Self::build(limits, recognize, |_, _, _| true)
+    }
+
+    fn build(limits: Limits, recognize: Recognizer, candidate: Candidate) -> Self {
         ConnDecoder {
             limits,
             req: Parser::new(Direction::Request, limits),
             resp: Parser::new(Direction::Response, limits),
-            pairs: Pairing::new(limits, recognize),
+            pairs: Pairing::new(limits, recognize, candidate),
             dead: false,
         }
     }

@@ -21,7 +21,7 @@ use serde::de::{self, Deserializer, Visitor};
 use crate::decoder::Limits;
 
 use super::json::{NonEmpty, RpcId, Str, trim_start};
-use super::{ApiDecoder, Request};
+use super::{ApiDecoder, Headers, Request};
 use super::{anthropic, llamacpp, mcp, ollama, openai, responses, tgi};
 
 /// JSON-RPC `params` fields that name the target of a call.
@@ -151,12 +151,29 @@ fn shape_fits(e: Endpoint, s: &Shape<'_>) -> bool {
     }
 }
 
+/// Headers only MCP's Streamable HTTP transport sends.
+const MCP_HEADERS: [&str; 3] = ["mcp-method", "mcp-session-id", "mcp-protocol-version"];
+
+fn has_mcp_headers(headers: &Headers) -> bool {
+    MCP_HEADERS.iter().any(|h| headers.get(h).is_some())
+}
+
+/// See [`super::is_candidate`]: a POST to a known endpoint, with MCP headers, or with a JSON (or
+/// no) content type. Everything else is framed without collecting its body.
+pub(crate) fn candidate(method: &str, path: &str, headers: &Headers) -> bool {
+    if !method.eq_ignore_ascii_case("POST") {
+        return false;
+    }
+    endpoint(path).is_some()
+        || has_mcp_headers(headers)
+        || headers
+            .get_str("content-type")
+            .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"))
+}
+
 /// The body looks like a JSON-RPC message, or the headers are MCP's.
 fn mcp_candidate(req: &Request<'_>) -> bool {
-    if ["mcp-method", "mcp-session-id", "mcp-protocol-version"]
-        .iter()
-        .any(|h| req.headers.get(h).is_some())
-    {
+    if has_mcp_headers(req.headers) {
         return true;
     }
     let body = trim_start(req.body);

@@ -118,6 +118,14 @@ pub trait ApiDecoder: Send + std::fmt::Debug {
     fn finish(self: Box<Self>, end: BodyEnd, end_ns: u64, response_wire_bytes: u64) -> Exchange;
 }
 
+/// Whether a request, known by its head alone, could belong to a known API (a POST to a known
+/// endpoint, with MCP headers, or with a JSON or absent content type). The HTTP layer collects the
+/// body — which [`recognize`] needs — only for such requests; uploads, forms and every non-POST are
+/// framed without buffering anything.
+pub fn is_candidate(method: &str, path: &str, headers: &Headers) -> bool {
+    detect::candidate(method, path, headers)
+}
+
 /// Recognises a request by method, path, headers and body shape (ports are never needed). Returns
 /// `None` for traffic that is not a known LLM/MCP API; such exchanges are dropped cheaply.
 ///

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crate::decoder::{DecodeError, EndedBy, Limits, Output, Recognizer, Unsupported};
+use crate::decoder::{Candidate, DecodeError, EndedBy, Limits, Output, Recognizer, Unsupported};
 use crate::llm::{self, ApiDecoder, BodyEnd, Headers};
 
 use super::head::Head;
@@ -50,10 +50,13 @@ struct Incoming {
     method: String,
     path: String,
     headers: Headers,
-    /// Decoded body, cut at `max_body_bytes`.
+    /// Decoded body, cut at `max_body_bytes` (collected only for API candidates).
     body: TsBuf,
     truncated: bool,
     start_ns: u64,
+    /// The head could belong to a known API (the pairing's `candidate`); otherwise the body is only
+    /// framed and recognition is skipped.
+    candidate: bool,
 }
 
 /// The response being received, for a recognised request.
@@ -69,6 +72,7 @@ struct InFlight {
 pub(crate) struct Pairing {
     limits: Limits,
     recognize: Recognizer,
+    candidate: Candidate,
     next_seq: u64,
     incoming: Option<Incoming>,
     /// FIFO of complete requests without a response head yet.
@@ -85,10 +89,11 @@ pub(crate) struct Pairing {
 }
 
 impl Pairing {
-    pub(crate) fn new(limits: Limits, recognize: Recognizer) -> Self {
+    pub(crate) fn new(limits: Limits, recognize: Recognizer, candidate: Candidate) -> Self {
         Pairing {
             limits,
             recognize,
+            candidate,
             next_seq: 0,
             incoming: None,
             pending: VecDeque::new(),
@@ -191,6 +196,7 @@ impl Handler for ReqSide<'_> {
             return BodyPlan::default();
         };
         let seq = self.p.next_seq();
+        let candidate = (self.p.candidate)(&r.method, &r.path, &r.headers);
         self.p.incoming = Some(Incoming {
             seq,
             method: r.method.clone(),
@@ -199,10 +205,11 @@ impl Handler for ReqSide<'_> {
             body: TsBuf::new(),
             truncated: false,
             start_ns,
+            candidate,
         });
-        // Recognition needs the request body, so it is always collected (capped).
+        // Recognition needs the request body, so a candidate's is collected (capped).
         BodyPlan {
-            deliver: true,
+            deliver: candidate,
             no_body: false,
         }
     }
@@ -225,7 +232,7 @@ impl Handler for ReqSide<'_> {
         let no_body = inc.method.eq_ignore_ascii_case("HEAD");
         let decoder = match end.outcome {
             Outcome::Complete => {
-                if self.p.pending.len() >= self.p.limits.max_pending_requests {
+                if !inc.candidate || self.p.pending.len() >= self.p.limits.max_pending_requests {
                     None
                 } else {
                     let req = llm::Request {
