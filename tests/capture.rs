@@ -931,8 +931,8 @@ fn burst<T: Send>(
     during: impl FnOnce(&mut Collector, &AtomicBool, ConnId) -> T + Send,
 ) -> (Pair, ConnId, Duration, T) {
     let pair = Pair::new().expect("loopback pair");
-    let (client, _server) = opened(&mut live.collector, &pair);
-    live.capture.untrack(pid(), pair.sfd());
+    let (client, server) = opened(&mut live.collector, &pair);
+    live.capture.untrack(server);
     let collector = &mut live.collector;
     let done = AtomicBool::new(false);
     let done = &done;
@@ -1087,4 +1087,122 @@ fn sustained_event_rate() {
         WRITES as u64,
         "received data events + lost_events = writes"
     );
+}
+
+/// `recv(MSG_PEEK)` bytes are read again and must not be counted twice; `sendfile` from a file is
+/// counted with an exact TRUNCATED marker (its bytes never pass through user memory); `dup2` onto a
+/// tracked socket's fd closes that socket without a close() call and must end its tracking.
+#[test]
+fn peek_sendfile_and_dup2_are_accounted_exactly() {
+    let Some(mut live) = Live::start(&own_process_config()) else {
+        return;
+    };
+    let pair = Pair::new().expect("loopback pair");
+    let (client, server) = opened(&mut live.collector, &pair);
+    let (cfd, sfd) = (pair.cfd(), pair.sfd());
+    let request = b"POST /peek HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody".to_vec();
+    send_all(cfd, SendFlavor::Write, &request).expect("send the request");
+    // Peek at the head first, as inspecting proxies do, then read everything for real.
+    let mut peeked = [0u8; 8];
+    // SAFETY: recv(2) into a live buffer of the stated length.
+    let n = unsafe {
+        libc::recv(
+            sfd,
+            peeked.as_mut_ptr().cast(),
+            peeked.len(),
+            libc::MSG_PEEK,
+        )
+    };
+    assert_eq!(n, 8, "peek: {}", std::io::Error::last_os_error());
+    recv_exact(sfd, RecvFlavor::Read, request.len()).expect("read the request");
+
+    let body_len = 5000usize;
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n").into_bytes();
+    send_all(sfd, SendFlavor::Write, &head).expect("send the head");
+    let mut file = tempfile_with(&vec![b'f'; body_len]);
+    let mut sent = 0usize;
+    while sent < body_len {
+        // SAFETY: sendfile(2) between two fds we own; NULL offset uses the file position.
+        let n =
+            unsafe { libc::sendfile(sfd, file.as_raw_fd(), std::ptr::null_mut(), body_len - sent) };
+        assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+        sent += n as usize;
+    }
+    let (got, _) =
+        recv_exact(cfd, RecvFlavor::Read, head.len() + body_len).expect("client reads all");
+    assert_eq!(&got[..head.len()], &head[..]);
+    let _ = file.flush();
+
+    // Put /dev/null on the server socket's fd number: the socket is closed by dup2.
+    let devnull = std::fs::File::open("/dev/null").expect("/dev/null");
+    // SAFETY: both fds are ours; dup2 atomically replaces sfd.
+    assert_eq!(unsafe { libc::dup2(devnull.as_raw_fd(), sfd) }, sfd);
+
+    let c = &mut live.collector;
+    c.wait_until(SETTLE, |c| {
+        c.bytes_len(server, Direction::Ingress) >= request.len()
+            && c.bytes_len(client, Direction::Ingress) >= head.len() + body_len
+            && !c.closes(pid(), sfd).is_empty()
+            && c.stream(server, Direction::Egress)
+                .iter()
+                .any(|e| matches!(e.kind, DataKind::Truncated { .. }))
+    })
+    .expect("request, response, sendfile marker and the dup2 close");
+    // The peeked bytes are not in the stream twice.
+    let ingress = c.stream(server, Direction::Ingress);
+    assert_eq!(concat(&ingress), request, "{}", dump(&ingress));
+    assert_eq!(ingress.first().map(|e| e.pos), Some(0));
+    // The server's egress: the head's bytes, then markers covering exactly the file's bytes.
+    let egress = c.stream(server, Direction::Egress);
+    assert_eq!(concat(&egress), head, "{}", dump(&egress));
+    let mut pos = head.len() as u64;
+    let mut missing_total = 0u64;
+    for e in egress
+        .iter()
+        .filter(|e| matches!(e.kind, DataKind::Truncated { .. }))
+    {
+        let DataKind::Truncated { missing } = e.kind else {
+            unreachable!("filtered")
+        };
+        assert_eq!(
+            (e.pos, e.syscall),
+            (pos, Syscall::Sendfile),
+            "{}",
+            dump(&egress)
+        );
+        pos += missing;
+        missing_total += missing;
+    }
+    assert_eq!(missing_total, body_len as u64);
+    // The client read the file's bytes like any others: captured in full.
+    assert_eq!(
+        c.bytes_len(client, Direction::Ingress),
+        head.len() + body_len
+    );
+    // dup2 ended the server socket's tracking under its own identity.
+    assert_eq!(
+        c.closes(pid(), sfd)
+            .iter()
+            .map(|e| e.conn)
+            .collect::<Vec<_>>(),
+        [server]
+    );
+    drop(devnull);
+}
+
+/// A temporary file holding `data`, positioned at its start.
+fn tempfile_with(data: &[u8]) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("llm-observer-sendfile-{}", pid()));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("temp file");
+    f.write_all(data).expect("fill the temp file");
+    let _ = std::fs::remove_file(&path);
+    use std::io::Seek as _;
+    f.seek(std::io::SeekFrom::Start(0)).expect("rewind");
+    f
 }

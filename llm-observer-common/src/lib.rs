@@ -83,6 +83,8 @@ pub const DIR_INGRESS: u8 = 1;
 pub const DATA_FLAG_TRUNCATED: u16 = 1;
 /// A zero-payload marker: a read-family call returned 0, the peer closed its sending side.
 pub const DATA_FLAG_EOF: u16 = 2;
+/// A zero-payload marker: a call failed with ECONNRESET or EPIPE, the peer reset or went away.
+pub const DATA_FLAG_RESET: u16 = 4;
 
 /// Which syscall produced a [`DataEvent`] (debugging and tests; not needed to decode).
 #[repr(u8)]
@@ -98,6 +100,8 @@ pub enum Syscall {
     Recvfrom = 8,
     Recvmsg = 9,
     Recvmmsg = 10,
+    /// `sendfile64` from a file to a tracked socket: counted, never copied (a TRUNCATED marker).
+    Sendfile = 11,
 }
 
 impl Syscall {
@@ -113,6 +117,7 @@ impl Syscall {
             8 => Syscall::Recvfrom,
             9 => Syscall::Recvmsg,
             10 => Syscall::Recvmmsg,
+            11 => Syscall::Sendfile,
             _ => return None,
         })
     }
@@ -129,6 +134,7 @@ impl Syscall {
             Syscall::Recvfrom => "recvfrom",
             Syscall::Recvmsg => "recvmsg",
             Syscall::Recvmmsg => "recvmmsg",
+            Syscall::Sendfile => "sendfile",
         }
     }
 
@@ -138,7 +144,8 @@ impl Syscall {
             | Syscall::Writev
             | Syscall::Sendto
             | Syscall::Sendmsg
-            | Syscall::Sendmmsg => DIR_EGRESS,
+            | Syscall::Sendmmsg
+            | Syscall::Sendfile => DIR_EGRESS,
             _ => DIR_INGRESS,
         }
     }
@@ -201,6 +208,9 @@ pub const PROTO_HTTP: u32 = 1;
 /// The first bytes are not HTTP/1.x (TLS, HTTP/2, a database...): only lengths are counted.
 /// The first chunk is still delivered so user space can count what it was.
 pub const PROTO_OTHER: u32 = 2;
+/// Seeded from /proc (existed before the agent): its next bytes may be mid-message, so every call
+/// is classified until one starts like HTTP/1.x; bytes before that are counted, not copied.
+pub const PROTO_SEEDED: u32 = 3;
 
 /// Value of the kernel's connection map, keyed by [`conn_key`]. User space writes it to seed sockets
 /// that existed before the agent started.
@@ -229,6 +239,17 @@ impl ConnState {
             proto: PROTO_UNKNOWN,
         }
     }
+
+    /// A socket that existed before the agent started (see [`PROTO_SEEDED`]).
+    pub const fn seeded(generation: u64, role: u32) -> ConnState {
+        ConnState {
+            generation,
+            wr_pos: 0,
+            rd_pos: 0,
+            role,
+            proto: PROTO_SEEDED,
+        }
+    }
 }
 
 /// Key of the connection map: tgid in the high half, fd in the low half.
@@ -253,6 +274,9 @@ pub struct Config {
 
 /// Copy payloads of every tracked TCP connection, HTTP or not (debugging; defeats early filtering).
 pub const CONFIG_FLAG_ALL_PROTOCOLS: u32 = 1;
+/// `sched_process_exit` has no `group_dead` field on this kernel (before 6.16): report a process
+/// exit when its thread-group leader exits.
+pub const CONFIG_FLAG_EXIT_BY_LEADER: u32 = 2;
 
 /// Indices of the per-CPU `STATS` array: counters the kernel keeps for the agent to export.
 #[repr(u32)]
@@ -268,10 +292,12 @@ pub enum Stat {
     ConnMapFull = 3,
     /// Control events (open/close/exit) and EOF/TRUNCATED markers dropped because the ring was full.
     LostControlEvents = 4,
+    /// An in-flight syscall map (connect/accept/io, enter → exit) was full: that call was not seen.
+    InflightMapFull = 5,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 5;
+pub const STAT_COUNT: u32 = 6;
 
 /// Byte offsets of syscall tracepoint arguments (`/sys/kernel/tracing/events/syscalls/*/format`):
 /// every `sys_enter_*` has `__syscall_nr` at 8 and then 8-byte args from 16; every `sys_exit_*` has

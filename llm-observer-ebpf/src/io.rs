@@ -16,10 +16,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use llm_observer_common::{
-    CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_TRUNCATED,
-    DIR_EGRESS, DIR_INGRESS, EventKind, MAX_CAPTURE_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_MMSG,
-    MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, Stat, Syscall, TP_RET,
-    conn_key,
+    CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET,
+    DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, MAX_CAPTURE_PER_CALL,
+    MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER,
+    PROTO_SEEDED, PROTO_UNKNOWN, Stat, Syscall, TP_ARG3, TP_RET, conn_key,
 };
 
 use crate::{
@@ -31,10 +31,15 @@ use crate::{
 pub struct IoArgs {
     /// buf / iovec array / msghdr / mmsghdr array, by syscall.
     buf: u64,
-    /// count / iovcnt / - / vlen.
+    /// count / iovcnt / flags / vlen.
     count: u64,
+    /// The connection's generation at enter (the fd may be closed and reused before exit).
+    generation: u64,
     fd: i32,
     syscall: u32,
+    /// recv flags (`MSG_PEEK`, `MSG_TRUNC`), 0 for other calls.
+    flags: u32,
+    _pad: u32,
 }
 
 /// Per-CPU working state of one data syscall's exit: its gathered segments and the copy loop's
@@ -107,92 +112,152 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     let (fd, buf, count) = syscall_args(ctx);
     let fd = fd as i32;
     // One hash lookup is all an untracked fd (files, pipes, UDP) ever costs.
-    if CONNS.get_ptr(conn_key(tgid, fd)).is_none() {
+    let Some(conn) = CONNS.get_ptr(conn_key(tgid, fd)) else {
         return 0;
-    }
-    let _ = ACTIVE_IO.insert(
-        pid_tgid,
-        IoArgs {
-            buf,
-            count,
-            fd,
-            syscall: sys as u32,
+    };
+    // SAFETY: map value pointer, plain integers.
+    let generation = unsafe { (*conn).generation };
+    // recv flags: recvfrom's and recvmmsg's 4th argument, recvmsg's 3rd (in the `count` slot).
+    let flags = match sys {
+        // SAFETY: offset from the format files.
+        Syscall::Recvfrom | Syscall::Recvmmsg => unsafe {
+            ctx.read_at::<u64>(TP_ARG3).unwrap_or(0)
         },
-        0,
-    );
+        Syscall::Recvmsg => count,
+        _ => 0,
+    } as u32;
+    let args = IoArgs {
+        buf,
+        count,
+        generation,
+        fd,
+        syscall: sys as u32,
+        flags,
+        _pad: 0,
+    };
+    if ACTIVE_IO.insert(pid_tgid, args, 0).is_err() {
+        stat_add(Stat::InflightMapFull, 1);
+    }
     0
 }
 
-pub fn exit(ctx: &TracePointContext) -> u32 {
+/// `MSG_PEEK`: the bytes stay queued and will be read again; `MSG_TRUNC` on TCP: they are
+/// discarded without being copied to the buffer.
+const MSG_PEEK: u32 = 2;
+const MSG_TRUNC: u32 = 0x20;
+const ECONNRESET: i64 = 104;
+const EPIPE: i64 = 32;
+
+pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: value copied out before removal.
     let Some(args) = (unsafe { ACTIVE_IO.get(pid_tgid) }).copied() else {
         return 0;
     };
     let _ = ACTIVE_IO.remove(pid_tgid);
-    // SAFETY: `ret` offset from the format file.
-    let ret = unsafe { ctx.read_at::<i64>(TP_RET).unwrap_or(-1) };
-    if ret < 0 {
+    // Only this syscall's own entry (one left by a call that entered before its exit probe was
+    // attached must not be read with another call's result).
+    if args.syscall != sys as u32 {
         return 0;
     }
-    let Some(sys) = Syscall::from_u8(args.syscall as u8) else {
-        return 0;
-    };
+    // SAFETY: `ret` offset from the format file.
+    let ret = unsafe { ctx.read_at::<i64>(TP_RET).unwrap_or(-1) };
     let Some(conn) = CONNS.get_ptr_mut(conn_key((pid_tgid >> 32) as u32, args.fd)) else {
         return 0;
     };
-    let Some(segs) = SEGMENTS.get_ptr_mut(0) else {
-        return 0;
-    };
-    // `segs` stays a raw pointer: the bpf_loop callbacks write the map behind the compiler's back,
-    // so everything read after a loop is read volatile through it.
-    let total = gather(sys, &args, ret as u64, segs);
-    let dir = sys.direction();
     // SAFETY: map value pointer; fields are plain integers.
-    let (pos, generation, proto) = unsafe {
-        let c = &mut *conn;
-        let pos = if dir == DIR_EGRESS {
-            c.wr_pos
-        } else {
-            c.rd_pos
-        };
-        if dir == DIR_EGRESS {
-            c.wr_pos += total;
-        } else {
-            c.rd_pos += total;
-        }
-        (pos, c.generation, c.proto)
-    };
+    let (generation, proto) = unsafe { ((*conn).generation, (*conn).proto) };
+    // The fd was closed and reused for another tracked socket while this call ran.
+    if generation != args.generation {
+        return 0;
+    }
+    let dir = sys.direction();
     // SAFETY: helper call.
     let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: map value pointer.
+    let pos = unsafe {
+        if dir == DIR_EGRESS {
+            (*conn).wr_pos
+        } else {
+            (*conn).rd_pos
+        }
+    };
     let mut ev = Meta {
         pid_tgid,
         fd: args.fd,
         generation,
         now,
         pos,
-        total,
+        total: 0,
         dir,
         sys,
     };
-    if total == 0 {
-        if dir == DIR_INGRESS && ret == 0 {
-            // read() == 0: the peer closed its side. User space needs it to tell who ended a
-            // stream (client cancel vs server close).
-            marker(&ev, DATA_FLAG_EOF, 0);
+    if ret < 0 {
+        // A reset or a vanished peer ends the connection from the peer's side, like EOF: user
+        // space needs it to tell a client's cancel from a server's close.
+        if ret == -ECONNRESET || ret == -EPIPE {
+            marker(&ev, DATA_FLAG_RESET, 0);
         }
+        return 0;
+    }
+    if args.flags & MSG_PEEK != 0 {
         return 0;
     }
     let cfg = config();
     let all = cfg.flags & CONFIG_FLAG_ALL_PROTOCOLS != 0;
+    let mmsg = matches!(sys, Syscall::Sendmmsg | Syscall::Recvmmsg);
+    let uncopied = sys == Syscall::Sendfile || args.flags & MSG_TRUNC != 0;
+    let Some(segs) = SEGMENTS.get_ptr_mut(0) else {
+        return 0;
+    };
+    // Gather the user buffers only when they will be read (mmsg calls always: their byte count
+    // is the sum of the messages' lengths, not `ret`). `segs` stays a raw pointer: the bpf_loop
+    // callbacks write the map behind the compiler's back.
+    let total = if mmsg || !(uncopied || (proto == PROTO_OTHER && !all)) {
+        gather(sys, &args, ret as u64, segs)
+    } else {
+        ret as u64
+    };
+    // SAFETY: map value pointer.
+    unsafe {
+        if dir == DIR_EGRESS {
+            (*conn).wr_pos += total;
+        } else {
+            (*conn).rd_pos += total;
+        }
+    }
+    ev.total = total;
+    if total == 0 {
+        // read() == 0 (or an mmsg message of 0 bytes): the peer closed its side. A read that
+        // asked for nothing says nothing.
+        let asked = match sys {
+            Syscall::Read | Syscall::Recvfrom | Syscall::Readv => args.count > 0,
+            _ => true,
+        };
+        let eof = if mmsg { ret >= 1 } else { ret == 0 };
+        if dir == DIR_INGRESS && eof && asked {
+            marker(&ev, DATA_FLAG_EOF, 0);
+        }
+        return 0;
+    }
+    if uncopied {
+        stat_add(Stat::TruncatedBytes, total);
+        marker(&ev, DATA_FLAG_TRUNCATED, total);
+        return 0;
+    }
     let mut cap = if cfg.max_bytes_per_call == 0 || cfg.max_bytes_per_call > MAX_CAPTURE_PER_CALL {
         MAX_CAPTURE_PER_CALL as u64
     } else {
         cfg.max_bytes_per_call as u64
     };
-    if proto == PROTO_OTHER && !all {
-        stat_add(Stat::OtherProtoBytes, total);
-        return 0;
+    if (proto == PROTO_OTHER || proto == PROTO_SEEDED) && !all {
+        if proto == PROTO_SEEDED && classify(segs) == PROTO_HTTP {
+            // SAFETY: map value pointer.
+            unsafe { (*conn).proto = PROTO_HTTP };
+        } else {
+            stat_add(Stat::OtherProtoBytes, total);
+            return 0;
+        }
     }
     if proto == PROTO_UNKNOWN {
         let p = classify(segs);
@@ -398,6 +463,8 @@ fn gather(sys: Syscall, args: &IoArgs, ret: u64, segs: *mut Segments) -> u64 {
             push(s, args.buf, ret);
             return ret;
         }
+        // Never copied (from a file): only its length counts.
+        Syscall::Sendfile => return ret,
         Syscall::Writev | Syscall::Readv => (
             args.buf,
             args.count,

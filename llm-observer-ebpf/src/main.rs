@@ -29,9 +29,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use llm_observer_common::{
-    Config, ConnEvent, ConnState, DataEvent, EventHeader, EventKind, MAX_SEGMENTS, ROLE_CLIENT,
-    ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0, TP_ARG1, TP_ARG2, TP_RET,
-    conn_key,
+    CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent, ConnState, DataEvent, EventHeader, EventKind,
+    MAX_SEGMENTS, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0,
+    TP_ARG1, TP_ARG2, TP_RET, conn_key,
 };
 
 /// Every event for user space. The size here is a default; the agent sets it at load time.
@@ -87,7 +87,8 @@ struct AcceptArgs {
     addr: u64,
     addrlen_ptr: u64,
     listen_fd: i32,
-    _pad: u32,
+    /// `*addrlen` at enter: the size of the caller's address buffer.
+    buf_len: u32,
 }
 
 const AF_UNIX: u16 = 1;
@@ -245,7 +246,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     }
     let (fd, addr, addrlen) = syscall_args(&ctx);
     let fd = fd as i32;
-    let _ = ACTIVE_CONNECT.insert(
+    let inserted = ACTIVE_CONNECT.insert(
         pid_tgid,
         ConnectArgs {
             addr,
@@ -255,6 +256,9 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
         },
         0,
     );
+    if inserted.is_err() {
+        stat_add(Stat::InflightMapFull, 1);
+    }
     0
 }
 
@@ -305,16 +309,23 @@ fn enter_accept(ctx: &TracePointContext) -> u32 {
     // accept and accept4 share their first three arguments.
     let (listen_fd, addr, addrlen_ptr) = syscall_args(ctx);
     let listen_fd = listen_fd as i32;
-    let _ = ACTIVE_ACCEPT.insert(
-        pid_tgid,
-        AcceptArgs {
-            addr,
-            addrlen_ptr,
-            listen_fd,
-            _pad: 0,
-        },
-        0,
-    );
+    // The caller's buffer size: the kernel writes back the address's full length, which can be
+    // larger than the buffer (then only the buffer's bytes are valid).
+    let buf_len = if addr != 0 && addrlen_ptr != 0 {
+        // SAFETY: user memory through the checked helper.
+        unsafe { bpf_probe_read_user(addrlen_ptr as *const u32) }.unwrap_or(0)
+    } else {
+        0
+    };
+    let args = AcceptArgs {
+        addr,
+        addrlen_ptr,
+        listen_fd,
+        buf_len,
+    };
+    if ACTIVE_ACCEPT.insert(pid_tgid, args, 0).is_err() {
+        stat_add(Stat::InflightMapFull, 1);
+    }
     0
 }
 
@@ -339,8 +350,13 @@ fn exit_accept(ctx: &TracePointContext) -> u32 {
         }
         if args.addrlen_ptr != 0 {
             // SAFETY: as above.
-            addrlen =
-                unsafe { bpf_probe_read_user(args.addrlen_ptr as *const u32) }.unwrap_or(0) as u64;
+            let written =
+                unsafe { bpf_probe_read_user(args.addrlen_ptr as *const u32) }.unwrap_or(0);
+            addrlen = u64::from(if written < args.buf_len {
+                written
+            } else {
+                args.buf_len
+            });
         }
     }
     track(
@@ -379,12 +395,18 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: offset from the format file.
-    let fd = unsafe { ctx.read_at::<u64>(TP_ARG0).unwrap_or(u64::MAX) } as i32;
+    let (fd, _, _) = syscall_args(&ctx);
+    close_tracked(pid_tgid, fd as i32);
+    0
+}
+
+/// Stops tracking `fd` of the current process, if it is tracked, and tells user space.
+#[inline(always)]
+fn close_tracked(pid_tgid: u64, fd: i32) {
     let key = conn_key((pid_tgid >> 32) as u32, fd);
     // SAFETY: value copied out before removal.
     let Some(state) = (unsafe { CONNS.get(key) }).copied() else {
-        return 0;
+        return;
     };
     let _ = CONNS.remove(key);
     emit_conn(
@@ -394,24 +416,50 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         state.generation,
         ConnInfo::role(state.role),
     );
+}
+
+/// `sched:sched_process_exit`: the whole process is gone (`group_dead` @32, or the leader's exit
+/// where that field does not exist), and with it every socket it held, closed without a close()
+/// we could see.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let cfg = config();
+    if !wanted(&cfg, (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let whole_group = if cfg.flags & CONFIG_FLAG_EXIT_BY_LEADER != 0 {
+        // Kernels before 6.16 have no `group_dead`: the leader's exit stands for the process.
+        pid_tgid as u32 == (pid_tgid >> 32) as u32
+    } else {
+        // SAFETY: offset from the format file.
+        unsafe { ctx.read_at::<u8>(32).unwrap_or(0) != 0 }
+    };
+    if whole_group {
+        emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
+    }
     0
 }
 
-/// `sched:sched_process_exit` with `group_dead` (@32): the whole process is gone, and with it every
-/// socket it held, closed without a close() we could see.
-#[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    // SAFETY: offset from the format file.
-    let group_dead = unsafe { ctx.read_at::<u8>(32).unwrap_or(0) };
-    if group_dead == 0 {
-        return 0;
-    }
+/// `dup2`/`dup3` onto a tracked fd closes that socket without a close() call.
+fn replaced_fd(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !wanted(&config(), (pid_tgid >> 32) as u32) {
+    let (oldfd, newfd, _) = syscall_args(ctx);
+    if oldfd == newfd {
         return 0;
     }
-    emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
+    close_tracked(pid_tgid, newfd as i32);
     0
+}
+
+#[tracepoint]
+pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
+    replaced_fd(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
+    replaced_fd(&ctx)
 }
 
 // ---- data ------------------------------------------------------------------------------------
@@ -425,7 +473,7 @@ macro_rules! io_probes {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            io::exit(&ctx)
+            io::exit(&ctx, $sys)
         }
     )*};
 }
@@ -441,6 +489,7 @@ io_probes! {
     sys_enter_recvfrom, sys_exit_recvfrom, Syscall::Recvfrom;
     sys_enter_recvmsg, sys_exit_recvmsg, Syscall::Recvmsg;
     sys_enter_recvmmsg, sys_exit_recvmmsg, Syscall::Recvmmsg;
+    sys_enter_sendfile64, sys_exit_sendfile64, Syscall::Sendfile;
 }
 
 const _: () = assert!(MAX_SEGMENTS == 32);

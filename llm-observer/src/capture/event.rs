@@ -7,8 +7,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use bytes::Bytes;
 use llm_observer_common::{
-    ConnEvent, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_TRUNCATED, DIR_EGRESS, EventHeader,
-    EventKind, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, Syscall,
+    ConnEvent, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET, DATA_FLAG_TRUNCATED,
+    DIR_EGRESS, EventHeader, EventKind, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX,
+    Syscall,
 };
 
 /// Why a ring record could not be decoded.
@@ -72,6 +73,8 @@ pub enum DataKind {
     Truncated { missing: u64 },
     /// The peer closed its side (read returned 0).
     Eof,
+    /// The peer reset the connection or went away (ECONNRESET / EPIPE).
+    Reset,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +190,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
                 DataKind::Truncated { missing: msg_len }
             } else if flags & DATA_FLAG_EOF != 0 {
                 DataKind::Eof
+            } else if flags & DATA_FLAG_RESET != 0 {
+                DataKind::Reset
             } else {
                 DataKind::Bytes
             };

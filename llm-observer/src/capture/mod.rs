@@ -20,8 +20,8 @@ use aya::{
     programs::TracePoint,
 };
 use llm_observer_common::{
-    CONFIG_FLAG_ALL_PROTOCOLS, Config, ConnState, MAX_CAPTURE_PER_CALL, ROLE_CLIENT, ROLE_SERVER,
-    STAT_COUNT, Stat, conn_key,
+    CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnState, MAX_CAPTURE_PER_CALL,
+    ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, Stat, conn_key,
 };
 
 pub use event::{ConnId, DataEvent, DataKind, Direction, Event, EventError, KernelRole};
@@ -64,6 +64,11 @@ const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("syscalls", "sys_exit_recvmsg", false),
     ("syscalls", "sys_enter_recvmmsg", false),
     ("syscalls", "sys_exit_recvmmsg", false),
+    ("syscalls", "sys_enter_sendfile64", false),
+    ("syscalls", "sys_exit_sendfile64", false),
+    // dup2 does not exist on every architecture (arm64 has only dup3).
+    ("syscalls", "sys_enter_dup2", true),
+    ("syscalls", "sys_enter_dup3", false),
 ];
 
 /// Capture settings (the CLI's `--ring-bytes`, `--max-capture-bytes`, `--pid`, ...).
@@ -150,6 +155,10 @@ impl Capture {
                 CONFIG_FLAG_ALL_PROTOCOLS
             } else {
                 0
+            } | if system::exit_has_group_dead() {
+                0
+            } else {
+                CONFIG_FLAG_EXIT_BY_LEADER
             },
         };
         {
@@ -245,7 +254,7 @@ impl Capture {
                 continue;
             }
             let role = if s.server { ROLE_SERVER } else { ROLE_CLIENT };
-            let state = ConnState::new(generation, role);
+            let state = ConnState::seeded(generation, role);
             if conns.insert(key, state, 0).is_ok() {
                 seeded.push(s);
             }
@@ -258,12 +267,20 @@ impl Capture {
         self.seed_generation
     }
 
-    /// Stops capturing a connection (not TCP after all, filtered out by `--port`, ...).
-    pub fn untrack(&mut self, tgid: u32, fd: i32) {
+    /// Stops capturing a connection (not TCP after all, filtered out by `--port`, gone with its
+    /// process, ...). Only that generation: if the fd has meanwhile been reused for a new
+    /// connection, the new one stays tracked.
+    pub fn untrack(&mut self, id: ConnId) {
         if let Some(map) = self.ebpf.map_mut("CONNS")
             && let Ok(mut conns) = HashMap::<_, u64, ConnState>::try_from(map)
         {
-            let _ = conns.remove(&conn_key(tgid, fd));
+            let key = conn_key(id.tgid, id.fd);
+            if conns
+                .get(&key, 0)
+                .is_ok_and(|s| s.generation == id.generation)
+            {
+                let _ = conns.remove(&key);
+            }
         }
     }
 
@@ -285,6 +302,7 @@ impl Capture {
             truncated_bytes: out[Stat::TruncatedBytes as usize],
             other_protocol_bytes: out[Stat::OtherProtoBytes as usize],
             conn_map_full: out[Stat::ConnMapFull as usize],
+            inflight_map_full: out[Stat::InflightMapFull as usize],
         }
     }
 
@@ -302,4 +320,5 @@ pub struct KernelStats {
     pub truncated_bytes: u64,
     pub other_protocol_bytes: u64,
     pub conn_map_full: u64,
+    pub inflight_map_full: u64,
 }

@@ -108,6 +108,15 @@ pub fn kernel_too_old() -> Option<String> {
     })
 }
 
+/// Whether `sched_process_exit` reports `group_dead` (Linux ≥ 6.16); without it the kernel side
+/// takes the thread-group leader's exit as the process's.
+pub fn exit_has_group_dead() -> bool {
+    tracing_dir().is_ok_and(|d| {
+        fs::read_to_string(Path::new(d).join("events/sched/sched_process_exit/format"))
+            .is_ok_and(|f| f.contains("group_dead"))
+    })
+}
+
 /// Everything the tracepoint capture needs, or the first thing missing.
 pub fn ensure_capture_possible() -> Result<(), String> {
     if let Some(why) = missing_privileges() {

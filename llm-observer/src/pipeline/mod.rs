@@ -143,8 +143,8 @@ fn housekeeping(
     metrics: Option<&Metrics>,
 ) {
     table.expire(crate::capture::system::monotonic_ns(), sink);
-    for (tgid, fd) in table.take_untrack() {
-        capture.untrack(tgid, fd);
+    for id in table.take_untrack() {
+        capture.untrack(id);
     }
     let Some(m) = metrics else {
         return;
@@ -170,6 +170,10 @@ fn housekeeping(
     s.set_total(
         &s.connections.with_label_values(&["client"]),
         t.opened_client,
+    );
+    s.set_total(
+        &s.dropped.with_label_values(&["kernel_inflight_full"]),
+        k.inflight_map_full,
     );
     s.set_total(
         &s.dropped.with_label_values(&["conn_table_full"]),

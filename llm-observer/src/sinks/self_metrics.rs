@@ -23,7 +23,7 @@ pub const UNSUPPORTED_KINDS: &[&str] = &["http2", "upgrade", "connect"];
 /// Values of `llm_observer_dropped_total{stage}`, pre-created at start: ring records that did not
 /// decode, connections not tracked because the table (user or kernel map) was full. A new stage
 /// must be added here and in docs/metrics.md.
-pub const DROP_STAGES: &[&str] = &["event_decode", "conn_table_full"];
+pub const DROP_STAGES: &[&str] = &["event_decode", "conn_table_full", "kernel_inflight_full"];
 
 /// Every [`DecodeError::reason`] value, so the series exist before the first error.
 pub fn decode_error_reasons() -> [&'static str; 10] {
