@@ -81,8 +81,9 @@ pub struct CaptureArgs {
     #[arg(long, env = "LLM_OBSERVER_RING_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
     pub ring_bytes: u32,
 
-    /// Payload bytes copied per syscall at most (≤ 1 MiB); the rest is counted as truncated.
-    #[arg(long, env = "LLM_OBSERVER_MAX_CAPTURE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    /// Payload bytes copied per syscall at most (1 to 1048576); the rest is counted as truncated.
+    #[arg(long, env = "LLM_OBSERVER_MAX_CAPTURE_BYTES", default_value_t = 1024 * 1024, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]
     pub max_capture_bytes: u32,
 
     /// Copy payloads of non-HTTP connections too (debugging; costs ring space).

@@ -95,8 +95,6 @@ enum Proto {
     /// No bytes yet.
     Unknown,
     Http(Box<ConnDecoder>),
-    /// Not HTTP/1.x: ignored.
-    Other,
 }
 
 struct Conn {
@@ -157,10 +155,11 @@ pub struct ConnTable {
     by_tgid: HashMap<u32, BTreeMap<ConnId, ()>>,
     processes: ProcessCache,
     /// Local addresses of listening sockets by (tgid, fd).
-    listeners: HashMap<(u32, i32), SocketAddr>,
+    /// `None`: not a TCP listener (a unix socket), or gone.
+    listeners: HashMap<(u32, i32), Option<SocketAddr>>,
     stats: TableStats,
     /// Kernel-side tracking to stop (not TCP, filtered out, table full): drained by the pipeline.
-    untrack: Vec<(u32, i32)>,
+    untrack: Vec<ConnId>,
     out: Vec<Output>,
 }
 
@@ -212,21 +211,23 @@ impl ConnTable {
             .sum()
     }
 
-    /// Local address of a listening socket, cached per (tgid, fd).
+    /// Local address of a listening socket, cached per (tgid, fd) — failures too, so a unix
+    /// listener costs one /proc look-up, not one per accepted connection.
     fn listener_addr(&mut self, tgid: u32, fd: i32) -> Option<SocketAddr> {
         if let Some(a) = self.listeners.get(&(tgid, fd)) {
-            return Some(*a);
+            return *a;
         }
-        let (local, _) = procfs::resolve(&self.cfg.proc_root, tgid, fd)?;
+        let local = procfs::resolve(&self.cfg.proc_root, tgid, fd).map(|(local, _)| local);
         if self.listeners.len() >= self.cfg.max_connections {
             self.listeners.clear();
         }
         self.listeners.insert((tgid, fd), local);
-        Some(local)
+        local
     }
 
-    /// Kernel-side tracking the table asks to stop, since the last call.
-    pub fn take_untrack(&mut self) -> Vec<(u32, i32)> {
+    /// Kernel-side tracking the table asks to stop, since the last call. Each names its
+    /// generation, so a reused fd's new connection is not untracked by mistake.
+    pub fn take_untrack(&mut self) -> Vec<ConnId> {
         std::mem::take(&mut self.untrack)
     }
 
@@ -254,7 +255,7 @@ impl ConnTable {
     ) -> bool {
         if self.conns.len() >= self.cfg.max_connections {
             self.stats.dropped_full += 1;
-            self.untrack.push((id.tgid, id.fd));
+            self.untrack.push(id);
             return false;
         }
         match role {
@@ -306,6 +307,16 @@ impl ConnTable {
                 let local = c
                     .listen_fd
                     .and_then(|lfd| self.listener_addr(c.conn.tgid, lfd));
+                // Accepted without an address buffer (libuv does that) from a listener /proc does
+                // not list as TCP: a unix socket. Not ours.
+                if role == Role::Server
+                    && c.peer.is_none()
+                    && c.listen_fd.is_some()
+                    && local.is_none()
+                {
+                    self.untrack.push(c.conn);
+                    return;
+                }
                 self.insert(
                     c.conn,
                     role,
@@ -339,6 +350,9 @@ impl ConnTable {
                         .map_or(EndedBy::Unknown, Conn::ended_by_local_close);
                     self.finish(id, by, *ts_ns, sink);
                     self.stats.closed += 1;
+                    // The kernel saw no close() for these: drop its entries too, or a reused pid
+                    // would inherit them.
+                    self.untrack.push(id);
                 }
                 self.by_tgid.remove(tgid);
                 self.processes.forget(*tgid);
@@ -355,49 +369,64 @@ impl ConnTable {
             return;
         };
         conn.last_ts = d.ts_ns;
-        // A connection is resolved (its 4-tuple from /proc, when the kernel's events did not give
-        // it) and port-filtered once, at its first bytes, and only when those look like HTTP/1.x:
-        // every other TCP connection on the node costs nothing here. The filter decides only on
-        // what is known: a connection whose port could not be resolved (it ended before /proc was
-        // read) is kept rather than silently dropped.
+        let di = dir_index(d.direction);
+        let stream = conn.stream(d.direction);
+        if matches!(conn.proto, Proto::Unknown) && d.kind == DataKind::Bytes {
+            // The first bytes seen of this direction start wherever the kernel began delivering:
+            // a socket seeded from /proc is skipped until a message starts.
+            conn.next_pos[di] = d.pos;
+        }
+        // The port filter, once per connection, at its first bytes and only when they look like
+        // HTTP/1.x (every other TCP connection on the node costs nothing here). /proc is read only
+        // when the ports the kernel's events gave cannot decide; a connection whose port stays
+        // unknown (it ended before /proc was read) is kept rather than silently dropped.
         let first_http = matches!(conn.proto, Proto::Unknown)
             && d.kind == DataKind::Bytes
             && !d.payload.is_empty()
             && (d.payload.len() < 4 || looks_like_http1(&d.payload));
-        if first_http {
-            if !conn.resolved
-                && (conn.local.is_none() || conn.peer.is_none())
-                && let Some((local, peer)) =
+        if first_http && !self.cfg.ports.is_empty() {
+            let wanted = |c: &Conn| {
+                [c.local, c.peer]
+                    .iter()
+                    .flatten()
+                    .any(|a| self.cfg.ports.contains(&a.port()))
+            };
+            if !wanted(conn) && !conn.resolved && (conn.local.is_none() || conn.peer.is_none()) {
+                conn.resolved = true;
+                if let Some((local, peer)) =
                     procfs::resolve(&self.cfg.proc_root, d.conn.tgid, d.conn.fd)
-            {
-                conn.local = Some(local);
-                conn.peer = Some(peer);
+                {
+                    conn.local = Some(local);
+                    conn.peer = Some(peer);
+                }
             }
-            conn.resolved = true;
-            let ports = [conn.local.map(|a| a.port()), conn.peer.map(|a| a.port())];
-            let known = ports.iter().all(Option::is_some);
-            if !self.cfg.ports.is_empty()
-                && known
-                && !ports.iter().flatten().any(|p| self.cfg.ports.contains(p))
-            {
-                conn.proto = Proto::Other;
-                self.untrack.push((d.conn.tgid, d.conn.fd));
+            if !wanted(conn) && conn.local.is_some() && conn.peer.is_some() {
+                self.untrack.push(d.conn);
+                self.forget(d.conn);
+                return;
             }
         }
         sink.raw(event, Some(&conn.view()));
-        let di = dir_index(d.direction);
-        let stream = conn.stream(d.direction);
         match d.kind {
-            DataKind::Eof => {
+            DataKind::Eof | DataKind::Reset => {
                 conn.peer_eof = true;
                 return;
             }
             DataKind::Truncated { missing } => {
-                self.stats.gap_bytes += missing;
-                conn.next_pos[di] = d.pos + missing;
-                if let Proto::Http(dec) = &mut conn.proto {
-                    dec.gap(stream, missing, d.ts_ns, &mut self.out);
+                // Bytes lost before the marker itself (an earlier slice and its marker both
+                // dropped) are a gap of their own, announced first so framing stays exact.
+                let expected = conn.next_pos[di];
+                let before = d.pos.saturating_sub(expected);
+                for lost in [before, missing] {
+                    if lost == 0 {
+                        continue;
+                    }
+                    self.stats.gap_bytes += lost;
+                    if let Proto::Http(dec) = &mut conn.proto {
+                        dec.gap(stream, lost, d.ts_ns, &mut self.out);
+                    }
                 }
+                conn.next_pos[di] = expected.max(d.pos + missing);
             }
             DataKind::Bytes => {
                 match d.direction {
@@ -425,11 +454,14 @@ impl ConnTable {
                     if payload.len() < 4 || looks_like_http1(payload) {
                         conn.proto = Proto::Http(Box::new(ConnDecoder::new(self.cfg.limits)));
                     } else {
-                        conn.proto = Proto::Other;
+                        // Not HTTP/1.x: the kernel sends nothing more of it (it only counts its
+                        // bytes), so the table keeps no state for it either.
                         self.stats.other_protocol += 1;
                         if payload.starts_with(b"PRI * HTTP/2.0") {
                             sink.unsupported(&conn.view(), Unsupported::Http2);
                         }
+                        self.forget(d.conn);
+                        return;
                     }
                 }
                 if let Proto::Http(dec) = &mut conn.proto
@@ -471,6 +503,14 @@ impl ConnTable {
         }
     }
 
+    /// Drops a connection that has nothing to decode (not HTTP, filtered out).
+    fn forget(&mut self, id: ConnId) {
+        self.conns.remove(&id);
+        if let Some(m) = self.by_tgid.get_mut(&id.tgid) {
+            m.remove(&id);
+        }
+    }
+
     /// Ends a connection: flushes its decoder and forgets it.
     fn finish(&mut self, id: ConnId, by: EndedBy, ts_ns: u64, sink: &mut dyn Sink) {
         let Some(mut conn) = self.conns.remove(&id) else {
@@ -497,6 +537,8 @@ impl ConnTable {
         for id in old {
             self.finish(id, EndedBy::Unknown, now_ns, sink);
             self.stats.expired += 1;
+            // Forgotten here, so stop the kernel copying it (it would come back as orphans).
+            self.untrack.push(id);
         }
     }
 }

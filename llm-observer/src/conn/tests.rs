@@ -101,7 +101,7 @@ impl Generator {
         let advance = match kind {
             DataKind::Bytes => bytes.len() as u64,
             DataKind::Truncated { missing } => missing,
-            DataKind::Eof => 0,
+            DataKind::Eof | DataKind::Reset => 0,
         };
         self.pos.insert(key, pos + advance);
         let syscall = if dir == Direction::Egress {
@@ -292,6 +292,8 @@ fn non_http_connections_are_dropped_and_http2_is_reported() {
     );
     t.apply(&g.bytes(h2, Direction::Egress, REQUEST, 1), &mut r);
     assert_eq!(t.stats().other_protocol, 2);
+    // The table keeps nothing for them (the kernel only counts their bytes from now on).
+    assert_eq!(t.len(), 0);
     assert_eq!(r.unsupported, vec![Unsupported::Http2]);
     assert!(r.started.is_empty() && r.done.is_empty() && r.errors.is_empty());
 }
@@ -303,7 +305,7 @@ fn process_exit_and_idle_expiry_end_connections() {
     t.apply(&open, &mut r);
     t.apply(&g.bytes(a, Direction::Ingress, REQUEST, 1), &mut r);
     // A second, idle connection of the same process ends silently (nothing was in flight).
-    let (_idle, open) = g.open(6, KernelRole::Server, "127.0.0.1:40001");
+    let (idle_conn, open) = g.open(6, KernelRole::Server, "127.0.0.1:40001");
     t.apply(&open, &mut r);
     let exit_ts = g.tick(1);
     t.apply(
@@ -314,6 +316,10 @@ fn process_exit_and_idle_expiry_end_connections() {
         &mut r,
     );
     assert_eq!(t.len(), 0);
+    // The kernel saw no close() for either: both are untracked there, by generation.
+    let mut gone = t.take_untrack();
+    gone.sort();
+    assert_eq!(gone, vec![a, idle_conn]);
     // The server process died with a request in flight: the server ended it.
     assert_eq!(
         r.done
@@ -332,6 +338,7 @@ fn process_exit_and_idle_expiry_end_connections() {
     assert_eq!(t.len(), 1, "not idle for longer than the timeout yet");
     t.expire(g.now + idle + 1, &mut r);
     assert_eq!((t.len(), t.stats().expired), (0, 1));
+    assert_eq!(t.take_untrack(), vec![c]);
     assert_eq!(
         r.done.last().map(|(id, _, ex)| (*id, ex.error)),
         Some((c, Some(ErrorKind::Truncated)))
@@ -347,9 +354,101 @@ fn a_full_table_refuses_and_untracks() {
     });
     let (mut g, mut r) = (Generator::new(7), Recorder::default());
     let (_, first) = g.open(4, KernelRole::Server, "127.0.0.1:1");
-    let (_, second) = g.open(5, KernelRole::Server, "127.0.0.1:2");
+    let (refused, second) = g.open(5, KernelRole::Server, "127.0.0.1:2");
     t.apply(&first, &mut r);
     t.apply(&second, &mut r);
     assert_eq!((t.len(), t.stats().dropped_full), (1, 1));
-    assert_eq!(t.take_untrack(), vec![(7, 5)]);
+    assert_eq!(t.take_untrack(), vec![refused]);
+}
+
+#[test]
+fn a_marker_after_a_silent_loss_reports_both_gaps() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, HEAD, 1), &mut r);
+    // A slice and its marker were both dropped (200 bytes gone without a word), then the next
+    // call's slice was lost but its marker (100 bytes missing) arrived.
+    let Event::Data(mut d) = g.data(
+        id,
+        Direction::Egress,
+        DataKind::Truncated { missing: 100 },
+        b"",
+        1,
+    ) else {
+        unreachable!("data")
+    };
+    d.pos += 200;
+    t.apply(&Event::Data(d), &mut r);
+    assert_eq!(t.stats().gap_bytes, 300);
+    assert_eq!(
+        r.errors.iter().filter(|e| **e == "capture_gap").count(),
+        2,
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn a_reset_from_the_client_is_a_cancel() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, HEAD, 10), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, &token("a"), 10), &mut r);
+    t.apply(
+        &g.data(id, Direction::Egress, DataKind::Reset, b"", 5),
+        &mut r,
+    );
+    let close = g.close(id);
+    t.apply(&close, &mut r);
+    assert_eq!(r.done[0].2.error, Some(ErrorKind::ClientCancelled));
+}
+
+#[test]
+fn unix_sockets_accepted_without_an_address_are_dropped() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let id = ConnId {
+        tgid: 7,
+        fd: 9,
+        generation: g.tick(1),
+    };
+    // accept4(fd, NULL, NULL) on listener fd 3, which /proc does not list as TCP.
+    let open = ConnEventData {
+        conn: id,
+        tid: 7,
+        ts_ns: g.now,
+        role: KernelRole::Server,
+        peer: None,
+        listen_fd: Some(3),
+    };
+    t.apply(&Event::Open(open), &mut r);
+    assert_eq!(t.len(), 0);
+    assert_eq!(t.take_untrack(), vec![id]);
+}
+
+#[test]
+fn the_port_filter_untracks_other_ports_by_generation() {
+    let mut t = ConnTable::new(ConnTableConfig {
+        proc_root: "/nonexistent-proc".into(),
+        ports: vec![11434],
+        ..ConnTableConfig::default()
+    });
+    let (mut g, mut r) = (Generator::new(7), Recorder::default());
+    // A server connection whose listener (and so local port) is known from the open event...
+    let (other, open) = g.open(4, KernelRole::Client, "127.0.0.1:8080");
+    t.apply(&open, &mut r);
+    // ...a client to another port: its local port is unknown here (no /proc), so it is kept.
+    t.apply(&g.bytes(other, Direction::Egress, REQUEST, 1), &mut r);
+    assert_eq!((t.len(), t.take_untrack()), (1, vec![]));
+    let (wanted, open) = g.open(5, KernelRole::Client, "127.0.0.1:11434");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(wanted, Direction::Egress, REQUEST, 1), &mut r);
+    assert_eq!(t.len(), 2);
+    assert_eq!(
+        r.started.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        vec![other, wanted]
+    );
 }

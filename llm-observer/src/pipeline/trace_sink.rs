@@ -37,24 +37,25 @@ impl<W: Write> TraceSink<W> {
         limit: Option<u64>,
         done: tokio::sync::watch::Sender<bool>,
     ) -> Self {
-        self.limit = limit.map(|n| (n, done));
+        // Without a count the sender is still kept: a broken pipe must end the trace too.
+        self.limit = Some((limit.unwrap_or(u64::MAX), done));
         self
     }
 
     fn line(&mut self, v: serde_json::Value) {
-        // A closed stdout (`| head`) ends the program through the pipeline's error path; here
-        // a failed write is only counted out.
         if let Some((n, _)) = &self.limit
             && self.lines >= *n
         {
             return;
         }
-        if writeln!(self.out, "{v}").is_ok() {
+        let written = writeln!(self.out, "{v}").and_then(|()| self.out.flush());
+        if written.is_ok() {
             self.lines += 1;
         }
-        let _ = self.out.flush();
-        if let Some((n, done)) = &self.limit
-            && self.lines >= *n
+        // Done after the requested count, or when the reader went away (`trace | head`).
+        let full = self.limit.as_ref().is_some_and(|(n, _)| self.lines >= *n);
+        if (full || written.is_err())
+            && let Some((_, done)) = &self.limit
         {
             let _ = done.send(true);
         }
@@ -69,7 +70,9 @@ fn conn_json(c: &ConnView<'_>) -> serde_json::Value {
 }
 
 /// Header names whose values are credentials.
-const SECRET_HEADERS: [&[u8]; 6] = [
+const SECRET_HEADERS: [&[u8]; 8] = [
+    b"x-goog-api-key:",
+    b"x-amz-security-token:",
     b"authorization:",
     b"proxy-authorization:",
     b"x-api-key:",
@@ -142,6 +145,7 @@ impl<W: Write> Sink for TraceSink<W> {
                     DataKind::Bytes => ("bytes", None),
                     DataKind::Truncated { missing } => ("truncated", Some(missing)),
                     DataKind::Eof => ("eof", None),
+                    DataKind::Reset => ("reset", None),
                 };
                 let payload = if self.show_secrets {
                     escape(&d.payload)
