@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use llm_observer::capture::procfs::ExistingSocket;
 use llm_observer::capture::{
-    ATTACH_MODE, CaptureConfig, ConnId, DataKind, Direction, Event, KernelRole,
+    ATTACH_MODE, CaptureConfig, ConnId, DataEvent, DataKind, Direction, Event, KernelRole,
 };
 use llm_observer_common::{MAX_CAPTURE_PER_CALL, Syscall};
 use llm_observer_tests::harness::http;
@@ -1205,4 +1205,85 @@ fn tempfile_with(data: &[u8]) -> std::fs::File {
     use std::io::Seek as _;
     f.seek(std::io::SeekFrom::Start(0)).expect("rewind");
     f
+}
+
+/// A sendmmsg whose first message has more iovecs than the kernel side gathers per message: the
+/// bytes delivered stay a contiguous prefix, one TRUNCATED marker covers exactly the rest, and the
+/// next write lands at the right position.
+#[test]
+fn mmsg_beyond_the_iovec_limit_keeps_positions_exact() {
+    let Some(mut live) = Live::start(&own_process_config()) else {
+        return;
+    };
+    let pair = Pair::new().expect("loopback pair");
+    let (client, _server) = opened(&mut live.collector, &pair);
+    let cfd = pair.cfd();
+    // Message 0: "POST /m HTTP/1.1\r\n" then 4 more 10-byte pieces = 5 iovecs; message 1: 7 bytes.
+    let pieces: [&[u8]; 5] = [
+        b"POST /m HTTP/1.1\r\n",
+        b"aaaaaaaaaa",
+        b"bbbbbbbbbb",
+        b"cccccccccc",
+        b"dddddddddd",
+    ];
+    let tail: &[u8] = b"eeeeeee";
+    let mut iov0: Vec<libc::iovec> = pieces
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut iov1 = [libc::iovec {
+        iov_base: tail.as_ptr() as *mut _,
+        iov_len: tail.len(),
+    }];
+    // SAFETY: zeroed mmsghdr is a valid empty header; pointers below outlive the call.
+    let mut msgs: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
+    msgs[0].msg_hdr.msg_iov = iov0.as_mut_ptr();
+    msgs[0].msg_hdr.msg_iovlen = iov0.len();
+    msgs[1].msg_hdr.msg_iov = iov1.as_mut_ptr();
+    msgs[1].msg_hdr.msg_iovlen = 1;
+    // SAFETY: sendmmsg(2) on our socket with two valid headers.
+    let sent = unsafe { libc::sendmmsg(cfd, msgs.as_mut_ptr(), 2, 0) };
+    assert_eq!(sent, 2, "sendmmsg: {}", std::io::Error::last_os_error());
+    let first_len: usize = pieces.iter().map(|p| p.len()).sum();
+    let total = first_len + tail.len();
+    let after = b"zz".to_vec();
+    send_all(cfd, SendFlavor::Write, &after).expect("write after");
+
+    let c = &mut live.collector;
+    c.wait_until(SETTLE, |c| {
+        c.stream(client, Direction::Egress)
+            .iter()
+            .any(|e| e.syscall == Syscall::Write)
+    })
+    .expect("the write after the sendmmsg");
+    let egress = c.stream(client, Direction::Egress);
+    let gathered: Vec<u8> = pieces[..4].concat();
+    let bytes: Vec<&DataEvent> = egress
+        .iter()
+        .copied()
+        .filter(|e| e.syscall == Syscall::Sendmmsg && e.kind == DataKind::Bytes)
+        .collect();
+    assert_eq!(concat(&bytes), gathered, "{}", dump(&egress));
+    let markers: Vec<_> = egress
+        .iter()
+        .filter(|e| matches!(e.kind, DataKind::Truncated { .. }))
+        .collect();
+    assert_eq!(markers.len(), 1, "{}", dump(&egress));
+    assert_eq!(
+        (markers[0].pos, markers[0].kind),
+        (
+            gathered.len() as u64,
+            DataKind::Truncated {
+                missing: (total - gathered.len()) as u64
+            }
+        )
+    );
+    let last = egress.last().expect("events");
+    assert_eq!(
+        (last.syscall, last.pos, &last.payload[..]),
+        (Syscall::Write, total as u64, &after[..])
+    );
 }

@@ -24,8 +24,10 @@ pub const MAX_CAPTURE_PER_CALL: u32 = MAX_CHUNKS_PER_CALL * MAX_PAYLOAD as u32;
 /// mmsg call together). Bytes in further segments are counted as truncated.
 pub const MAX_SEGMENTS: usize = 32;
 
-/// Most messages of one sendmmsg/recvmmsg call that are captured.
-pub const MAX_MMSG: usize = 8;
+/// Most messages of one sendmmsg/recvmmsg call that are counted (their bytes are copied while
+/// segments last, up to 4 iovecs per message; the rest is one TRUNCATED gap at the end). Messages
+/// beyond this are not counted at all (documented gap; TCP peers rarely batch like this).
+pub const MAX_MMSG: usize = 64;
 
 /// Discriminants of [`EventHeader::kind`]. Never reuse a retired value.
 #[repr(u32)]

@@ -74,7 +74,9 @@ struct GatherState {
     m: u32,
     /// Most iovecs taken per message.
     max_iov: u32,
-    _pad: u32,
+    /// mmsg: a message could not be gathered whole; later messages are only counted, so the bytes
+    /// delivered stay a contiguous prefix and the rest is one TRUNCATED gap at the end.
+    stopped: u32,
 }
 
 /// Progress of [`copy_out`]'s loop.
@@ -484,13 +486,15 @@ fn gather(sys: Syscall, args: &IoArgs, ret: u64, segs: *mut Segments) -> u64 {
             (iov, iovcnt, 0, 0, MAX_SEGMENTS as u32, MAX_SEGMENTS as u32)
         }
         // ret = number of messages; each message's byte count is its msg_len.
+        // Each message costs a start step and a skip or up to MMSG_IOVS gather steps; gather
+        // steps are bounded by the segments there are.
         Syscall::Sendmmsg | Syscall::Recvmmsg => (
             0,
             0,
             args.buf,
             ret,
             MMSG_IOVS,
-            MAX_MMSG as u32 * (MMSG_IOVS + 1),
+            MAX_MMSG as u32 * 2 + MAX_SEGMENTS as u32,
         ),
     };
     let single = nmsg == 0;
@@ -504,7 +508,7 @@ fn gather(sys: Syscall, args: &IoArgs, ret: u64, segs: *mut Segments) -> u64 {
         j: 0,
         m: if single { u32::MAX } else { 0 },
         max_iov,
-        _pad: 0,
+        stopped: 0,
     };
     if !single {
         start_message(&mut s.gather, 0);
@@ -551,10 +555,15 @@ extern "C" fn gather_step(_index: u32, _ctx: *mut c_void) -> i64 {
     // SAFETY: per-CPU scratch, owned by this program until it returns.
     let s = unsafe { &mut *segs };
     let g = &mut s.gather;
+    let single = g.m == u32::MAX;
     let msg_done = g.left == 0 || g.j as u64 >= g.iovcnt || g.j >= g.max_iov;
     if msg_done {
-        if g.m == u32::MAX {
+        if single {
             return 1;
+        }
+        if g.left > 0 {
+            // Part of this message had no iovec slot: stop gathering, keep counting.
+            g.stopped = 1;
         }
         let next = g.m + 1;
         if next as u64 >= g.nmsg || next as usize >= MAX_MMSG {
@@ -563,13 +572,20 @@ extern "C" fn gather_step(_index: u32, _ctx: *mut c_void) -> i64 {
         start_message(g, next);
         return 0;
     }
-    if s.n as usize >= MAX_SEGMENTS {
-        return 1;
+    if g.stopped != 0 {
+        g.left = 0;
+        return 0;
     }
     // SAFETY: user memory through the checked helper; `struct iovec` is {base, len}.
-    let Ok(v) = (unsafe { bpf_probe_read_user((g.iov + g.j as u64 * 16) as *const [u64; 2]) })
-    else {
-        return 1;
+    let read = unsafe { bpf_probe_read_user((g.iov + g.j as u64 * 16) as *const [u64; 2]) };
+    let (Ok(v), true) = (read, (s.n as usize) < MAX_SEGMENTS) else {
+        // Out of segments or an unreadable iovec: what was gathered is the prefix delivered.
+        if single {
+            return 1;
+        }
+        g.stopped = 1;
+        g.left = 0;
+        return 0;
     };
     let take = if v[1] < g.left { v[1] } else { g.left };
     g.left -= take;
