@@ -90,6 +90,45 @@ fn add_tokens(c: &IntCounterVec, labels: &[&str], count: TokenCount) {
     }
 }
 
+/// The families both views have, recorded the same way in each.
+struct Shared<'a> {
+    requests: &'a IntCounterVec,
+    errors: &'a IntCounterVec,
+    latency: &'a HistogramVec,
+    ttft: &'a HistogramVec,
+    prompt_tokens: &'a IntCounterVec,
+    response_tokens: &'a IntCounterVec,
+}
+
+impl Shared<'_> {
+    fn record(&self, l: &[&str], ex: &Exchange) {
+        self.requests
+            .with_label_values(&with(l, &[status_class(ex.status)]))
+            .inc();
+        if let Some(err) = ex.error {
+            self.errors
+                .with_label_values(&with(l, &[err.as_str()]))
+                .inc();
+        }
+        // Failed requests (instant 4xx, cancelled streams) would drag the latency distribution
+        // toward whatever the failure took; they are counted in the error families.
+        if succeeded(ex)
+            && let Some(ns) = ex.timings.latency_ns()
+        {
+            self.latency.with_label_values(l).observe(secs(ns));
+        }
+        // Non-streaming responses carry all tokens at once: their "first token" is the response
+        // itself, so TTFT is defined for streams only (as in the OTel conventions).
+        if ex.stream
+            && let Some(ns) = ex.timings.ttft_ns()
+        {
+            self.ttft.with_label_values(l).observe(secs(ns));
+        }
+        add_tokens(self.prompt_tokens, l, ex.tokens.prompt);
+        add_tokens(self.response_tokens, l, ex.tokens.completion);
+    }
+}
+
 /// Server view (`llm_*`): the observed process accepted the connection.
 pub struct ServerFamilies {
     pub requests: IntCounterVec,
@@ -205,35 +244,21 @@ impl ServerFamilies {
     /// Every per-request family, from one finished exchange (not MCP).
     pub fn record(&self, labels: &[&str; 4], ex: &Exchange) {
         let l = labels.as_slice();
-        let status = status_class(ex.status);
-        self.requests.with_label_values(&with(l, &[status])).inc();
-        if let Some(err) = ex.error {
-            self.errors
-                .with_label_values(&with(l, &[err.as_str()]))
-                .inc();
+        Shared {
+            requests: &self.requests,
+            errors: &self.errors,
+            latency: &self.latency,
+            ttft: &self.ttft,
+            prompt_tokens: &self.prompt_tokens,
+            response_tokens: &self.response_tokens,
         }
-        // Failed requests (instant 4xx, cancelled streams) would drag the latency distribution
-        // toward whatever the failure took; they are counted in llm_inference_errors_total.
-        if succeeded(ex)
-            && let Some(ns) = ex.timings.latency_ns()
-        {
-            self.latency.with_label_values(l).observe(secs(ns));
-        }
-        // Non-streaming responses carry all tokens at once: their "first token" is the response
-        // itself, so TTFT/TPOT are defined for streams only (as in the OTel conventions).
-        if ex.stream
-            && let Some(ns) = ex.timings.ttft_ns()
-        {
-            self.ttft.with_label_values(l).observe(secs(ns));
-        }
+        .record(l, ex);
         if let Some(s) = tpot_seconds(ex) {
             self.tpot.with_label_values(l).observe(s);
         }
         if let Some(r) = decode_tokens_per_second(ex) {
             self.decode_speed.with_label_values(l).observe(r);
         }
-        add_tokens(&self.prompt_tokens, l, ex.tokens.prompt);
-        add_tokens(&self.response_tokens, l, ex.tokens.completion);
         if ex.tokens.completion.source == TokenSource::Reported
             && let Some(v) = ex.tokens.completion.value
         {
@@ -323,27 +348,15 @@ impl ClientFamilies {
     }
 
     pub fn record(&self, labels: &[&str; 5], ex: &Exchange) {
-        let l = labels.as_slice();
-        self.requests
-            .with_label_values(&with(l, &[status_class(ex.status)]))
-            .inc();
-        if let Some(err) = ex.error {
-            self.errors
-                .with_label_values(&with(l, &[err.as_str()]))
-                .inc();
+        Shared {
+            requests: &self.requests,
+            errors: &self.errors,
+            latency: &self.latency,
+            ttft: &self.ttft,
+            prompt_tokens: &self.prompt_tokens,
+            response_tokens: &self.response_tokens,
         }
-        if succeeded(ex)
-            && let Some(ns) = ex.timings.latency_ns()
-        {
-            self.latency.with_label_values(l).observe(secs(ns));
-        }
-        if ex.stream
-            && let Some(ns) = ex.timings.ttft_ns()
-        {
-            self.ttft.with_label_values(l).observe(secs(ns));
-        }
-        add_tokens(&self.prompt_tokens, l, ex.tokens.prompt);
-        add_tokens(&self.response_tokens, l, ex.tokens.completion);
+        .record(labels.as_slice(), ex);
     }
 
     pub fn tool_call(&self, labels: &[&str; 5], tool: &str) {
