@@ -37,7 +37,7 @@ impl EventError {
 }
 
 /// Direction of bytes relative to the observed process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Written by the observed process.

@@ -7,6 +7,7 @@
 //! and the position jump tells the decoder to resync.
 
 pub mod metrics_sink;
+pub mod redact;
 pub mod trace_sink;
 
 use std::{future::Future, sync::Arc, time::Duration};

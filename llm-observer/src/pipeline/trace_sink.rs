@@ -2,14 +2,15 @@
 //! for LLM traffic. Exchanges carry no prompt or response text. Raw payloads are printed only on
 //! request, with credential headers redacted unless `--show-secrets` is given.
 
-use std::io::Write;
+use std::{collections::HashMap, io::Write};
 
 use llm_observer_decode::{DecodeError, Exchange, Unsupported, llm::RequestSummary};
 use serde_json::json;
 
 use crate::{
-    capture::{DataKind, Event},
+    capture::{ConnId, DataKind, Direction, Event},
     conn::{ConnView, Sink},
+    pipeline::redact::Redactor,
 };
 
 pub struct TraceSink<W: Write> {
@@ -18,7 +19,12 @@ pub struct TraceSink<W: Write> {
     show_secrets: bool,
     pub lines: u64,
     limit: Option<(u64, tokio::sync::watch::Sender<bool>)>,
+    /// Credential redaction state per connection and direction (a header can span events).
+    redactors: HashMap<(ConnId, Direction), Redactor>,
 }
+
+/// Redaction states kept at most; beyond, they are reset (a bounded trace-only cost).
+const MAX_REDACTORS: usize = 65_536;
 
 impl<W: Write> TraceSink<W> {
     pub fn new(out: W, raw: bool, show_secrets: bool) -> Self {
@@ -28,6 +34,7 @@ impl<W: Write> TraceSink<W> {
             show_secrets,
             lines: 0,
             limit: None,
+            redactors: HashMap::new(),
         }
     }
 
@@ -67,41 +74,6 @@ fn conn_json(c: &ConnView<'_>) -> serde_json::Value {
         "tgid": c.id.tgid, "fd": c.id.fd, "generation": c.id.generation, "comm": &*c.process.comm,
         "role": c.role, "local": c.local.map(|a| a.to_string()), "peer": c.peer.map(|a| a.to_string()),
     })
-}
-
-/// Header names whose values are credentials.
-const SECRET_HEADERS: [&[u8]; 8] = [
-    b"x-goog-api-key:",
-    b"x-amz-security-token:",
-    b"authorization:",
-    b"proxy-authorization:",
-    b"x-api-key:",
-    b"api-key:",
-    b"cookie:",
-    b"set-cookie:",
-];
-
-/// Replaces the values of credential headers with `[redacted]` (line-based, case-insensitive).
-pub fn redact(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len());
-    for line in payload.split_inclusive(|&b| b == b'\n') {
-        let secret = SECRET_HEADERS
-            .iter()
-            .find(|h| line.len() >= h.len() && line[..h.len()].eq_ignore_ascii_case(h));
-        match secret {
-            Some(h) => {
-                out.extend_from_slice(&line[..h.len()]);
-                out.extend_from_slice(b" [redacted]");
-                if line.ends_with(b"\r\n") {
-                    out.extend_from_slice(b"\r\n");
-                } else if line.ends_with(b"\n") {
-                    out.push(b'\n');
-                }
-            }
-            None => out.extend_from_slice(line),
-        }
-    }
-    out
 }
 
 /// Bytes as printable text: ASCII as is, `\r`, `\n`, `\t`, `\\` and `\xNN` for the rest.
@@ -150,7 +122,11 @@ impl<W: Write> Sink for TraceSink<W> {
                 let payload = if self.show_secrets {
                     escape(&d.payload)
                 } else {
-                    escape(&redact(&d.payload))
+                    if self.redactors.len() > MAX_REDACTORS {
+                        self.redactors.clear();
+                    }
+                    let r = self.redactors.entry((d.conn, d.direction)).or_default();
+                    escape(&r.redact(&d.payload))
                 };
                 json!({
                     "type": "data", "ts_ns": d.ts_ns, "tgid": d.conn.tgid, "tid": d.tid, "fd": d.conn.fd,
@@ -159,11 +135,17 @@ impl<W: Write> Sink for TraceSink<W> {
                     "kind": kind, "missing": missing, "payload": payload,
                 })
             }
-            Event::Open(c) | Event::Close(c) => json!({
+            Event::Open(c) | Event::Close(c) => {
+                for dir in [Direction::Egress, Direction::Ingress] {
+                    self.redactors.remove(&(c.conn, dir));
+                }
+                json!({
                 "type": event.kind_label(), "ts_ns": c.ts_ns, "tgid": c.conn.tgid, "tid": c.tid, "fd": c.conn.fd,
                 "generation": c.conn.generation, "role": c.role, "peer": c.peer.map(|a| a.to_string()), "conn": conn,
-            }),
+                })
+            }
             Event::ProcExit { tgid, ts_ns } => {
+                self.redactors.retain(|(id, _), _| id.tgid != *tgid);
                 json!({"type": "proc_exit", "ts_ns": ts_ns, "tgid": tgid})
             }
         };
@@ -178,7 +160,7 @@ mod tests {
     #[test]
     fn redacts_credentials_case_insensitively() {
         let req = b"POST /v1/chat/completions HTTP/1.1\r\nAuthorization: Bearer sk-local-test\r\nx-api-key: abc\r\nHost: x\r\n\r\n{}";
-        let red = redact(req);
+        let red = Redactor::default().redact(req);
         assert_eq!(
             red,
             b"POST /v1/chat/completions HTTP/1.1\r\nAuthorization: [redacted]\r\nx-api-key: [redacted]\r\nHost: x\r\n\r\n{}"
