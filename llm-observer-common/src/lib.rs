@@ -214,6 +214,25 @@ pub const PROTO_OTHER: u32 = 2;
 /// is classified until one starts like HTTP/1.x; bytes before that are counted, not copied.
 pub const PROTO_SEEDED: u32 = 3;
 
+/// Whether a connection's first four bytes start an HTTP/1.x message: a request method (CONNECT
+/// included; user space reports the tunnel as unsupported) or the `HTTP` of a status line. The
+/// kernel classifies each connection's first bytes with it, user space its first delivered ones.
+pub fn starts_like_http1(head: &[u8; 4]) -> bool {
+    matches!(
+        head,
+        b"GET "
+            | b"POST"
+            | b"PUT "
+            | b"HEAD"
+            | b"DELE"
+            | b"PATC"
+            | b"OPTI"
+            | b"TRAC"
+            | b"CONN"
+            | b"HTTP"
+    )
+}
+
 /// Value of the kernel's connection map, keyed by [`conn_key`]. User space writes it to seed sockets
 /// that existed before the agent started.
 #[repr(C)]

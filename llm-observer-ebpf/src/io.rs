@@ -19,7 +19,7 @@ use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET,
     DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, MAX_CAPTURE_PER_CALL,
     MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER,
-    PROTO_SEEDED, PROTO_UNKNOWN, Stat, Syscall, TP_ARG3, TP_RET, conn_key,
+    PROTO_SEEDED, PROTO_UNKNOWN, Stat, Syscall, TP_ARG3, TP_RET, conn_key, starts_like_http1,
 };
 
 use crate::{
@@ -431,13 +431,10 @@ fn classify(segs: *const Segments) -> u32 {
     let Ok(head) = (unsafe { bpf_probe_read_user(ptr0 as *const [u8; 4]) }) else {
         return PROTO_UNKNOWN;
     };
-    match &head {
-        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"TRAC" | b"HTTP" => {
-            PROTO_HTTP
-        }
-        // CONNECT is HTTP/1.1 too; user space reports the tunnel as unsupported.
-        b"CONN" => PROTO_HTTP,
-        _ => PROTO_OTHER,
+    if starts_like_http1(&head) {
+        PROTO_HTTP
+    } else {
+        PROTO_OTHER
     }
 }
 

@@ -7,6 +7,7 @@ use std::{
     sync::Arc,
 };
 
+use llm_observer_common::starts_like_http1;
 use llm_observer_decode::{
     ConnDecoder, DecodeError, EndedBy, Exchange, Limits, Output, Role, Stream, Unsupported,
 };
@@ -543,12 +544,8 @@ impl ConnTable {
     }
 }
 
-/// The same test the kernel applies to a connection's first bytes (a request method or a status
-/// line), repeated here because seeded and `--all-protocols` connections reach user space
-/// unclassified.
+/// The kernel's test of a connection's first bytes ([`starts_like_http1`]), applied again here
+/// because `--all-protocols` connections reach user space unclassified.
 pub fn looks_like_http1(b: &[u8]) -> bool {
-    const STARTS: [&[u8]; 10] = [
-        b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"TRAC", b"CONN", b"HTTP",
-    ];
-    b.len() >= 4 && STARTS.iter().any(|s| b.starts_with(s))
+    b.first_chunk::<4>().is_some_and(starts_like_http1)
 }
