@@ -112,6 +112,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs) -> anyhow::Result<()> {
         max_peers: r.max_peers,
         max_processes: r.max_processes,
         tokens_per_second_window: Duration::from_secs(r.tokens_per_second_window),
+        label_idle_timeout: Duration::from_secs(r.label_idle_timeout),
         ..MetricsConfig::default()
     };
     let metrics = Arc::new(Metrics::new(cfg, ATTACH_MODE)?);

@@ -56,6 +56,7 @@ impl Ex {
             tokens: Tokens::default(),
             finish_reason: None,
             error: None,
+            incomplete: None,
             tool_calls: Vec::new(),
             mcp: None,
             load_duration_ns: None,

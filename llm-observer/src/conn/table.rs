@@ -9,7 +9,8 @@ use std::{
 
 use llm_observer_common::starts_like_http1;
 use llm_observer_decode::{
-    ConnDecoder, DecodeError, EndedBy, Exchange, Limits, Output, Role, Stream, Unsupported,
+    ConnDecoder, DecodeError, EndedBy, Exchange, Incomplete, Limits, Output, Role, Stream,
+    Unsupported,
 };
 
 use crate::{
@@ -54,7 +55,7 @@ pub struct ConnTableConfig {
     pub limits: Limits,
     /// Most connections tracked at once; new ones beyond it are dropped (and counted).
     pub max_connections: usize,
-    /// Connections silent this long are forgotten (in-flight exchanges fail as truncated).
+    /// Connections silent this long are forgotten (in-flight exchanges end incomplete, `expired`).
     pub idle_timeout_ns: u64,
     /// Only connections with one of these local or peer ports (empty = all).
     pub ports: Vec<u16>,
@@ -301,7 +302,7 @@ impl ConnTable {
                     .map(|m| m.keys().filter(|k| k.fd == c.conn.fd).copied().collect())
                     .unwrap_or_default();
                 for id in stale {
-                    self.finish(id, EndedBy::Unknown, c.ts_ns, sink);
+                    self.finish(id, EndedBy::Capture(Incomplete::CloseUnseen), c.ts_ns, sink);
                 }
                 // An accepted socket's local address is its listener's: resolve that (long-lived,
                 // so /proc still has it) once per listener, instead of racing the connection.
@@ -345,10 +346,10 @@ impl ConnTable {
                     .map(|m| m.keys().copied().collect())
                     .unwrap_or_default();
                 for id in ids {
-                    let by = self
-                        .conns
-                        .get(&id)
-                        .map_or(EndedBy::Unknown, Conn::ended_by_local_close);
+                    let by = self.conns.get(&id).map_or(
+                        EndedBy::Capture(Incomplete::CloseUnseen),
+                        Conn::ended_by_local_close,
+                    );
                     self.finish(id, by, *ts_ns, sink);
                     self.stats.closed += 1;
                     // The kernel saw no close() for these: drop its entries too, or a reused pid
@@ -536,7 +537,7 @@ impl ConnTable {
             .map(|c| c.id)
             .collect();
         for id in old {
-            self.finish(id, EndedBy::Unknown, now_ns, sink);
+            self.finish(id, EndedBy::Capture(Incomplete::Expired), now_ns, sink);
             self.stats.expired += 1;
             // Forgotten here, so stop the kernel copying it (it would come back as orphans).
             self.untrack.push(id);

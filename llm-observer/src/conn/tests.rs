@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use llm_observer_common::Syscall;
 use llm_observer_decode::{
-    DecodeError, ErrorKind, Exchange, Role, TokenCount, Unsupported, llm::RequestSummary,
+    DecodeError, ErrorKind, Exchange, Incomplete, Role, TokenCount, Unsupported,
+    llm::RequestSummary,
 };
 
 use super::{ConnTable, ConnTableConfig, ConnView, Sink};
@@ -232,7 +233,11 @@ fn reused_fd_gets_a_fresh_connection() {
         "the request of the stale connection is finished"
     );
     assert_eq!(r.done[0].0, a);
-    assert_eq!(r.done[0].2.error, Some(ErrorKind::Truncated));
+    let ex = &r.done[0].2;
+    assert_eq!(
+        (ex.error, ex.incomplete),
+        (None, Some(Incomplete::CloseUnseen))
+    );
 }
 
 #[test]
@@ -262,7 +267,12 @@ fn lost_bytes_are_counted_exactly_and_resync_the_decoder() {
     assert_eq!(t.stats().gap_bytes, 1300);
     assert!(r.errors.contains(&"capture_gap"), "{:?}", r.errors);
     assert_eq!(r.done.len(), 1);
-    assert_eq!(r.done[0].2.error, Some(ErrorKind::Truncated));
+    // Lost by the capture: incomplete, never an error of the server.
+    let ex = &r.done[0].2;
+    assert_eq!(
+        (ex.error, ex.incomplete),
+        (None, Some(Incomplete::CaptureGap))
+    );
 }
 
 #[test]
@@ -340,8 +350,10 @@ fn process_exit_and_idle_expiry_end_connections() {
     assert_eq!((t.len(), t.stats().expired), (0, 1));
     assert_eq!(t.take_untrack(), vec![c]);
     assert_eq!(
-        r.done.last().map(|(id, _, ex)| (*id, ex.error)),
-        Some((c, Some(ErrorKind::Truncated)))
+        r.done
+            .last()
+            .map(|(id, _, ex)| (*id, ex.error, ex.incomplete)),
+        Some((c, None, Some(Incomplete::Expired)))
     );
 }
 

@@ -91,6 +91,7 @@ pub async fn run(
         }
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_ts = 0u64;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -106,6 +107,7 @@ pub async fn run(
                     };
                     match event::decode(&item) {
                         Ok(ev) => {
+                            last_ts = last_ts.max(ev.ts_ns());
                             if let Some(c) = &counters {
                                 match &ev {
                                     event::Event::Data(_) => c.data.inc(),
@@ -129,6 +131,11 @@ pub async fn run(
                 if drained {
                     guard.clear_ready();
                 }
+                // After the batch is applied: a reader that sees a time here knows every event
+                // captured before it has been applied (the ring is consumed in order).
+                if let Some(m) = &metrics {
+                    m.self_metrics().last_event_seconds.set(last_ts as f64 / 1e9);
+                }
             }
             _ = tick.tick() => housekeeping(&mut capture, &mut table, sink, metrics.as_deref()),
         }
@@ -150,6 +157,7 @@ fn housekeeping(
     let Some(m) = metrics else {
         return;
     };
+    m.expire_labels();
     let s = m.self_metrics();
     let k = capture.kernel_stats();
     let t = table.stats();
