@@ -49,6 +49,9 @@ impl Limits {
 pub enum EndedBy {
     Client,
     Server,
+    /// The server process was killed by the kernel's OOM killer: its in-flight requests failed
+    /// as `out_of_memory`.
+    ServerOom,
     /// Neither peer: the capture lost bytes, or the agent stopped following the connection. The
     /// exchanges it ends are [`Incomplete`], never an error of the observed server.
     Capture(Incomplete),

@@ -261,6 +261,8 @@ fn session() -> Metrics {
     sm.decode_error(&DecodeError::BadJson);
     sm.unsupported(Unsupported::Http2);
     sm.dropped.with_label_values(&["conn_table_full"]).inc();
+    // The OOM killer took the vLLM server once.
+    m.oom_killed("python3");
     m
 }
 

@@ -178,6 +178,7 @@ impl Core {
         match by {
             EndedBy::Client => self.fail(ErrorKind::ClientCancelled),
             EndedBy::Server => self.fail(ErrorKind::ServerClosed),
+            EndedBy::ServerOom => self.fail(ErrorKind::OutOfMemory),
             EndedBy::Capture(why) => {
                 if self.error.is_none() && self.incomplete.is_none() {
                     self.incomplete = Some(why);

@@ -35,6 +35,8 @@ pub trait Sink {
     fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError);
     /// Recognised but unsupported traffic (HTTP/2, upgrades, tunnels).
     fn unsupported(&mut self, conn: &ConnView<'_>, what: Unsupported);
+    /// The kernel's OOM killer chose an observed server process as its victim.
+    fn oom_killed(&mut self, _process: &ProcessInfo) {}
     /// Every event, before it is applied (for `trace --raw`). Default: nothing.
     fn raw(&mut self, _event: &Event, _conn: Option<&ConnView<'_>>) {}
 }
@@ -159,6 +161,8 @@ pub struct ConnTable {
     /// Local addresses of listening sockets by (tgid, fd).
     /// `None`: not a TCP listener (a unix socket), or gone.
     listeners: HashMap<(u32, i32), Option<SocketAddr>>,
+    /// Server processes the OOM killer chose, until their exit (their requests fail as OOM).
+    oom_victims: std::collections::HashSet<u32>,
     stats: TableStats,
     /// Kernel-side tracking to stop (not TCP, filtered out, table full): drained by the pipeline.
     untrack: Vec<ConnId>,
@@ -181,10 +185,16 @@ impl ConnTable {
             by_tgid: HashMap::new(),
             processes,
             listeners: HashMap::new(),
+            oom_victims: std::collections::HashSet::new(),
             stats: TableStats::default(),
             untrack: Vec::new(),
             out: Vec::new(),
         }
+    }
+
+    /// Root of the proc filesystem the table reads.
+    pub fn proc_root(&self) -> &std::path::Path {
+        &self.cfg.proc_root
     }
 
     pub fn stats(&self) -> TableStats {
@@ -338,18 +348,37 @@ impl ConnTable {
                     sink.raw(event, None);
                 }
             }
+            Event::OomVictim { pid, .. } => {
+                sink.raw(event, None);
+                // The victim is named by a thread id; its process is what holds the sockets.
+                let tgid = procfs::tgid_of(&self.cfg.proc_root, *pid).unwrap_or(*pid);
+                let serves = self.listeners.keys().any(|(t, _)| *t == tgid)
+                    || self.by_tgid.get(&tgid).is_some_and(|m| {
+                        m.keys()
+                            .any(|id| self.conns.get(id).is_some_and(|c| c.role == Role::Server))
+                    });
+                if serves && self.oom_victims.insert(tgid) {
+                    let process = self.processes.get(tgid);
+                    sink.oom_killed(&process);
+                }
+            }
             Event::ProcExit { tgid, ts_ns } => {
                 sink.raw(event, None);
+                let oom = self.oom_victims.remove(tgid);
                 let ids: Vec<ConnId> = self
                     .by_tgid
                     .get(tgid)
                     .map(|m| m.keys().copied().collect())
                     .unwrap_or_default();
                 for id in ids {
-                    let by = self.conns.get(&id).map_or(
-                        EndedBy::Capture(Incomplete::CloseUnseen),
-                        Conn::ended_by_local_close,
-                    );
+                    let by = match self.conns.get(&id) {
+                        None => EndedBy::Capture(Incomplete::CloseUnseen),
+                        // Killed for memory while serving: not a plain close.
+                        Some(c) if oom && c.role == Role::Server && !c.peer_eof => {
+                            EndedBy::ServerOom
+                        }
+                        Some(c) => c.ended_by_local_close(),
+                    };
                     self.finish(id, by, *ts_ns, sink);
                     self.stats.closed += 1;
                     // The kernel saw no close() for these: drop its entries too, or a reused pid

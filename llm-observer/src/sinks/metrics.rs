@@ -267,6 +267,13 @@ impl Metrics {
         }
     }
 
+    /// The kernel's OOM killer chose an observed server process.
+    pub fn oom_killed(&self, process: &str) {
+        let now = (self.env.now_ns)();
+        let process = self.caps.processes.label(Some(process), Admit::Yes, now);
+        self.server.oom_kills.with_label_values(&[&process]).inc();
+    }
+
     /// A process exited: stop sampling its memory.
     pub fn forget_pid(&self, pid: u32) {
         lock(&self.rss).forget(pid);
