@@ -46,6 +46,11 @@ pub struct RunArgs {
     )]
     pub metrics_addr: SocketAddr,
 
+    /// Prometheus exporter-toolkit web config (YAML) for the endpoint: TLS, client certificates,
+    /// basic auth, response headers. See docs/security.md.
+    #[arg(long = "web.config.file", env = "LLM_OBSERVER_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Distinct model label values per family before `other`.
     #[arg(long, env = "LLM_OBSERVER_MAX_MODELS", default_value_t = 32)]
     pub max_models: usize,
