@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// eBPF node agent: exact per-request LLM metrics (requests, latency, time to first token, tokens)
 /// from kernel-captured traffic of LLM servers and agents, served for Prometheus. No client,
-/// server or URL changes. Needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN).
+/// server or URL changes. Needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and (as non-root uid)
+/// CAP_DAC_READ_SEARCH: see docs/security.md.
 #[derive(Debug, Parser)]
 #[command(name = "llm-observer", version, about, long_about = None)]
 pub struct Cli {
