@@ -21,8 +21,8 @@ pub struct BasicAuth {
     bcrypt_turn: tokio::sync::Mutex<()>,
 }
 
-fn digest(password: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, password);
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -58,7 +58,7 @@ impl BasicAuth {
         let Some((user, password)) = header.and_then(parse_basic) else {
             return false;
         };
-        let sum = digest(&password);
+        let sum = sha256(&password);
         let cached = self
             .verified
             .lock()

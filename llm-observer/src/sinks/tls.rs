@@ -1,17 +1,21 @@
 //! [`TlsSettings`] → a rustls [`ServerConfig`] (ring provider): certificate and key, client
 //! certificate verification, protocol versions, TLS 1.2 cipher suites and key-exchange groups by
 //! the names Go (and so the exporter-toolkit format) uses. Every file is read and checked here, at
-//! startup, so a bad path or key is a startup error rather than a failed scrape.
+//! startup, so a bad path or key is a startup error rather than a failed scrape. The certificate
+//! and key files are checked again at each handshake and reloaded when they changed (the toolkit
+//! re-reads them per connection too), so a rotated certificate is served without a restart.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::{
     RootCertStore, ServerConfig, SupportedCipherSuite,
     crypto::{CryptoProvider, SupportedKxGroup, ring},
-    server::WebPkiClientVerifier,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
+use super::auth::sha256;
 use super::web_config::{ClientAuth, Pem, TlsSettings, TlsVersion, WebConfigError};
 
 fn invalid(msg: impl Into<String>) -> WebConfigError {
@@ -109,6 +113,80 @@ fn select_groups(provider: &mut CryptoProvider, names: &[String]) -> Result<(), 
     Ok(())
 }
 
+/// What identifies a version of the PEM files: a digest of each file's content (modification
+/// times are too coarse to tell two writes in one clock tick apart). Reading two small files per
+/// handshake costs microseconds; scrapes come seconds apart.
+type Stamp = Vec<Option<[u8; 32]>>;
+
+fn stamp(pems: &[&Pem]) -> Stamp {
+    pems.iter()
+        .map(|p| match p {
+            Pem::File(path) => std::fs::read(path).ok().map(|bytes| sha256(&bytes)),
+            Pem::Inline(_) => None,
+        })
+        .collect()
+}
+
+fn certified_key(
+    cert: &Pem,
+    key: &Pem,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, WebConfigError> {
+    let chain = certs(cert, "cert")?;
+    let key_bytes = read_pem(key, "key")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+        invalid(format!(
+            "tls_server_config: key: no usable PEM private key ({e})"
+        ))
+    })?;
+    CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| invalid(format!("tls_server_config: cert and key: {e}")))
+}
+
+/// The server certificate, re-read at a handshake when its files changed since the last read. A
+/// change that does not load (a half-written rotation, a key not matching yet) keeps the previous
+/// certificate, with one warning per change.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: Pem,
+    key: Pem,
+    provider: Arc<CryptoProvider>,
+    loaded: Mutex<(Stamp, Arc<CertifiedKey>)>,
+}
+
+impl ReloadingCert {
+    fn new(cert: Pem, key: Pem, provider: Arc<CryptoProvider>) -> Result<Self, WebConfigError> {
+        let version = stamp(&[&cert, &key]);
+        let first = certified_key(&cert, &key, &provider)?;
+        Ok(ReloadingCert {
+            cert,
+            key,
+            provider,
+            loaded: Mutex::new((version, Arc::new(first))),
+        })
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut loaded = self.loaded.lock().ok()?;
+        let now = stamp(&[&self.cert, &self.key]);
+        if now != loaded.0 {
+            loaded.0 = now;
+            match certified_key(&self.cert, &self.key, &self.provider) {
+                Ok(k) => {
+                    loaded.1 = Arc::new(k);
+                    log::info!("TLS certificate files changed: reloaded");
+                }
+                Err(e) => log::warn!(
+                    "TLS certificate files changed but do not load ({e}); serving the previous certificate"
+                ),
+            }
+        }
+        Some(loaded.1.clone())
+    }
+}
+
 /// Builds the server config, reading every file it names.
 pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, WebConfigError> {
     let mut provider = ring::default_provider();
@@ -135,7 +213,7 @@ pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, WebConfigErro
                     invalid(format!("tls_server_config: client CA certificate: {e}"))
                 })?;
             }
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let v = if *auth == ClientAuth::VerifyClientCertIfGiven {
                 v.allow_unauthenticated()
             } else {
@@ -147,16 +225,8 @@ pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, WebConfigErro
             )
         }
     };
-    let chain = certs(&t.cert, "cert")?;
-    let key_bytes = read_pem(&t.key, "key")?;
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
-        invalid(format!(
-            "tls_server_config: key: no usable PEM private key ({e})"
-        ))
-    })?;
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| invalid(format!("tls_server_config: cert and key: {e}")))?;
+    let resolver = ReloadingCert::new(t.cert.clone(), t.key.clone(), provider)?;
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.ignore_client_order = t.prefer_server_cipher_suites;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
