@@ -17,10 +17,10 @@ use std::{
     io::{self, Write as _},
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -57,6 +57,9 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// forever, however slowly it reads.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 
+/// Refused connections and requests are logged at most this often, with their count.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 pub const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const INDEX_HTML: &str = "<html><head><title>llm-observer</title></head><body>\
@@ -73,6 +76,35 @@ impl Readiness {
 
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Connections and requests refused (over capacity, failed TLS handshake, wrong credentials): one
+/// warning per [`REFUSAL_LOG_INTERVAL`] at most, so a scraper with a wrong password or a flood
+/// cannot fill the log, and an operator still learns why scrapes fail. Never logs credentials.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Refusals since the last line, and when that line was written.
+    state: Mutex<(u64, Option<Instant>)>,
+}
+
+impl Refusals {
+    /// Counts one refusal; logs it (with the count) when a line is due, and says whether it did.
+    fn note(&self, peer: SocketAddr, why: &dyn std::fmt::Display, now: Instant) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        s.0 += 1;
+        let due =
+            s.1.is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_LOG_INTERVAL);
+        if due {
+            log::warn!(
+                "metrics endpoint: {} refused since the last report; latest from {peer}: {why}",
+                s.0
+            );
+            *s = (0, Some(now));
+        }
+        due
     }
 }
 
@@ -178,20 +210,23 @@ impl MetricsServer {
             metrics,
             security: self.security,
             ready: self.ready,
+            refusals: Refusals::default(),
         });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
                         let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            let why = format!("over {MAX_CONNECTIONS} connections; closed");
+                            app.refusals.note(peer, &why, Instant::now());
                             continue; // dropping the stream closes it
                         };
                         let app = app.clone();
                         let stop = stop_rx.clone();
                         tokio::spawn(async move {
-                            connection(stream, app, stop, io_timeout).await;
+                            connection(stream, peer, app, stop, io_timeout).await;
                             drop(slot);
                         });
                     }
@@ -228,23 +263,43 @@ struct App {
     metrics: Arc<Metrics>,
     security: Security,
     ready: Readiness,
+    refusals: Refusals,
 }
 
-async fn connection(stream: TcpStream, app: Arc<App>, stop: watch::Receiver<bool>, t: Duration) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Receiver<bool>,
+    t: Duration,
+) {
     let _ = stream.set_nodelay(true);
     match &app.security.tls {
-        None => serve_http(stream, app, stop, t).await,
+        None => serve_http(stream, peer, app, stop, t).await,
         Some(acceptor) => {
-            // A failed or slow handshake (wrong CA, no client cert, plain HTTP) just closes.
-            if let Ok(Ok(tls)) = tokio::time::timeout(t, acceptor.accept(stream)).await {
-                serve_http(tls, app, stop, t).await;
+            // A failed or slow handshake (wrong CA, no client cert, plain HTTP) closes.
+            match tokio::time::timeout(t, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_http(tls, peer, app, stop, t).await,
+                Ok(Err(e)) => {
+                    let why = format!("TLS handshake failed: {e}");
+                    app.refusals.note(peer, &why, Instant::now());
+                }
+                Err(_) => {
+                    let why = format!("no TLS handshake within {t:?}");
+                    app.refusals.note(peer, &why, Instant::now());
+                }
             }
         }
     }
 }
 
-async fn serve_http<S>(io: S, app: Arc<App>, mut stop: watch::Receiver<bool>, t: Duration)
-where
+async fn serve_http<S>(
+    io: S,
+    peer: SocketAddr,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    t: Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = http1::Builder::new()
@@ -255,7 +310,7 @@ where
             TokioIo::new(io),
             service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(respond(&app, &req).await) }
+                async move { Ok::<_, Infallible>(respond(&app, &req, peer).await) }
             }),
         );
     tokio::pin!(conn);
@@ -290,15 +345,15 @@ fn status_text(status: StatusCode) -> Response<Full<Bytes>> {
     )
 }
 
-async fn respond(app: &App, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let mut resp = route(app, req).await;
+async fn respond(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let mut resp = route(app, req, peer).await;
     for (name, value) in &app.security.headers {
         resp.headers_mut().insert(name.clone(), value.clone());
     }
     resp
 }
 
-async fn route(app: &App, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let health = matches!(path, "/healthz" | "/readyz");
     if !health && let Some(auth) = &app.security.auth {
@@ -307,6 +362,12 @@ async fn route(app: &App, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         if !auth.check(given).await {
+            let why = if given.is_some() {
+                "401: wrong basic auth credentials"
+            } else {
+                "401: no basic auth credentials"
+            };
+            app.refusals.note(peer, &why, Instant::now());
             let mut r = status_text(StatusCode::UNAUTHORIZED);
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
@@ -415,6 +476,23 @@ mod tests {
         assert!(!accepts_gzip(&h("gzip; q=0.0, br")));
         assert!(!accepts_gzip(&h("identity")));
         assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval() {
+        let r = Refusals::default();
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(r.note(peer, &"x", t0), "the first one is logged");
+        assert!(!r.note(peer, &"x", t0 + Duration::from_secs(1)));
+        assert!(!r.note(peer, &"x", t0 + Duration::from_secs(59)));
+        assert_eq!(r.state.lock().unwrap().0, 2);
+        assert!(r.note(peer, &"x", t0 + REFUSAL_LOG_INTERVAL));
+        assert_eq!(
+            r.state.lock().unwrap().0,
+            0,
+            "the count restarts after a line"
+        );
     }
 
     #[test]
