@@ -3,7 +3,7 @@
 //! - secrets planted in requests (an `Authorization: Bearer` header, an `x-api-key` header, a
 //!   `?key=` URL parameter, an `"api_key"` JSON field, unique prompt text) appear nowhere in what the
 //!   agent writes at `--log trace` — stdout, stderr, `/metrics` — nor in `llm-observer trace`
-//!   output (without `--raw`);
+//!   output (without `--raw`); nor do the credentials a scraper sends to the agent's basic auth;
 //! - the agent runs as a non-root uid with exactly the documented capabilities (setpriv: ambient,
 //!   inheritable and bounding sets restricted) and counts a request exactly; without any one of
 //!   them it fails at once, naming it.
@@ -207,6 +207,88 @@ fn planted_secrets_reach_no_log_trace_or_metric() {
                     .join("\n")
             );
         }
+    }
+}
+
+/// The agent's own endpoint credentials (`--web.config.file` basic auth): bcrypt (cost 4) of
+/// [`SCRAPE_PASSWORD`], and the `Authorization: Basic` values of the right and a wrong password.
+const SCRAPE_PASSWORD: &str = "planted-scrape-pw-4e1b";
+const SCRAPE_HASH: &str = "$2b$04$A3PYR5GZbJZgg9wv/Ofz8.i7wC/2jVzjGbU3m3jNrQh3RQuYw1vre";
+const RIGHT_BASIC: &str = "cHJvbWV0aGV1czpwbGFudGVkLXNjcmFwZS1wdy00ZTFi";
+const WRONG_PASSWORD: &str = "planted-wrong-pw-77c2";
+const WRONG_BASIC: &str = "cHJvbWV0aGV1czpwbGFudGVkLXdyb25nLXB3LTc3YzI=";
+
+/// `curl` GET of `url` with optional extra headers; the HTTP status.
+fn curl_status(url: &str, headers: &[String]) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn scrape_credentials_reach_no_log() {
+    if !guard::agent_ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("llmo-sec-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!("basic_auth_users:\n  prometheus: \"{SCRAPE_HASH}\"\n"),
+    )
+    .expect("write the web config");
+    let mut cmd = Command::new(agent_bin());
+    cmd.args([
+        "--log",
+        "trace",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--port",
+        "1",
+    ])
+    .arg("--web.config.file")
+    .arg(&web);
+    let mut agent = Proc::spawn("llm-observer with basic auth", cmd).expect("agent");
+    let base = agent
+        .wait_for_line(Duration::from_secs(60), |_, l| {
+            let rest = &l[l.find("serving /metrics on ")? + "serving /metrics on ".len()..];
+            Some(rest.trim().trim_end_matches("/metrics").to_owned())
+        })
+        .expect("the agent serves");
+    let metrics = format!("{base}/metrics");
+    let auth = |b64: &str| vec![format!("Authorization: Basic {b64}")];
+    assert_eq!(curl_status(&metrics, &auth(RIGHT_BASIC)), "200");
+    assert_eq!(curl_status(&metrics, &auth(RIGHT_BASIC)), "200");
+    assert_eq!(curl_status(&metrics, &auth(WRONG_BASIC)), "401");
+    assert_eq!(curl_status(&metrics, &[]), "401");
+    assert_eq!(curl_status(&format!("{base}/healthz"), &[]), "200");
+    assert_eq!(curl_status(&format!("{base}/readyz"), &[]), "200");
+    agent
+        .terminate(Duration::from_secs(10))
+        .expect("agent stops");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = agent.output();
+    // Not vacuous: the refusal was logged (once: the second falls in the same minute).
+    assert_eq!(
+        out.matches("refused since the last report").count(),
+        1,
+        "{out}"
+    );
+    for secret in [SCRAPE_PASSWORD, RIGHT_BASIC, WRONG_PASSWORD, WRONG_BASIC] {
+        assert!(!out.contains(secret), "{secret:?} leaked:\n{out}");
     }
 }
 
