@@ -110,6 +110,37 @@ async fn client_certificates_are_required_and_verified() {
     // TLS 1.3 client auth is checked after the client's Finished: the refusal shows on the read.
     let refused = tls_get(addr, pki.client(&pki.ca_pem, false), "/metrics", &[]).await;
     assert!(refused.is_err(), "served a client without a certificate");
+    // A certificate from another CA is refused too.
+    let stranger = Pki::new("mtls-stranger");
+    let refused = tls_get(addr, stranger.client(&pki.ca_pem, true), "/metrics", &[]).await;
+    assert!(
+        refused.is_err(),
+        "served a client with a foreign certificate"
+    );
+    stop().await.expect("join").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_client_certificate_if_given_must_verify() {
+    let pki = Pki::new("ifgiven");
+    let cfg = pki.config(
+        "tls_server_config:\n  cert_file: tls/server.crt\n  key_file: tls/server.key\n  \
+         client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: tls/ca.crt\n",
+    );
+    let server = bind().await.with_web_config(&cfg).expect("loads");
+    let (addr, _, stop) = start(server, metrics());
+    for with_cert in [false, true] {
+        let ok = tls_get(addr, pki.client(&pki.ca_pem, with_cert), "/metrics", &[])
+            .await
+            .expect("no certificate, or one from the CA");
+        assert_eq!(ok.status, 200, "with_cert={with_cert}");
+    }
+    let stranger = Pki::new("ifgiven-stranger");
+    let refused = tls_get(addr, stranger.client(&pki.ca_pem, true), "/metrics", &[]).await;
+    assert!(
+        refused.is_err(),
+        "served a client with a foreign certificate"
+    );
     stop().await.expect("join").expect("clean shutdown");
 }
 
