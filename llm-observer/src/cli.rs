@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// eBPF node agent: exact per-request LLM metrics (requests, latency, time to first token, tokens)
 /// from kernel-captured traffic of LLM servers and agents, served for Prometheus. No client,
-/// server or URL changes. Needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN).
+/// server or URL changes. Needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and (as non-root uid)
+/// CAP_DAC_READ_SEARCH: see docs/security.md.
 #[derive(Debug, Parser)]
 #[command(name = "llm-observer", version, about, long_about = None)]
 pub struct Cli {
@@ -45,6 +46,11 @@ pub struct RunArgs {
         default_value = "0.0.0.0:9202"
     )]
     pub metrics_addr: SocketAddr,
+
+    /// Prometheus exporter-toolkit web config (YAML) for the endpoint: TLS, client certificates,
+    /// basic auth, response headers. See docs/security.md.
+    #[arg(long = "web.config.file", env = "LLM_OBSERVER_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
 
     /// Distinct model label values per family before `other`.
     #[arg(long, env = "LLM_OBSERVER_MAX_MODELS", default_value_t = 32)]

@@ -12,6 +12,7 @@ use llm_observer::{
     sinks::{
         http::MetricsServer,
         metrics::{Metrics, MetricsConfig},
+        web_config::WebConfig,
     },
 };
 use llm_observer_decode::Limits;
@@ -105,19 +106,43 @@ async fn run(r: &RunArgs, a: &CaptureArgs) -> anyhow::Result<()> {
         label_idle_timeout: Duration::from_secs(r.label_idle_timeout),
         ..MetricsConfig::default()
     };
+    // The web config is checked before anything is loaded, so a bad file fails at once.
+    let web = match &r.web_config_file {
+        Some(path) => {
+            let cfg = WebConfig::load(path)
+                .with_context(|| format!("--web.config.file {}", path.display()))?;
+            for w in &cfg.warnings {
+                log::warn!("--web.config.file {}: {w}", path.display());
+            }
+            Some(cfg)
+        }
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new(cfg, ATTACH_MODE)?);
-    let (capture, table) = start_capture(a)?;
-    let server = MetricsServer::bind(r.metrics_addr)
+    let mut server = MetricsServer::bind(r.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--metrics-addr)", r.metrics_addr))?;
-    log::info!("serving /metrics on http://{}/metrics", server.local_addr());
+    if let Some(cfg) = &web {
+        server = server.with_web_config(cfg).context("--web.config.file")?;
+    }
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    let (local, ready) = (server.local_addr(), server.readiness());
+    // Served from the start so /healthz answers while the programs load; /readyz waits for them.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx = stop_rx.clone();
     let http = tokio::spawn(server.run(metrics.clone(), async move {
         let _ = rx.changed().await;
     }));
-    let mut sink = MetricsSink::new(metrics.clone());
-    let result = pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await;
+    let result = match start_capture(a) {
+        Ok((capture, table)) => {
+            log::info!("serving /metrics on {scheme}://{local}/metrics");
+            ready.set(true);
+            let mut sink = MetricsSink::new(metrics.clone());
+            pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await
+        }
+        Err(e) => Err(e),
+    };
+    ready.set(false);
     let _ = stop_tx.send(true);
     let _ = http.await;
     result

@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Install what the build needs (nightly rust-src, bpf-linker built against the nightly's LLVM).
     Setup {
-        /// Also install the test dependencies (Python clients in .venv, promtool, curl).
+        /// Also install the test dependencies (Python clients in .venv, promtool and prometheus, curl).
         #[arg(long)]
         test: bool,
     },

@@ -128,14 +128,19 @@ fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Test dependencies: Debian's promtool and curl, and a venv with the official Python clients.
-/// Returns the venv's path.
+/// Test dependencies: Debian's promtool and prometheus (a real scraper of the TLS endpoint),
+/// curl, and a venv with the official Python clients. Returns the venv's path.
 pub fn test_deps(root: &Path) -> Result<PathBuf> {
-    let missing: Vec<&str> = [("promtool", "prometheus"), ("curl", "curl")]
-        .into_iter()
-        .filter(|(bin, _)| !have(bin))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let mut missing: Vec<&str> = [
+        ("promtool", "prometheus"),
+        ("prometheus", "prometheus"),
+        ("curl", "curl"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| !have(bin))
+    .map(|(_, pkg)| pkg)
+    .collect();
+    missing.dedup();
     if !missing.is_empty() {
         if !have("apt-get") {
             bail!("missing {missing:?} and no apt-get to install them");

@@ -7,6 +7,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
 /// Capability bits (`include/uapi/linux/capability.h`).
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -22,19 +23,64 @@ fn has_cap(caps: u64, bit: u32) -> bool {
     caps & (1u64 << bit) != 0
 }
 
-/// Missing privileges, as a message naming them; `None` when loading BPF is allowed.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The capabilities the agent needs (docs/security.md), as one line for messages.
+pub const NEEDED_CAPS: &str = "CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE, plus CAP_DAC_READ_SEARCH when not uid 0 (CAP_SYS_ADMIN may stand in for CAP_BPF + CAP_PERFMON)";
+
+/// Missing privileges, as a message naming them; `None` when the agent has what it needs.
 pub fn missing_privileges() -> Option<String> {
     let Some(caps) = effective_caps() else {
         return Some("cannot read /proc/self/status to check capabilities".into());
     };
-    if has_cap(caps, CAP_SYS_ADMIN) || (has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON)) {
+    missing_privileges_in(caps, euid())
+}
+
+fn missing_privileges_in(caps: u64, euid: u32) -> Option<String> {
+    let bpf_ok =
+        has_cap(caps, CAP_SYS_ADMIN) || (has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON));
+    let mut missing: Vec<&str> = Vec::new();
+    if !bpf_ok {
+        missing.extend(
+            [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+                .into_iter()
+                .filter(|(bit, _)| !has_cap(caps, *bit))
+                .map(|(_, name)| name),
+        );
+    }
+    if !has_cap(caps, CAP_SYS_PTRACE) {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    if missing.is_empty() {
         return None;
     }
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    Some(format!(
-        "not privileged enough to load eBPF programs (euid {euid}; need CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN): run as root, e.g. `sudo llm-observer`, or as a privileged container"
-    ))
+    let missing = missing.join(", ");
+    Some(if bpf_ok {
+        // Without it /proc/<pid>/fd of other processes is unreadable: sockets would go unnamed,
+        // unfiltered by port and, when open before start, uncaptured. Exact or nothing.
+        format!(
+            "missing {missing} (euid {euid}): needed to read /proc/<pid>/fd and /proc/<pid>/ns of other processes (socket identity, local port, connections open before start); the agent needs {NEEDED_CAPS}"
+        )
+    } else {
+        format!(
+            "not privileged enough to load eBPF programs (euid {euid}; missing {missing}; the agent needs {NEEDED_CAPS}): run as root, e.g. `sudo llm-observer`, as a privileged container, or with those capabilities"
+        )
+    })
+}
+
+/// Why `dir` exists but cannot be read (tracefs is mode 0700 root: another uid needs
+/// CAP_DAC_READ_SEARCH), if that is the case.
+fn unreadable(dir: &str) -> Option<String> {
+    match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+            "cannot read {dir} ({e}, euid {}): reading tracepoint ids needs CAP_DAC_READ_SEARCH when the agent is not uid 0",
+            euid()
+        )),
+        _ => None,
+    }
 }
 
 /// The tracing directory in use, mounting tracefs if it is not mounted yet (idempotent).
@@ -44,6 +90,9 @@ pub fn tracing_dir() -> Result<&'static str, String> {
     }
     if Path::new(DEBUGFS_TRACING).join("events").is_dir() {
         return Ok(DEBUGFS_TRACING);
+    }
+    if let Some(why) = unreadable(TRACEFS).or_else(|| unreadable(DEBUGFS_TRACING)) {
+        return Err(why);
     }
     if Path::new(TRACEFS).is_dir() {
         let src = c"tracefs";
@@ -199,8 +248,9 @@ pub fn check_items() -> Vec<CheckItem> {
         name: "privileges",
         ok: privs.is_none(),
         required: true,
-        detail: privs
-            .unwrap_or_else(|| "can load eBPF (CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN)".into()),
+        detail: privs.unwrap_or_else(|| {
+            "can load eBPF and read other processes' sockets (CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN, CAP_SYS_PTRACE)".into()
+        }),
     });
     match tracing_dir() {
         Ok(d) => items.push(CheckItem {
@@ -257,6 +307,36 @@ pub fn check_items() -> Vec<CheckItem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_exactly_the_missing_capabilities() {
+        let bit = |b: u32| 1u64 << b;
+        let all = bit(CAP_BPF) | bit(CAP_PERFMON) | bit(CAP_SYS_PTRACE);
+        assert_eq!(missing_privileges_in(all, 1000), None);
+        assert_eq!(missing_privileges_in(u64::MAX, 0), None);
+        assert_eq!(
+            missing_privileges_in(bit(CAP_SYS_ADMIN) | bit(CAP_SYS_PTRACE), 0),
+            None
+        );
+        let no_ptrace = missing_privileges_in(all & !bit(CAP_SYS_PTRACE), 65534).expect("missing");
+        assert!(
+            no_ptrace
+                .starts_with("missing CAP_SYS_PTRACE (euid 65534): needed to read /proc/<pid>/fd"),
+            "{no_ptrace}"
+        );
+        let no_perfmon = missing_privileges_in(all & !bit(CAP_PERFMON), 65534).expect("missing");
+        assert!(
+            no_perfmon.starts_with(
+                "not privileged enough to load eBPF programs (euid 65534; missing CAP_PERFMON;"
+            ),
+            "{no_perfmon}"
+        );
+        let none = missing_privileges_in(0, 65534).expect("missing");
+        assert!(
+            none.contains("missing CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE;"),
+            "{none}"
+        );
+    }
 
     #[test]
     fn parses_kernel_releases() {

@@ -2,11 +2,13 @@
 //!
 //! - [`metrics`]: [`Metrics`], the registry and the calls the pipeline makes per exchange.
 //! - [`self_metrics`]: the agent's own `llm_observer_*` health counters.
-//! - [`http`]: the tiny `/metrics` HTTP server.
+//! - [`http`]: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) on hyper, with TLS and basic
+//!   auth from [`web_config`] (`--web.config.file`, the exporter-toolkit format) via [`tls`], [`auth`].
 //!
 //! Every family, label and definition is listed in `docs/metrics.md`; a test keeps the two equal.
 
 pub mod admission;
+pub mod auth;
 pub mod families;
 pub mod http;
 pub mod labels;
@@ -14,9 +16,11 @@ mod memory;
 pub mod metrics;
 mod registry;
 pub mod self_metrics;
+pub mod tls;
+pub mod web_config;
 mod window;
 
-pub use http::{MetricsServer, serve};
+pub use http::{MetricsServer, Readiness, serve};
 pub use metrics::{ExchangeCtx, InFlight, Metrics, MetricsConfig, MetricsError, ScrapeEnv};
 pub use registry::{FamilyInfo, MetricKind};
 pub use self_metrics::SelfMetrics;

@@ -52,8 +52,21 @@ impl Agent {
     /// Starts `$LLM_OBSERVER_BIN --metrics-addr 127.0.0.1:0 <extra>` and waits until it logs
     /// `serving /metrics` and answers a scrape.
     pub fn start(extra: &[&str]) -> anyhow::Result<Agent> {
+        Agent::start_via(&[], extra)
+    }
+
+    /// Like [`Agent::start`], with the agent run through `wrapper` (e.g. `setpriv … --`), which
+    /// must exec it (so the process is the agent's).
+    pub fn start_via(wrapper: &[&str], extra: &[&str]) -> anyhow::Result<Agent> {
         let bin = path_from_env("LLM_OBSERVER_BIN", "target/release/llm-observer");
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.args(["--metrics-addr", "127.0.0.1:0"]).args(extra);
         let mut proc = Proc::spawn("llm-observer", cmd)?;
         let addr = proc.wait_for_line(AGENT_READY, |_, line| {
