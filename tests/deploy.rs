@@ -60,25 +60,10 @@ fn promtool() -> bool {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("llm-observer-deploy-{}", std::process::id()));
+    // Under target/ (ignored by git, removed by cargo clean), one folder per test run.
+    let dir = operate::root().join(format!("target/operate/deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir.join(name)
-}
-
-/// The YAML documents of `path`, as JSON (read by the venv's PyYAML, a kubernetes-validate
-/// dependency).
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let python = path_from_env("LLM_OBSERVER_VENV", ".venv").join("bin/python");
-    let out = run(
-        &python,
-        &[
-            "-c".as_ref(),
-            "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))".as_ref(),
-            path.as_os_str(),
-        ],
-    );
-    assert!(out.status.success(), "{}: {}", path.display(), said(&out));
-    serde_json::from_slice(&out.stdout).expect("JSON from PyYAML")
 }
 
 #[test]
@@ -209,7 +194,7 @@ fn kubernetes_sd_scrape_config_passes_promtool() {
 
 /// The files of the kustomize base (its `resources`).
 fn base_resources() -> Vec<PathBuf> {
-    let k = &yaml_docs(&deploy("kubernetes/kustomization.yaml"))[0];
+    let k = &operate::yaml_docs(&deploy("kubernetes/kustomization.yaml"))[0];
     k["resources"]
         .as_array()
         .expect("resources")
@@ -297,7 +282,7 @@ fn kubernetes_validate_rejects_a_misspelt_field() {
 }
 
 fn daemonset() -> Value {
-    yaml_docs(&deploy("kubernetes/daemonset.yaml")).remove(0)
+    operate::yaml_docs(&deploy("kubernetes/daemonset.yaml")).remove(0)
 }
 
 #[test]
@@ -359,7 +344,7 @@ fn service_and_pod_monitor_select_the_daemonset_pods_and_port() {
             .iter()
             .all(|(k, v)| labels.get(k) == Some(v))
     };
-    let svc = yaml_docs(&deploy("kubernetes/service.yaml")).remove(0);
+    let svc = operate::yaml_docs(&deploy("kubernetes/service.yaml")).remove(0);
     assert!(selects(&svc["spec"]["selector"]));
     assert_eq!(svc["spec"]["clusterIP"], "None", "headless");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], port["name"]);
@@ -367,7 +352,7 @@ fn service_and_pod_monitor_select_the_daemonset_pods_and_port() {
     assert_eq!(ann["prometheus.io/scrape"], "true");
     assert_eq!(ann["prometheus.io/port"], port["containerPort"].to_string());
     let pm_file = deploy("kubernetes/prometheus-operator/podmonitor.yaml");
-    let pm = yaml_docs(&pm_file).remove(0);
+    let pm = operate::yaml_docs(&pm_file).remove(0);
     assert_eq!(pm["kind"], "PodMonitor");
     assert!(selects(&pm["spec"]["selector"]["matchLabels"]));
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], port["name"]);
@@ -405,7 +390,7 @@ fn compose_file_validates_against_the_compose_specification() {
     std::fs::write(&bad, text.replace("read_only: true", "read_onlyy: true")).expect("write");
     assert!(!check(&bad).status.success());
     // The stack's host paths exist, and the agent runs with the DaemonSet's capabilities.
-    let doc = yaml_docs(&compose).remove(0);
+    let doc = operate::yaml_docs(&compose).remove(0);
     for (name, svc) in doc["services"].as_object().expect("services") {
         for v in svc["volumes"].as_array().into_iter().flatten() {
             let host = v

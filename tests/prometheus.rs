@@ -412,6 +412,8 @@ fn every_dashboard_query_returns_data_on_a_real_prometheus() {
             }
         }
     }
+    // What the agent used for this workload, for the DaemonSet's requests and limits.
+    writeln!(report, "agent: {}", agent_usage(agent.proc.id())).ok();
     println!("{report}");
     let out = operate::root().join("target/operate");
     let _ = std::fs::create_dir_all(&out);
@@ -462,6 +464,36 @@ fn every_dashboard_query_returns_data_on_a_real_prometheus() {
         bucket_index(0.45),
         "p90 {prom_p90} s is not in the slow bucket"
     );
+}
+
+/// VmRSS, VmHWM and CPU seconds (user + system) of `pid`, from /proc.
+fn agent_usage(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or("?".to_owned(), |v| v.trim().to_owned())
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name's closing parenthesis: utime and stime are the 12th and 13th.
+    let ticks: f64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(f64::NAN);
+    // USER_HZ is 100 on Linux.
+    format!(
+        "VmRSS {}, VmHWM {}, CPU {:.2} s",
+        field("VmRSS:"),
+        field("VmHWM:"),
+        ticks / 100.0
+    )
 }
 
 /// The last `n` lines of `text`.

@@ -24,3 +24,25 @@ pub fn have(program: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// The YAML documents of `path`, as JSON (read by the venv's PyYAML, a kubernetes-validate
+/// dependency installed from deploy/requirements.txt).
+pub fn yaml_docs(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let python = llm_observer_tests::harness::stack::path_from_env("LLM_OBSERVER_VENV", ".venv")
+        .join("bin/python");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))",
+        ])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("{} does not run: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from PyYAML")
+}
