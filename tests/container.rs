@@ -232,11 +232,9 @@ fn counts_host_requests(privileged: bool) {
         .exactly("llm_time_to_first_token_seconds_count", &openai, 1.0)
         .exactly("llm_requests_total", &ollama, 2.0)
         .exactly("llm_tokens_generated_total", &ollama, 6.0)
-        .exactly(
-            "llm_client_requests_total",
-            &[("model", tag.as_str()), ("process", "curl")],
-            5.0,
-        )
+        // The client view of the same calls. Not selected by process: curl may exit before the
+        // agent reads its name from /proc, and is then `unknown`.
+        .exactly("llm_client_requests_total", &[("model", tag.as_str())], 5.0)
         .exactly(
             "llm_inference_errors_total",
             &[("model", tag.as_str())],

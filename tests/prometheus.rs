@@ -412,6 +412,11 @@ fn every_dashboard_query_returns_data_on_a_real_prometheus() {
             }
         }
     }
+    // The shipped alerting rules loaded and evaluate cleanly on the agent's real series.
+    let rules = prom.rules().expect("rules API");
+    assert_eq!(rules.len(), 8, "{rules:?}");
+    assert!(rules.iter().all(|(_, health)| health == "ok"), "{rules:?}");
+
     // What the agent used for this workload, for the DaemonSet's requests and limits.
     writeln!(report, "agent: {}", agent_usage(agent.proc.id())).ok();
     println!("{report}");

@@ -115,6 +115,21 @@ impl Prometheus {
         Ok(data.as_array().into_iter().flatten().map(labels).collect())
     }
 
+    /// `(rule name, health)` of every rule Prometheus loaded.
+    pub fn rules(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let data = self.get("/api/v1/rules", &[])?;
+        Ok(data["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                (s("name"), s("health"))
+            })
+            .collect())
+    }
+
     /// Polls `sum(expr)` until every `(expr, want)` holds at one evaluation time; returns that
     /// time. Fails after `timeout` with the values last seen.
     pub fn wait_for_totals(
