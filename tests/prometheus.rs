@@ -99,6 +99,9 @@ struct Run {
     load: String,
     error: String,
     agentic: String,
+    /// MCP tool names of this run (the tools server fails names starting with `broken`).
+    weather: String,
+    broken: String,
 }
 
 impl Run {
@@ -185,12 +188,12 @@ impl Run {
             rpc(
                 3,
                 "tools/call",
-                json!({"name": "get_weather", "arguments": {"city": "Paris"}}),
+                json!({"name": self.weather, "arguments": {"city": "Paris"}}),
             ),
             rpc(
                 4,
                 "tools/call",
-                json!({"name": "broken_tool", "arguments": {}}),
+                json!({"name": self.broken, "arguments": {}}),
             ),
             rpc(5, "resources/read", json!({"uri": "file:///nothing"})),
         ] {
@@ -203,6 +206,10 @@ impl Run {
     fn totals(&self, rounds: f64) -> Vec<(String, f64)> {
         let m =
             |model: &str| format!("llm_requests_total{{job=\"llm-metrics\", model=\"{model}\"}}");
+        // Other processes on the node may send LLM and MCP traffic too: every total is selected
+        // by this run's model names, tool names or the tools server's address.
+        let agentic = format!("model=\"{}\"", self.agentic);
+        let peer = format!("peer=\"127.0.0.1:{}\"", self.tools.port);
         let mut out = vec![
             (m(&self.fast), FAST as f64),
             (m(&self.slow), SLOW as f64),
@@ -232,19 +239,41 @@ impl Run {
                 ),
                 2.0,
             ),
-            ("llm_tool_calls_total{tool=\"get_weather\"}".into(), 1.0),
             (
-                "llm_client_tool_calls_total{tool=\"get_weather\"}".into(),
-                1.0,
-            ),
-            ("llm_mcp_requests_total".into(), 5.0),
-            ("llm_client_mcp_requests_total".into(), 5.0),
-            (
-                "llm_client_mcp_requests_total{method=\"tools/call\", error=\"tool_error\"}".into(),
+                format!("llm_tool_calls_total{{tool=\"get_weather\", {agentic}}}"),
                 1.0,
             ),
             (
-                "llm_mcp_requests_total{method=\"resources/read\", error=\"jsonrpc_error\"}".into(),
+                format!("llm_client_tool_calls_total{{tool=\"get_weather\", {agentic}}}"),
+                1.0,
+            ),
+            // MCP: the client view by the tools server's address; the server view (no peer
+            // label) by this run's tool names.
+            (format!("llm_client_mcp_requests_total{{{peer}}}"), 5.0),
+            (
+                format!(
+                    "llm_client_mcp_requests_total{{{peer}, method=\"tools/call\", error=\"tool_error\"}}"
+                ),
+                1.0,
+            ),
+            (
+                format!(
+                    "llm_client_mcp_requests_total{{{peer}, method=\"resources/read\", error=\"jsonrpc_error\"}}"
+                ),
+                1.0,
+            ),
+            (
+                format!(
+                    "llm_mcp_requests_total{{method=\"tools/call\", tool=\"{}\", error=\"none\"}}",
+                    self.weather
+                ),
+                1.0,
+            ),
+            (
+                format!(
+                    "llm_mcp_requests_total{{method=\"tools/call\", tool=\"{}\", error=\"tool_error\"}}",
+                    self.broken
+                ),
                 1.0,
             ),
         ];
@@ -301,6 +330,8 @@ fn every_dashboard_query_returns_data_on_a_real_prometheus() {
         load: tag("dash-load"),
         error: tag("err-429"),
         agentic: tag("dash-agent"),
+        weather: format!("weather_{port}"),
+        broken: format!("broken_{port}"),
         emu,
         tools,
     };
@@ -313,8 +344,32 @@ fn every_dashboard_query_returns_data_on_a_real_prometheus() {
     );
     let prom = Prometheus::start(&config).expect("prometheus starts");
     let fail = |what: &str, e: anyhow::Error| -> ! {
+        // The agent's own account of what it could not see: losses explain missing requests.
+        let health = prom
+            .query(
+                "{__name__=~\"llm_observer_(lost_events|dropped|truncated_bytes|decode_errors|events)_total\"} > 0",
+            )
+            .map(|v| {
+                v.iter()
+                    .map(|(l, x)| format!("  {l:?} {x}\n"))
+                    .collect::<String>()
+            })
+            .unwrap_or_else(|e| format!("{e:#}"));
+        let lost = prom
+            .query("sum(llm_observer_lost_events_total)")
+            .ok()
+            .and_then(|v| v.first().map(|s| s.1))
+            .unwrap_or(0.0);
+        let why = if lost > 0.0 {
+            format!(
+                "\nthe agent lost {lost} kernel events (ring buffer full: heavy traffic of other \
+                 processes on this node), so exact totals cannot appear"
+            )
+        } else {
+            String::new()
+        };
         panic!(
-            "{what}: {e:#}\nagent log (tail):\n{}\nprometheus log:\n{}",
+            "{what}: {e:#}{why}\nagent self-metrics (non-zero):\n{health}agent log (tail):\n{}\nprometheus log:\n{}",
             tail(&agent.proc.output(), 30),
             tail(&prom.proc.output(), 30)
         )

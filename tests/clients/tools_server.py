@@ -5,8 +5,9 @@ LLM emulator does not serve.
 - `POST /v1/chat/completions`: an OpenAI chat completion (not streamed) in which the model asks
   for one tool call, `get_weather`, with reported usage (12 prompt, 7 completion tokens).
 - `POST /mcp`: MCP Streamable HTTP, one JSON-RPC message per POST answered as `application/json`:
-  `initialize`, `tools/list`, `tools/call` (`get_weather` succeeds, `broken_tool` answers a tool
-  result with `isError: true`), any other method a JSON-RPC error -32601; notifications get 202.
+  `initialize`, `tools/list`, `tools/call` (a tool whose name starts with `broken` answers a tool
+  result with `isError: true`, any other succeeds), any other method a JSON-RPC error -32601;
+  notifications get 202.
 
 Prints `listening on 127.0.0.1:PORT` as its first stdout line, then serves HTTP/1.1 (keep-alive)
 until killed. Standard library only.
@@ -48,11 +49,11 @@ def mcp_reply(msg):
     elif method == "tools/list":
         result = {"tools": [TOOL]}
     elif method == "tools/call":
-        name = (msg.get("params") or {}).get("name")
-        if name == "get_weather":
-            result = {"content": [{"type": "text", "text": "sunny"}], "isError": False}
-        else:
+        name = str((msg.get("params") or {}).get("name"))
+        if name.startswith("broken"):
             result = {"content": [{"type": "text", "text": f"tool {name} failed"}], "isError": True}
+        else:
+            result = {"content": [{"type": "text", "text": "sunny"}], "isError": False}
     else:
         return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}}
     return {"jsonrpc": "2.0", "id": rid, "result": result}
