@@ -412,6 +412,19 @@ fn compose_file_validates_against_the_compose_specification() {
     assert_eq!(agent["cap_add"], caps["add"]);
     assert_eq!(agent["pid"], "host");
     assert_eq!(agent["read_only"], true);
+    // Prometheus of the stack scrapes the port the agent serves (host network: localhost).
+    let served = agent["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("--metrics-addr=0.0.0.0:"))
+        .expect("the agent's --metrics-addr");
+    let prom = &operate::yaml_docs(&deploy("prometheus/prometheus.yml"))[0];
+    assert_eq!(prom["scrape_configs"][0]["job_name"], "llm-metrics");
+    assert_eq!(
+        prom["scrape_configs"][0]["static_configs"][0]["targets"][0],
+        format!("localhost:{served}")
+    );
 }
 
 #[test]
