@@ -17,6 +17,7 @@
 //! select series by model names no other traffic uses and by the emulator's process name. Every
 //! wait has a deadline.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -456,7 +457,12 @@ fn every_error_kind_is_counted_once() {
         ),
         ("openai", "stream", "slow-50", "client_cancelled", "2xx"),
     ];
-    let mut expected = Expected::new();
+    // No scenario model ever succeeds, so none is admitted as a label value (junk-proof
+    // admission, docs/metrics.md): every one of them is counted under `model="other"`, exactly
+    // once per request, and no scenario name appears in any series.
+    let mut errors: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut requests: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut names = Vec::new();
     for (api, mode, scenario, kind, class) in cases {
         let model_name = s.model(scenario);
         let model = model_name.as_str();
@@ -476,23 +482,50 @@ fn every_error_kind_is_counted_once() {
         let c = s.workload(&args);
         assert_eq!(c.requests(), 1);
         assert_eq!(c.ok(), 0, "{api} {model}: {:?}", c.0);
-        let labels = [("api", api), ("model", model), ("process", SERVER)];
-        expected = expected
-            .exactly(
-                "llm_inference_errors_total",
-                &with(&labels, &[("type", kind)]),
-                1.0,
-            )
-            .exactly("llm_inference_errors_total", &labels, 1.0)
-            .exactly(
-                "llm_requests_total",
-                &with(&labels, &[("status", class)]),
-                1.0,
-            )
-            .exactly("llm_requests_total", &labels, 1.0)
-            .exactly("llm_active_requests", &labels, 0.0);
+        *errors.entry((api, kind)).or_default() += 1.0;
+        *requests.entry((api, class)).or_default() += 1.0;
+        names.push(model_name);
     }
-    s.expect(&expected);
+    let mut expected = Expected::new();
+    for ((api, kind), n) in &errors {
+        let labels = [("api", *api), ("model", "other"), ("process", SERVER)];
+        expected = expected.exactly(
+            "llm_inference_errors_total",
+            &with(&labels, &[("type", kind)]),
+            *n,
+        );
+    }
+    for ((api, class), n) in &requests {
+        let labels = [("api", *api), ("model", "other"), ("process", SERVER)];
+        expected = expected.exactly(
+            "llm_requests_total",
+            &with(&labels, &[("status", class)]),
+            *n,
+        );
+    }
+    expected = expected
+        .exactly(
+            "llm_inference_errors_total",
+            &[("model", "other"), ("process", SERVER)],
+            10.0,
+        )
+        .exactly(
+            "llm_requests_total",
+            &[("model", "other"), ("process", SERVER)],
+            10.0,
+        )
+        .exactly("llm_active_requests", &[("process", SERVER)], 0.0)
+        .exactly("llm_queue_size", &[("process", SERVER)], 0.0);
+    let last = s.expect(&expected);
+    for name in &names {
+        assert!(
+            !last
+                .samples
+                .iter()
+                .any(|x| x.labels.values().any(|v| v == name)),
+            "a model that never succeeded left a series: {name}"
+        );
+    }
 }
 
 #[test]
@@ -545,7 +578,9 @@ fn port_filter_keeps_every_server_exchange() {
         curl_post(&url, &body, false, Duration::from_secs(30)).expect("curl runs");
     }
     let ok = server("openai", "chat", port_model);
-    let failed = server("openai", "chat", rate_limited);
+    // A model that never succeeded is not admitted as a label value: `other`.
+    let failed = server("openai", "chat", "other");
+    let peer = s.emu.addr().to_string();
     s.expect(
         &served_ok(&ok, 3.0, 6.0, 9.0)
             .exactly(
@@ -559,7 +594,12 @@ fn port_filter_keeps_every_server_exchange() {
                 2.0,
             )
             .exactly("llm_client_requests_total", &[("model", port_model)], 3.0)
-            .exactly("llm_client_requests_total", &[("model", rate_limited)], 2.0),
+            .exactly(
+                "llm_client_requests_total",
+                &[("model", "other"), ("peer", &peer), ("status", "4xx")],
+                2.0,
+            )
+            .exactly("llm_client_requests_total", &[("model", rate_limited)], 0.0),
     );
 }
 

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use libfuzzer_sys::fuzz_target;
-use llm_observer_decode::{ConnDecoder, EndedBy, Limits, Output, Stream};
+use llm_observer_decode::{ConnDecoder, EndedBy, Incomplete, Limits, Output, Stream};
 
 #[path = "common.rs"]
 mod common;
@@ -66,7 +66,7 @@ fuzz_target!(|input: &[u8]| {
             }
             _ => {
                 let by =
-                    [EndedBy::Client, EndedBy::Server, EndedBy::Unknown][usize::from(op >> 3) % 3];
+                    [EndedBy::Client, EndedBy::Server, EndedBy::Capture(Incomplete::CaptureGap)][usize::from(op >> 3) % 3];
                 d.end(by, ts, &mut out);
                 ended = true;
                 break;
@@ -75,7 +75,7 @@ fuzz_target!(|input: &[u8]| {
         assert!(d.buffered_bytes() <= LIMITS.max_buffered_bytes());
     }
     if !ended {
-        d.end(EndedBy::Unknown, ts + 1, &mut out);
+        d.end(EndedBy::Capture(Incomplete::CaptureGap), ts + 1, &mut out);
     }
     assert_eq!(d.buffered_bytes(), 0);
     let mut started = BTreeSet::new();

@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use llm_observer_decode::llm::{self, BodyEnd, Headers, Request, ResponseHead};
-use llm_observer_decode::{EndedBy, Exchange, Limits};
+use llm_observer_decode::{EndedBy, Exchange, Incomplete, Limits};
 
 #[path = "common.rs"]
 mod common;
@@ -40,7 +40,7 @@ const STATUSES: &[u16] = &[200, 202, 429, 500];
 const ENDS: &[BodyEnd] = &[
     BodyEnd::Complete,
     BodyEnd::Cut(EndedBy::Client),
-    BodyEnd::Cut(EndedBy::Unknown),
+    BodyEnd::Cut(EndedBy::Capture(Incomplete::CaptureGap)),
     BodyEnd::NoResponse(EndedBy::Server),
 ];
 

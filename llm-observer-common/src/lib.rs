@@ -41,6 +41,9 @@ pub enum EventKind {
     ConnClose = 3,
     /// [`ConnEvent`]: a tracked process exited (fd = -1: all its sockets are gone).
     ProcExit = 4,
+    /// [`ConnEvent`]: the kernel's OOM killer chose a victim; the header's tgid and tid are the
+    /// victim's pid (a thread id; usually its process's), fd = -1.
+    OomVictim = 5,
 }
 
 impl EventKind {
@@ -50,6 +53,7 @@ impl EventKind {
             2 => Some(EventKind::ConnOpen),
             3 => Some(EventKind::ConnClose),
             4 => Some(EventKind::ProcExit),
+            5 => Some(EventKind::OomVictim),
             _ => None,
         }
     }
@@ -337,8 +341,49 @@ const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX
 const _: () = assert!(core::mem::size_of::<ConnState>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
+/// Arguments of an in-flight read/write-family syscall, saved at enter for its exit (map
+/// `ACTIVE_IO`, keyed by pid_tgid). User space writes it too, for a call that was already blocked
+/// when the probes attached (read from `/proc/<pid>/task/<tid>/syscall`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IoArgs {
+    /// buf / iovec array / msghdr / mmsghdr array, by syscall.
+    pub buf: u64,
+    /// count / iovcnt / flags / vlen.
+    pub count: u64,
+    /// The connection's generation at enter (the fd may be closed and reused before exit).
+    pub generation: u64,
+    pub fd: i32,
+    /// [`Syscall`] as u32.
+    pub syscall: u32,
+    /// recv flags (`MSG_PEEK`, `MSG_TRUNC`), 0 for other calls.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Arguments of an in-flight accept/accept4 (map `ACTIVE_ACCEPT`, keyed by pid_tgid); written by
+/// user space for an accept already blocked when the probes attached, like [`IoArgs`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptArgs {
+    /// User pointer to the caller's sockaddr buffer (0: none).
+    pub addr: u64,
+    /// User pointer to its length (in: buffer size, out: address size).
+    pub addrlen_ptr: u64,
+    pub listen_fd: i32,
+    /// `*addrlen` at enter: the size of the caller's address buffer.
+    pub buf_len: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<IoArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<AcceptArgs>() == 24);
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: plain-old-data: repr(C), explicit padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::IoArgs {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AcceptArgs {}
     // SAFETY: plain-old-data: repr(C), explicit padding, every bit pattern valid.
     unsafe impl aya::Pod for super::ConnState {}
     // SAFETY: as above.

@@ -173,15 +173,18 @@ pub enum ErrorKind {
     Overloaded,
     /// The prompt did not fit the context window.
     ContextLengthExceeded,
-    /// The server ran out of (GPU) memory.
+    /// The server ran out of (GPU) memory, or the kernel's OOM killer ended it mid-request.
     OutOfMemory,
+    /// HTTP 408 / 504 or a timeout error body: the server or a gateway gave up waiting.
+    Timeout,
     /// An error object arrived in the body after HTTP 200 (stream error event, NDJSON `{"error":..}`).
     StreamError,
     /// The client closed the connection before the response was complete.
     ClientCancelled,
     /// The server closed the connection before the response was complete.
     ServerClosed,
-    /// The stream ended (connection close) before its terminal event, and it is unknown who closed.
+    /// The response framing ended cleanly (last chunk, full length) but the stream never sent its
+    /// terminal event (`[DONE]`, `message_stop`, `done:true`): the server cut its own answer.
     Truncated,
     /// JSON-RPC error response (MCP protocol error).
     JsonRpcError,
@@ -198,12 +201,51 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::ContextLengthExceeded => "context_length_exceeded",
             ErrorKind::OutOfMemory => "out_of_memory",
+            ErrorKind::Timeout => "timeout",
             ErrorKind::StreamError => "stream_error",
             ErrorKind::ClientCancelled => "client_cancelled",
             ErrorKind::ServerClosed => "server_closed",
             ErrorKind::Truncated => "truncated",
             ErrorKind::JsonRpcError => "jsonrpc_error",
             ErrorKind::ToolError => "tool_error",
+        }
+    }
+}
+
+/// Why the capture could not see an exchange whole. None of these is the observed server's (or
+/// client's) doing, so such exchanges never count as inference errors: the agent accounts for them
+/// in `llm_observer_incomplete_exchanges_total{reason}` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Incomplete {
+    /// Bytes of the exchange were lost by the capture (ring buffer overflow, per-call truncation).
+    CaptureGap,
+    /// The connection went silent past the idle timeout and was forgotten mid-exchange.
+    Expired,
+    /// Its fd was reused (or the process exited) without a close the capture saw.
+    CloseUnseen,
+    /// The bytes stopped being decodable (not HTTP, malformed framing, an upgrade).
+    Undecodable,
+    /// A decoder limit was reached (too many pipelined requests) and decoding stopped.
+    DecoderLimit,
+}
+
+impl Incomplete {
+    pub const ALL: [Incomplete; 5] = [
+        Incomplete::CaptureGap,
+        Incomplete::Expired,
+        Incomplete::CloseUnseen,
+        Incomplete::Undecodable,
+        Incomplete::DecoderLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Incomplete::CaptureGap => "capture_gap",
+            Incomplete::Expired => "expired",
+            Incomplete::CloseUnseen => "close_unseen",
+            Incomplete::Undecodable => "undecodable",
+            Incomplete::DecoderLimit => "decoder_limit",
         }
     }
 }
@@ -272,6 +314,9 @@ pub struct Exchange {
     /// Finish / stop / done reason as the server wrote it (bounded length).
     pub finish_reason: Option<String>,
     pub error: Option<ErrorKind>,
+    /// Set when the capture could not see the exchange whole; its figures are then partial and it
+    /// is counted only in the agent's own accounting (never as an error of the server).
+    pub incomplete: Option<Incomplete>,
     /// Names of tools the model asked to call (OpenAI `tool_calls`, Anthropic `tool_use`, Ollama
     /// `tool_calls`); bounded count.
     pub tool_calls: Vec<String>,

@@ -7,6 +7,7 @@
 //! - [`llm`]: API recognition and decoders (Ollama, OpenAI-compatible, Anthropic, TGI, llama.cpp,
 //!   MCP) that turn one HTTP request/response pair into one [`Exchange`].
 //! - [`decoder`]: [`ConnDecoder`], the per-connection entry point that wires the two.
+//! - [`types`]: the vocabulary all of them share (limits, [`DecodeError`], [`EndedBy`], [`Output`]).
 //!
 //! Nothing here does I/O, reads clocks or needs privileges, so every parser can be driven from byte
 //! fixtures, split at arbitrary boundaries, and fuzzed.
@@ -15,6 +16,8 @@ pub mod decoder;
 pub mod exchange;
 pub mod llm;
 pub mod protocol;
+pub mod types;
 
-pub use decoder::{ConnDecoder, DecodeError, EndedBy, Limits, Output, Unsupported};
+pub use decoder::{Candidate, ConnDecoder, Recognizer};
 pub use exchange::*;
+pub use types::{DecodeError, EndedBy, Limits, Output, Unsupported};

@@ -5,7 +5,8 @@
 
 use llm_observer_decode::llm::{self, BodyEnd, Headers, Request, ResponseHead};
 use llm_observer_decode::{
-    Api, DecodeError, EndedBy, ErrorKind, Exchange, McpInfo, Operation, Timings, TokenCount, Tokens,
+    Api, DecodeError, EndedBy, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings,
+    TokenCount, Tokens,
 };
 
 const REQ_START: u64 = 1_000;
@@ -136,6 +137,7 @@ fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) 
         tokens: Tokens::default(),
         finish_reason: None,
         error: None,
+        incomplete: None,
         tool_calls: vec![],
         mcp: None,
         load_duration_ns: None,

@@ -392,6 +392,7 @@ fn expected(fx: &Fixture, spec: &Spec) -> Exchange {
         tokens,
         finish_reason: finish,
         error: spec.error,
+        incomplete: None,
         tool_calls: vec![],
         mcp: None,
         load_duration_ns: None,

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET,
-    DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, MAX_CAPTURE_PER_CALL,
+    DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs, MAX_CAPTURE_PER_CALL,
     MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER,
     PROTO_SEEDED, PROTO_UNKNOWN, Stat, Syscall, TP_ARG3, TP_RET, conn_key, starts_like_http1,
 };
@@ -25,22 +25,6 @@ use llm_observer_common::{
 use crate::{
     ACTIVE_IO, CONNS, EVENTS, SCRATCH, SEGMENTS, config, header, stat_add, syscall_args, wanted,
 };
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct IoArgs {
-    /// buf / iovec array / msghdr / mmsghdr array, by syscall.
-    buf: u64,
-    /// count / iovcnt / flags / vlen.
-    count: u64,
-    /// The connection's generation at enter (the fd may be closed and reused before exit).
-    generation: u64,
-    fd: i32,
-    syscall: u32,
-    /// recv flags (`MSG_PEEK`, `MSG_TRUNC`), 0 for other calls.
-    flags: u32,
-    _pad: u32,
-}
 
 /// Per-CPU working state of one data syscall's exit: its gathered segments and the copy loop's
 /// progress.

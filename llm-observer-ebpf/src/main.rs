@@ -25,13 +25,13 @@ mod io;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use llm_observer_common::{
-    CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent, ConnState, DataEvent, EventHeader, EventKind,
-    MAX_SEGMENTS, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0,
-    TP_ARG1, TP_ARG2, TP_RET, conn_key,
+    AcceptArgs, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent, ConnState, DataEvent, EventHeader,
+    EventKind, IoArgs, MAX_SEGMENTS, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat,
+    Syscall, TP_ARG0, TP_ARG1, TP_ARG2, TP_RET, conn_key,
 };
 
 /// Every event for user space. The size here is a default; the agent sets it at load time.
@@ -42,14 +42,16 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
-/// Tracked TCP sockets by `conn_key(tgid, fd)`. LRU so that sockets whose close we never saw
-/// (fd passed to another process, exit races) cannot fill the map forever.
+/// Tracked TCP sockets by `conn_key(tgid, fd)`. A plain hash, not an LRU: an LRU would evict live
+/// connections silently under pressure; here a full map refuses the new socket and counts it
+/// (`Stat::ConnMapFull`). Entries whose close was never seen (a process that died while its exit
+/// event was lost) are swept by user space.
 #[map]
-static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
 
 /// Arguments of an in-flight read/write-family syscall, by pid_tgid (enter → exit).
 #[map]
-static ACTIVE_IO: HashMap<u64, io::IoArgs> = HashMap::with_max_entries(16384, 0);
+static ACTIVE_IO: HashMap<u64, IoArgs> = HashMap::with_max_entries(16384, 0);
 
 /// Arguments of an in-flight connect, by pid_tgid.
 #[map]
@@ -79,16 +81,6 @@ struct ConnectArgs {
     fd: i32,
     /// Set by `inet_sock_set_state` when this connect moved a TCP socket to SYN_SENT.
     tcp: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct AcceptArgs {
-    addr: u64,
-    addrlen_ptr: u64,
-    listen_fd: i32,
-    /// `*addrlen` at enter: the size of the caller's address buffer.
-    buf_len: u32,
 }
 
 const AF_UNIX: u16 = 1;
@@ -438,6 +430,25 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if whole_group {
         emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
     }
+    0
+}
+
+/// `oom:mark_victim`: the OOM killer chose `pid` (@8). Runs in the killer's context, so the
+/// victim is named from the tracepoint's field, not from the current task; user space fails the
+/// victim's in-flight requests as `out_of_memory` when its exit follows.
+#[tracepoint]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset from the tracepoint's format file.
+    let pid = unsafe { ctx.read_at::<i32>(8).unwrap_or(-1) };
+    if pid <= 0 {
+        return 0;
+    }
+    let victim = pid as u32;
+    if !wanted(&config(), victim) {
+        return 0;
+    }
+    let id = (u64::from(victim) << 32) | u64::from(victim);
+    emit_conn(EventKind::OomVictim, id, -1, 0, ConnInfo::role(0));
     0
 }
 

@@ -65,6 +65,11 @@ pub struct RunArgs {
         default_value_t = 30
     )]
     pub tokens_per_second_window: u64,
+
+    /// Seconds after which a model, process, peer or tool label value that no request used is
+    /// dropped (its series removed, its slot freed for a new value); 0 keeps values forever.
+    #[arg(long, env = "LLM_OBSERVER_LABEL_IDLE_TIMEOUT", default_value_t = 3600)]
+    pub label_idle_timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

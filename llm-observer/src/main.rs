@@ -5,7 +5,7 @@ use std::{io::Write, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser as _;
 use llm_observer::{
-    capture::{ATTACH_MODE, Capture, CaptureConfig, system},
+    capture::{ATTACH_MODE, Capture, CaptureConfig, procfs, system},
     cli::{CaptureArgs, Cli, Command, RunArgs, TraceArgs},
     conn::{ConnTable, ConnTableConfig},
     pipeline::{self, metrics_sink::MetricsSink, trace_sink::TraceSink},
@@ -51,19 +51,9 @@ fn capture_config(a: &CaptureArgs) -> CaptureConfig {
         ring_bytes: a.ring_bytes,
         max_bytes_per_call: a.max_capture_bytes,
         target_pid: a.pid,
-        ignore_pid: Some(own_pid(&a.proc_root)),
+        ignore_pid: Some(procfs::own_pid(&a.proc_root)),
         all_protocols: a.all_protocols,
     }
-}
-
-/// This process's pid as the kernel's probes see it (the init PID namespace): `<proc root>/self`
-/// names it when the host's /proc is mounted into a container; `std::process::id()` would be
-/// the container's own number.
-fn own_pid(proc_root: &std::path::Path) -> u32 {
-    std::fs::read_link(proc_root.join("self"))
-        .ok()
-        .and_then(|p| p.to_str()?.parse().ok())
-        .unwrap_or_else(std::process::id)
 }
 
 fn table_config(a: &CaptureArgs) -> ConnTableConfig {
@@ -112,6 +102,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs) -> anyhow::Result<()> {
         max_peers: r.max_peers,
         max_processes: r.max_processes,
         tokens_per_second_window: Duration::from_secs(r.tokens_per_second_window),
+        label_idle_timeout: Duration::from_secs(r.label_idle_timeout),
         ..MetricsConfig::default()
     };
     let metrics = Arc::new(Metrics::new(cfg, ATTACH_MODE)?);

@@ -56,6 +56,7 @@ impl Ex {
             tokens: Tokens::default(),
             finish_reason: None,
             error: None,
+            incomplete: None,
             tool_calls: Vec::new(),
             mcp: None,
             load_duration_ns: None,
@@ -260,6 +261,8 @@ fn session() -> Metrics {
     sm.decode_error(&DecodeError::BadJson);
     sm.unsupported(Unsupported::Http2);
     sm.dropped.with_label_values(&["conn_table_full"]).inc();
+    // The OOM killer took the vLLM server once.
+    m.oom_killed("python3");
     m
 }
 

@@ -6,10 +6,11 @@
 //! [`ApiDecoder`].
 //!
 //! End-of-response rules ([`Engine::finish`]):
-//! - no response head → `ClientCancelled` / `ServerClosed` / `Truncated` by who closed;
+//! - no response head → `ClientCancelled` / `ServerClosed` by who closed, or [`Incomplete`] when
+//!   the capture ended it (lost bytes, a forgotten connection) — never an error of the server;
 //! - status ≥ 400 → classified from the status and the error body ([`super::errors`]);
 //! - a body cut before the API's terminal event (`[DONE]`, `message_stop`, `done:true`, …) →
-//!   by who closed; a stream whose framing ended cleanly but without its terminal event (llama.cpp
+//!   by who closed, as above; a stream whose framing ended cleanly but without its terminal event (llama.cpp
 //!   answers a too-long streamed prompt with 200 and an empty stream) → `Truncated`;
 //! - an error already seen in the body (stream error event) is kept over the cut.
 //!
@@ -19,12 +20,13 @@
 
 use std::fmt;
 
-use crate::decoder::{DecodeError, EndedBy, Limits};
 use crate::exchange::{
-    Api, ErrorKind, Exchange, McpInfo, Operation, Timings, TokenCount, TokenSource, Tokens,
+    Api, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings, TokenCount, TokenSource,
+    Tokens,
 };
 use crate::protocol::ndjson::NdjsonParser;
 use crate::protocol::sse::{SseEvent, SseParser};
+use crate::types::{DecodeError, EndedBy, Limits};
 
 use super::errors::{ErrorFacts, classify_http};
 use super::{ApiDecoder, BodyEnd, Request, RequestSummary, ResponseHead};
@@ -66,6 +68,8 @@ pub(crate) struct Core {
     pub usage_final: bool,
     pub finish_reason: Option<String>,
     pub error: Option<ErrorKind>,
+    /// The capture could not see the exchange whole (set only while no error is known).
+    pub incomplete: Option<Incomplete>,
     pub tool_calls: Vec<String>,
     pub mcp: Option<McpInfo>,
     pub load_duration_ns: Option<u64>,
@@ -105,6 +109,7 @@ impl Core {
             usage_final: false,
             finish_reason: None,
             error: None,
+            incomplete: None,
             tool_calls: Vec::new(),
             mcp: None,
             load_duration_ns: None,
@@ -164,12 +169,22 @@ pub(crate) fn reported(v: Option<u64>) -> TokenCount {
     v.map_or(TokenCount::ABSENT, TokenCount::reported)
 }
 
-/// Kind of error for a connection that ended early, by who ended it.
-pub(crate) fn ended_by_kind(by: EndedBy) -> ErrorKind {
-    match by {
-        EndedBy::Client => ErrorKind::ClientCancelled,
-        EndedBy::Server => ErrorKind::ServerClosed,
-        EndedBy::Unknown => ErrorKind::Truncated,
+impl Core {
+    /// The connection ended before the response was whole. A peer's close fails the exchange
+    /// (cancelled by the client, closed by the server); an end the capture caused leaves it
+    /// incomplete instead, so an overloaded agent never makes a healthy server look broken. An
+    /// error already seen (a stream error event) is kept over either.
+    pub(crate) fn cut(&mut self, by: EndedBy) {
+        match by {
+            EndedBy::Client => self.fail(ErrorKind::ClientCancelled),
+            EndedBy::Server => self.fail(ErrorKind::ServerClosed),
+            EndedBy::ServerOom => self.fail(ErrorKind::OutOfMemory),
+            EndedBy::Capture(why) => {
+                if self.error.is_none() && self.incomplete.is_none() {
+                    self.incomplete = Some(why);
+                }
+            }
+        }
     }
 }
 
@@ -492,7 +507,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             ..
         } = &mut *self;
         match end {
-            BodyEnd::NoResponse(by) => core.fail(ended_by_kind(by)),
+            BodyEnd::NoResponse(by) => core.cut(by),
             BodyEnd::Complete | BodyEnd::Cut(_) => {
                 if let (Framing::Ndjson(p), BodyEnd::Complete) = (&mut *framing, end) {
                     p.finish(end_ns, &mut dropped, |line, ts, errors| {
@@ -511,7 +526,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
                 handler.finish(core);
                 if !core.terminal && status < 400 {
                     match end {
-                        BodyEnd::Cut(by) => core.fail(ended_by_kind(by)),
+                        BodyEnd::Cut(by) => core.cut(by),
                         // A stream that ended cleanly but never said it was done.
                         _ if core.streamed && (200..300).contains(&status) => {
                             core.fail(ErrorKind::Truncated)
@@ -543,6 +558,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             tokens: core.tokens,
             finish_reason: core.finish_reason,
             error: core.error,
+            incomplete: core.incomplete,
             tool_calls: core.tool_calls,
             mcp: core.mcp,
             load_duration_ns: core.load_duration_ns,

@@ -18,7 +18,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use crate::decoder::Limits;
+use crate::types::Limits;
 
 use super::json::{NonEmpty, RpcId, Str, trim_start};
 use super::{ApiDecoder, Headers, Request};

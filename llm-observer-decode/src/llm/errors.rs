@@ -8,8 +8,8 @@
 //! - FastAPI: `{"detail":"message"}`.
 //!
 //! Order of the checks, most specific first: context length, out of memory, an explicit
-//! overloaded / rate-limit type or code, then the HTTP status (429 → rate limited, 503/529 →
-//! overloaded, else by class). Messages are matched case-insensitively on their first 4 KiB.
+//! overloaded / rate-limit type or code, a timeout, then the HTTP status (429 → rate limited,
+//! 408/504/524 → timeout, 503/529 → overloaded, else by class). Messages are matched case-insensitively on their first 4 KiB.
 
 use serde_json::Value;
 
@@ -102,6 +102,15 @@ impl ErrorFacts {
             || MESSAGES.iter().any(|m| self.message.contains(m))
     }
 
+    /// A gateway or server that gave up waiting: `timeout` / `timed out` / `deadline exceeded` in
+    /// the type, code or message (vLLM, TGI, LiteLLM, Envoy and cloud gateways word it so).
+    fn timeout(&self) -> bool {
+        const MESSAGES: &[&str] = &["timed out", "timeout", "deadline exceeded"];
+        self.type_or_code("timeout")
+            || self.type_or_code("deadline_exceeded")
+            || MESSAGES.iter().any(|m| self.message.contains(m))
+    }
+
     fn out_of_memory(&self) -> bool {
         self.message.contains("out of memory")
             || self.message.contains("outofmemory")
@@ -142,9 +151,15 @@ pub(crate) fn classify_http(status: u16, facts: Option<&ErrorFacts>) -> ErrorKin
         if f.type_or_code("rate_limit") {
             return ErrorKind::RateLimited;
         }
+        if f.timeout() {
+            return ErrorKind::Timeout;
+        }
     }
     match status {
         429 => ErrorKind::RateLimited,
+        // Request Timeout, Gateway Timeout, and the de-facto gateway codes for a timed-out
+        // upstream (Cloudflare 524, nginx 499 is the client's and stays a client error).
+        408 | 504 | 524 => ErrorKind::Timeout,
         503 | 529 => ErrorKind::Overloaded,
         400..=499 => ErrorKind::ClientError,
         _ => ErrorKind::ServerError,
@@ -211,6 +226,23 @@ mod tests {
         assert_eq!(
             http(404, r#"{"error":"model not found"}"#),
             ErrorKind::ClientError
+        );
+        assert_eq!(http(408, ""), ErrorKind::Timeout);
+        assert_eq!(
+            http(504, "<html>Gateway Time-out</html>"),
+            ErrorKind::Timeout
+        );
+        assert_eq!(http(524, ""), ErrorKind::Timeout);
+        assert_eq!(
+            http(
+                500,
+                r#"{"error":{"message":"Request timed out.","type":"timeout"}}"#
+            ),
+            ErrorKind::Timeout
+        );
+        assert_eq!(
+            http(400, r#"{"detail":"upstream deadline exceeded"}"#),
+            ErrorKind::Timeout
         );
         assert_eq!(
             classify_stream_body(br#"{"type":"error","error":{"type":"rate_limit_error"}}"#),

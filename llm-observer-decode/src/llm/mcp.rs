@@ -20,9 +20,9 @@
 
 use serde::Deserialize;
 
-use crate::decoder::{DecodeError, Limits};
 use crate::exchange::{Api, ErrorKind, McpInfo, Operation};
 use crate::protocol::sse::SseEvent;
+use crate::types::{DecodeError, Limits};
 
 use super::common::{Core, Engine, Handler, MAX_MCP, Native, cap};
 use super::detect::Shape;

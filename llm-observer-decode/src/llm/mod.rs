@@ -8,8 +8,8 @@
 //! Decoders keep no prompt or response text beyond what decoding needs: bounded buffers for the
 //! JSON value or stream event being parsed, never the accumulated output.
 
-use crate::decoder::{DecodeError, EndedBy, Limits};
 use crate::exchange::{Api, Exchange, Operation};
+use crate::types::{DecodeError, EndedBy, Limits};
 
 mod anthropic;
 mod common;
@@ -27,6 +27,16 @@ mod tgi;
 /// HTTP header list as received: names lower-cased ASCII, values raw bytes, in wire order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers(pub Vec<(String, Vec<u8>)>);
+
+/// Turns a complete request into an API decoder, or `None` for traffic that is not a known API.
+/// [`crate::ConnDecoder::new`] uses [`recognize_with_limits`]; tests (and embedders with their own
+/// APIs) can plug in another with [`crate::ConnDecoder::with_recognizer`].
+pub type Recognizer = fn(&Request<'_>, &Limits) -> Option<Box<dyn ApiDecoder>>;
+
+/// Judges a request by method, path and headers before its body is read: only candidates have
+/// their body collected and offered to the [`Recognizer`]. [`crate::ConnDecoder::new`] uses
+/// [`is_candidate`]; [`crate::ConnDecoder::with_recognizer`] collects every body.
+pub type Candidate = fn(&str, &str, &Headers) -> bool;
 
 impl Headers {
     /// First value of header `name` (give it lower-case).

@@ -19,9 +19,9 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::decoder::{DecodeError, Limits};
 use crate::exchange::{Api, Operation};
 use crate::protocol::sse::SseEvent;
+use crate::types::{DecodeError, Limits};
 
 use super::common::{Core, Engine, Handler, Native, reported};
 use super::errors::classify_stream_body;

@@ -15,9 +15,9 @@
 
 use serde::Deserialize;
 
-use crate::decoder::{DecodeError, Limits};
 use crate::exchange::{Api, Operation};
 use crate::protocol::sse::SseEvent;
+use crate::types::{DecodeError, Limits};
 
 use super::common::{Core, Engine, Handler, Native};
 use super::errors::{ErrorFacts, classify_stream, classify_stream_body};

@@ -2,7 +2,7 @@
 //! decoder, delivering decoded bytes to the [`Handler`] stamped with the capture time of the
 //! bytes that carried them. Nothing of the body is buffered here.
 
-use crate::decoder::DecodeError;
+use crate::types::DecodeError;
 
 use super::chunked::ChunkedDecoder;
 use super::decompress::Decompressor;

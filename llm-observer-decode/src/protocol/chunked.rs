@@ -5,7 +5,7 @@
 //! Nothing is buffered: the size line is folded into a `u64` as it arrives, extensions and
 //! trailers are only counted (and capped), and chunk data is handed out as sub-slices of the input.
 
-use crate::decoder::DecodeError;
+use crate::types::DecodeError;
 
 /// Longest chunk extension (`;name=value...` after the size) accepted. Nobody sends long ones; a
 /// longer one means the stream is not chunked data we understand.

@@ -15,7 +15,7 @@ use std::io::Write;
 use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
 use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 
-use crate::decoder::DecodeError;
+use crate::types::DecodeError;
 
 /// log2 of the largest zstd window accepted (8 MiB).
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;

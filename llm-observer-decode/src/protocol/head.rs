@@ -1,8 +1,8 @@
 //! HTTP/1.x heads: parsing a complete head with `httparse` into owned values, and deciding from
 //! it how the body is framed (RFC 9112 §6.3) and encoded.
 
-use crate::decoder::DecodeError;
 use crate::llm::Headers;
+use crate::types::DecodeError;
 
 use super::decompress::Coding;
 

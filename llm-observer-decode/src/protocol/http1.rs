@@ -16,7 +16,7 @@
 //! are skipped); anything else resyncs. Garbage before any valid message on the connection is
 //! [`DecodeError::NotHttp`] and the parser stops for good.
 
-use crate::decoder::{DecodeError, Limits, Unsupported};
+use crate::types::{DecodeError, Limits, Unsupported};
 
 use super::body::Body;
 use super::head::{self, Direction, Framing, Head};
@@ -42,8 +42,10 @@ pub enum Outcome {
     /// Bytes of it were lost by the capture but its framing survived: the next message is found
     /// normally (its place in a request/response sequence is kept).
     Lost,
-    /// Bytes were lost or malformed and the framing with them: the parser resyncs.
+    /// Bytes were lost by the capture and the framing with them: the parser resyncs.
     Aborted,
+    /// Bytes were malformed (a bad chunk size) and the framing with them: the parser resyncs.
+    Malformed,
 }
 
 /// The end of one message.
@@ -180,7 +182,7 @@ impl Parser {
                         h.error(e.err);
                         if !body.muted {
                             h.end(MessageEnd {
-                                outcome: Outcome::Aborted,
+                                outcome: Outcome::Malformed,
                                 ts_ns,
                                 wire_bytes: body.wire_bytes,
                                 truncated: true,

@@ -9,7 +9,7 @@
 //! reported once as [`DecodeError::EventTooLarge`]. Lines that lie whole inside one feed are handed
 //! out in place, without copying.
 
-use crate::decoder::DecodeError;
+use crate::types::DecodeError;
 
 /// Incremental NDJSON line splitter for one response body.
 #[derive(Debug)]

@@ -7,8 +7,10 @@
 
 use std::collections::VecDeque;
 
-use crate::decoder::{Candidate, DecodeError, EndedBy, Limits, Output, Recognizer, Unsupported};
+use crate::exchange::Incomplete;
 use crate::llm::{self, ApiDecoder, BodyEnd, Headers};
+use crate::llm::{Candidate, Recognizer};
+use crate::types::{DecodeError, EndedBy, Limits, Output, Unsupported};
 
 use super::head::Head;
 use super::http1::{BodyPlan, Handler, MessageEnd, Outcome};
@@ -84,6 +86,8 @@ pub(crate) struct Pairing {
     pub(crate) ended_by: EndedBy,
     /// Give up on the connection (not HTTP, unsupported protocol, too many pending).
     pub(crate) stop: bool,
+    /// Why decoding stopped, for the exchanges still open then.
+    pub(crate) stop_why: Incomplete,
     /// Capture time of the current call.
     pub(crate) ts_ns: u64,
 }
@@ -99,8 +103,9 @@ impl Pairing {
             pending: VecDeque::new(),
             inflight: None,
             resp_resynced: false,
-            ended_by: EndedBy::Unknown,
+            ended_by: EndedBy::Capture(Incomplete::CloseUnseen),
             stop: false,
+            stop_why: Incomplete::Undecodable,
             ts_ns: 0,
         }
     }
@@ -135,12 +140,13 @@ impl Pairing {
             // rather than guess.
             out.push(Output::Error(DecodeError::TooManyPending));
             self.stop = true;
+            self.stop_why = Incomplete::DecoderLimit;
             if let Some(d) = pending.decoder {
                 finish(
                     out,
                     pending.seq,
                     d,
-                    BodyEnd::NoResponse(EndedBy::Unknown),
+                    BodyEnd::NoResponse(EndedBy::Capture(Incomplete::DecoderLimit)),
                     self.ts_ns,
                     0,
                     false,
@@ -158,7 +164,7 @@ impl Pairing {
             // Responses of the earlier ones were in the lost bytes.
             for q in self.pending.drain(..latest) {
                 if let Some(d) = q.decoder {
-                    let end = BodyEnd::Cut(EndedBy::Unknown);
+                    let end = BodyEnd::Cut(EndedBy::Capture(Incomplete::CaptureGap));
                     finish(out, q.seq, d, end, start_ns, 0, true);
                 }
             }
@@ -250,7 +256,7 @@ impl Handler for ReqSide<'_> {
             }
             // Its bytes were lost but its response will still come: keep its place.
             Outcome::Lost => None,
-            Outcome::Cut | Outcome::Aborted => return,
+            Outcome::Cut | Outcome::Aborted | Outcome::Malformed => return,
         };
         if let Some(d) = &decoder {
             let s = d.summary();
@@ -360,7 +366,7 @@ impl Handler for RespSide<'_> {
     }
 
     fn end(&mut self, end: MessageEnd) {
-        if end.outcome == Outcome::Aborted {
+        if matches!(end.outcome, Outcome::Aborted | Outcome::Malformed) {
             self.p.resp_resynced = true;
         }
         let Some(f) = self.p.inflight.take() else {
@@ -369,7 +375,10 @@ impl Handler for RespSide<'_> {
         let body_end = match end.outcome {
             Outcome::Complete => BodyEnd::Complete,
             Outcome::Cut => BodyEnd::Cut(self.p.ended_by),
-            Outcome::Lost | Outcome::Aborted => BodyEnd::Cut(EndedBy::Unknown),
+            Outcome::Lost | Outcome::Aborted => {
+                BodyEnd::Cut(EndedBy::Capture(Incomplete::CaptureGap))
+            }
+            Outcome::Malformed => BodyEnd::Cut(EndedBy::Capture(Incomplete::Undecodable)),
         };
         finish(
             self.out,

@@ -21,7 +21,7 @@
 //! parsing continues with the next event. Lines that lie whole inside one feed are not copied unless
 //! their event spans feeds or has several `data` lines.
 
-use crate::decoder::DecodeError;
+use crate::types::DecodeError;
 
 /// One dispatched event. Borrowed from the parser (or the fed bytes); copy what must outlive it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -209,10 +209,12 @@ const CHAT: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","con
 
 #[test]
 fn no_response_by_who_closed() {
-    for (by, kind) in [
-        (EndedBy::Client, ErrorKind::ClientCancelled),
-        (EndedBy::Server, ErrorKind::ServerClosed),
-        (EndedBy::Unknown, ErrorKind::Truncated),
+    let gap = Incomplete::CaptureGap;
+    for (by, kind, incomplete) in [
+        (EndedBy::Client, Some(ErrorKind::ClientCancelled), None),
+        (EndedBy::Server, Some(ErrorKind::ServerClosed), None),
+        // The capture, not a peer, ended it: incomplete, and no error of the server.
+        (EndedBy::Capture(gap), None, Some(gap)),
     ] {
         let mut case = Case::new("/v1/chat/completions", CHAT).end(BodyEnd::NoResponse(by));
         case.status = None;
@@ -222,7 +224,8 @@ fn no_response_by_who_closed() {
                 response_start_ns: None,
                 ..timings(None, None, 0, case.end_ns())
             },
-            error: Some(kind),
+            error: kind,
+            incomplete,
             ..base(
                 Api::Openai,
                 Operation::Chat,
@@ -233,6 +236,29 @@ fn no_response_by_who_closed() {
         };
         assert_eq!(drive(&case).exchange, want);
     }
+}
+
+#[test]
+fn stream_cut_by_the_capture_is_incomplete_not_an_error() {
+    // Bytes lost mid-stream (ring overflow): the server did nothing wrong.
+    for why in Incomplete::ALL {
+        let case = Case::new("/v1/chat/completions", CHAT)
+            .ct("text/event-stream")
+            .pieces(&["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n"])
+            .end(BodyEnd::Cut(EndedBy::Capture(why)));
+        let ex = drive(&case).exchange;
+        assert_eq!((ex.error, ex.incomplete), (None, Some(why)));
+    }
+    // A stream error seen before the cut stays the exchange's error.
+    let case = Case::new("/v1/chat/completions", CHAT)
+        .ct("text/event-stream")
+        .pieces(&["data: {\"error\":{\"message\":\"boom\"}}\n\n"])
+        .end(BodyEnd::Cut(EndedBy::Capture(Incomplete::CaptureGap)));
+    let ex = drive(&case).exchange;
+    assert_eq!(
+        (ex.error, ex.incomplete),
+        (Some(ErrorKind::StreamError), None)
+    );
 }
 
 #[test]
@@ -260,7 +286,7 @@ fn stream_cut_unknown_after_finish_is_complete() {
     let case = Case::new("/v1/chat/completions", CHAT)
         .ct("text/event-stream")
         .pieces(&["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DO"])
-        .end(BodyEnd::Cut(EndedBy::Unknown));
+        .end(BodyEnd::Cut(EndedBy::Capture(Incomplete::CaptureGap)));
     let out = drive(&case);
     assert_eq!(out.exchange.error, None);
     assert_eq!(out.exchange.finish_reason.as_deref(), Some("stop"));

@@ -343,7 +343,15 @@ fn gap_inside_a_known_length_body_keeps_pairing() {
     assert_eq!(
         done_rows(&out),
         [
-            row(0, "GET", "/a", Some(200), "", "012", "Cut(Unknown)"),
+            row(
+                0,
+                "GET",
+                "/a",
+                Some(200),
+                "",
+                "012",
+                "Cut(Capture(CaptureGap))"
+            ),
             row(1, "GET", "/b", Some(200), "", "ok", "Complete")
         ]
     );
@@ -371,7 +379,15 @@ fn gap_that_breaks_framing_resyncs_by_time() {
     assert_eq!(
         done_rows(&out),
         [
-            row(0, "GET", "/a", Some(200), "", "he", "Cut(Unknown)"),
+            row(
+                0,
+                "GET",
+                "/a",
+                Some(200),
+                "",
+                "he",
+                "Cut(Capture(CaptureGap))"
+            ),
             row(1, "GET", "/b", Some(201), "", "b", "Complete")
         ]
     );
@@ -435,7 +451,15 @@ fn upgrade_and_connect_stop_the_connection() {
     assert_eq!(out[1], Output::Unsupported(Unsupported::Connect));
     assert_eq!(
         done_rows(&out),
-        [row(0, "GET", "/a", None, "", "", "NoResponse(Unknown)")]
+        [row(
+            0,
+            "GET",
+            "/a",
+            None,
+            "",
+            "",
+            "NoResponse(Capture(Undecodable))"
+        )]
     );
     assert_eq!(out.len(), 3);
 }
@@ -450,7 +474,7 @@ fn too_many_pending_requests_stop_the_connection() {
     let out = run_conn(limits, &steps, whole, false);
     assert_eq!(errors(&out), [DecodeError::TooManyPending]);
     let ends: Vec<_> = done_rows(&out).into_iter().map(|r| (r.0, r.6)).collect();
-    let no = "NoResponse(Unknown)".to_string();
+    let no = "NoResponse(Capture(DecoderLimit))".to_string();
     assert_eq!(ends, [(0, no.clone()), (1, no.clone()), (2, no)]);
 }
 

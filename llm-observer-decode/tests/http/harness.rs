@@ -247,6 +247,7 @@ impl ApiDecoder for Probe {
             tokens: Default::default(),
             finish_reason: Some(format!("{end:?}")),
             error: None,
+            incomplete: None,
             tool_calls: Vec::new(),
             mcp: None,
             load_duration_ns: None,

@@ -210,7 +210,7 @@ fn megabyte_chunk_size_line_is_bad_chunk() {
         ];
         let out = drive(Limits::default(), &input, 8192, true);
         assert_eq!(errors(&out), [DecodeError::BadChunk], "filler {filler:?}");
-        assert_eq!(done_rows(&out)[0].6, "Cut(Unknown)");
+        assert_eq!(done_rows(&out)[0].6, "Cut(Capture(Undecodable))");
     }
     // In a request body too: the request is lost, nothing else breaks.
     let mut req = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();

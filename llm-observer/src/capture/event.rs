@@ -114,6 +114,11 @@ pub enum Event {
         tgid: u32,
         ts_ns: u64,
     },
+    /// The kernel's OOM killer chose task `pid` (a thread id, usually its process's) as a victim.
+    OomVictim {
+        pid: u32,
+        ts_ns: u64,
+    },
 }
 
 impl Event {
@@ -121,7 +126,7 @@ impl Event {
         match self {
             Event::Data(d) => d.ts_ns,
             Event::Open(c) | Event::Close(c) => c.ts_ns,
-            Event::ProcExit { ts_ns, .. } => *ts_ns,
+            Event::ProcExit { ts_ns, .. } | Event::OomVictim { ts_ns, .. } => *ts_ns,
         }
     }
 
@@ -131,6 +136,7 @@ impl Event {
             Event::Open(_) => "conn_open",
             Event::Close(_) => "conn_close",
             Event::ProcExit { .. } => "proc_exit",
+            Event::OomVictim { .. } => "oom_victim",
         }
     }
 }
@@ -234,6 +240,10 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
         }
         EventKind::ProcExit => Ok(Event::ProcExit {
             tgid: hdr.tgid,
+            ts_ns: hdr.ts_ns,
+        }),
+        EventKind::OomVictim => Ok(Event::OomVictim {
+            pid: hdr.tgid,
             ts_ns: hdr.ts_ns,
         }),
     }

@@ -6,6 +6,7 @@
 //! that names what is missing.
 
 pub mod event;
+pub mod inflight;
 pub mod procfs;
 pub mod system;
 
@@ -44,6 +45,7 @@ const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("syscalls", "sys_exit_accept", true),
     ("syscalls", "sys_enter_close", false),
     ("sched", "sched_process_exit", false),
+    ("oom", "mark_victim", true),
     ("syscalls", "sys_enter_write", false),
     ("syscalls", "sys_exit_write", false),
     ("syscalls", "sys_enter_writev", false),
@@ -282,6 +284,98 @@ impl Capture {
                 let _ = conns.remove(&key);
             }
         }
+    }
+
+    /// Saves the arguments of accept and read/write-family calls that were already blocked when
+    /// the probes attached (see [`inflight`]), so their exits are captured like any other. Call
+    /// after [`Capture::seed_existing`]: a blocked read is seeded only on a tracked socket. Returns
+    /// how many calls were seeded.
+    pub fn seed_inflight(&mut self, proc_root: &Path, only: Option<u32>, skip: u32) -> usize {
+        let mut seeded = 0;
+        for (tgid, tid) in inflight::threads(proc_root, only, skip) {
+            let Some(b) = inflight::blocked(proc_root, tgid, tid) else {
+                continue;
+            };
+            let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
+            let map = match inflight::kind_of(b.nr) {
+                Some(inflight::Kind::Accept) => {
+                    let len = inflight::read_u32(tgid, b.args[2]).unwrap_or(0);
+                    let args = inflight::accept_args(&b, len);
+                    self.seed_map("ACTIVE_ACCEPT", pid_tgid, args)
+                }
+                Some(inflight::Kind::Io(sys)) => {
+                    let Some(generation) = self.tracked_generation(tgid, b.args[0] as i32) else {
+                        continue;
+                    };
+                    let args = inflight::io_args(&b, sys, generation);
+                    self.seed_map("ACTIVE_IO", pid_tgid, args)
+                }
+                None => continue,
+            };
+            if !map {
+                continue;
+            }
+            // Still blocked in the same call? If it returned meanwhile, its exit found no entry
+            // or consumed this one; either way a leftover must not meet a later call.
+            if inflight::blocked(proc_root, tgid, tid) == Some(b) {
+                seeded += 1;
+            } else {
+                self.unseed_map::<llm_observer_common::AcceptArgs>("ACTIVE_ACCEPT", pid_tgid);
+                self.unseed_map::<llm_observer_common::IoArgs>("ACTIVE_IO", pid_tgid);
+            }
+        }
+        seeded
+    }
+
+    fn tracked_generation(&self, tgid: u32, fd: i32) -> Option<u64> {
+        let map = self.ebpf.map("CONNS")?;
+        let conns = HashMap::<_, u64, ConnState>::try_from(map).ok()?;
+        conns.get(&conn_key(tgid, fd), 0).ok().map(|s| s.generation)
+    }
+
+    /// Inserts `value` unless the thread's enter probe already saved its own.
+    fn seed_map<V: aya::Pod>(&mut self, name: &str, key: u64, value: V) -> bool {
+        let Some(map) = self.ebpf.map_mut(name) else {
+            return false;
+        };
+        let Ok(mut m) = HashMap::<_, u64, V>::try_from(map) else {
+            return false;
+        };
+        // BPF_NOEXIST: an entry there came from a real enter probe, which knows better.
+        m.insert(key, value, 1).is_ok()
+    }
+
+    fn unseed_map<V: aya::Pod>(&mut self, name: &str, key: u64) {
+        if let Some(map) = self.ebpf.map_mut(name)
+            && let Ok(mut m) = HashMap::<_, u64, V>::try_from(map)
+        {
+            let _ = m.remove(&key);
+        }
+    }
+
+    /// Removes kernel connection entries of processes that no longer exist (their exit event was
+    /// lost, or an fd passed to another process was never closed there): the map is a plain hash,
+    /// so nothing else would. Returns (entries removed, entries left).
+    pub fn sweep_dead(&mut self, proc_root: &Path) -> (usize, usize) {
+        let Some(map) = self.ebpf.map_mut("CONNS") else {
+            return (0, 0);
+        };
+        let Ok(mut conns) = HashMap::<_, u64, ConnState>::try_from(map) else {
+            return (0, 0);
+        };
+        let keys: Vec<u64> = conns.keys().flatten().collect();
+        let mut alive = std::collections::HashMap::new();
+        let mut removed = 0;
+        for key in &keys {
+            let tgid = (key >> 32) as u32;
+            let live = *alive
+                .entry(tgid)
+                .or_insert_with(|| procfs::is_process(proc_root, tgid));
+            if !live && conns.remove(key).is_ok() {
+                removed += 1;
+            }
+        }
+        (removed, keys.len() - removed)
     }
 
     /// The kernel's counters, summed over CPUs.

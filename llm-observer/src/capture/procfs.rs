@@ -177,6 +177,39 @@ pub fn existing_sockets(proc_root: &Path, only: Option<u32>, skip: u32) -> Vec<E
 }
 
 /// `comm` of a process (≤ 15 bytes by the kernel's rule), or `None` if it is gone.
+/// Whether `tgid` is a live process (not just a thread id, which /proc also answers for): its
+/// status names it as its own thread group.
+pub fn is_process(proc_root: &Path, tgid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(proc_root.join(tgid.to_string()).join("status"))
+    else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        == Some(tgid)
+}
+
+/// This process's pid as the kernel's probes see it (the init PID namespace): `<proc root>/self`
+/// names it when the host's /proc is mounted into a container, where `std::process::id()` would
+/// be the container's own number.
+pub fn own_pid(proc_root: &Path) -> u32 {
+    std::fs::read_link(proc_root.join("self"))
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or_else(std::process::id)
+}
+
+/// The process (thread group) that thread `tid` belongs to.
+pub fn tgid_of(proc_root: &Path, tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(proc_root.join(tid.to_string()).join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn comm(proc_root: &Path, tgid: u32) -> Option<String> {
     let s = fs::read_to_string(proc_root.join(tgid.to_string()).join("comm")).ok()?;
     Some(s.trim_end_matches('\n').to_owned())

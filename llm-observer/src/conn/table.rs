@@ -9,7 +9,8 @@ use std::{
 
 use llm_observer_common::starts_like_http1;
 use llm_observer_decode::{
-    ConnDecoder, DecodeError, EndedBy, Exchange, Limits, Output, Role, Stream, Unsupported,
+    ConnDecoder, DecodeError, EndedBy, Exchange, Incomplete, Limits, Output, Role, Stream,
+    Unsupported,
 };
 
 use crate::{
@@ -34,6 +35,8 @@ pub trait Sink {
     fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError);
     /// Recognised but unsupported traffic (HTTP/2, upgrades, tunnels).
     fn unsupported(&mut self, conn: &ConnView<'_>, what: Unsupported);
+    /// The kernel's OOM killer chose an observed server process as its victim.
+    fn oom_killed(&mut self, _process: &ProcessInfo) {}
     /// Every event, before it is applied (for `trace --raw`). Default: nothing.
     fn raw(&mut self, _event: &Event, _conn: Option<&ConnView<'_>>) {}
 }
@@ -54,7 +57,7 @@ pub struct ConnTableConfig {
     pub limits: Limits,
     /// Most connections tracked at once; new ones beyond it are dropped (and counted).
     pub max_connections: usize,
-    /// Connections silent this long are forgotten (in-flight exchanges fail as truncated).
+    /// Connections silent this long are forgotten (in-flight exchanges end incomplete, `expired`).
     pub idle_timeout_ns: u64,
     /// Only connections with one of these local or peer ports (empty = all).
     pub ports: Vec<u16>,
@@ -158,6 +161,8 @@ pub struct ConnTable {
     /// Local addresses of listening sockets by (tgid, fd).
     /// `None`: not a TCP listener (a unix socket), or gone.
     listeners: HashMap<(u32, i32), Option<SocketAddr>>,
+    /// Server processes the OOM killer chose, until their exit (their requests fail as OOM).
+    oom_victims: std::collections::HashSet<u32>,
     stats: TableStats,
     /// Kernel-side tracking to stop (not TCP, filtered out, table full): drained by the pipeline.
     untrack: Vec<ConnId>,
@@ -180,10 +185,16 @@ impl ConnTable {
             by_tgid: HashMap::new(),
             processes,
             listeners: HashMap::new(),
+            oom_victims: std::collections::HashSet::new(),
             stats: TableStats::default(),
             untrack: Vec::new(),
             out: Vec::new(),
         }
+    }
+
+    /// Root of the proc filesystem the table reads.
+    pub fn proc_root(&self) -> &std::path::Path {
+        &self.cfg.proc_root
     }
 
     pub fn stats(&self) -> TableStats {
@@ -301,7 +312,7 @@ impl ConnTable {
                     .map(|m| m.keys().filter(|k| k.fd == c.conn.fd).copied().collect())
                     .unwrap_or_default();
                 for id in stale {
-                    self.finish(id, EndedBy::Unknown, c.ts_ns, sink);
+                    self.finish(id, EndedBy::Capture(Incomplete::CloseUnseen), c.ts_ns, sink);
                 }
                 // An accepted socket's local address is its listener's: resolve that (long-lived,
                 // so /proc still has it) once per listener, instead of racing the connection.
@@ -337,18 +348,37 @@ impl ConnTable {
                     sink.raw(event, None);
                 }
             }
+            Event::OomVictim { pid, .. } => {
+                sink.raw(event, None);
+                // The victim is named by a thread id; its process is what holds the sockets.
+                let tgid = procfs::tgid_of(&self.cfg.proc_root, *pid).unwrap_or(*pid);
+                let serves = self.listeners.keys().any(|(t, _)| *t == tgid)
+                    || self.by_tgid.get(&tgid).is_some_and(|m| {
+                        m.keys()
+                            .any(|id| self.conns.get(id).is_some_and(|c| c.role == Role::Server))
+                    });
+                if serves && self.oom_victims.insert(tgid) {
+                    let process = self.processes.get(tgid);
+                    sink.oom_killed(&process);
+                }
+            }
             Event::ProcExit { tgid, ts_ns } => {
                 sink.raw(event, None);
+                let oom = self.oom_victims.remove(tgid);
                 let ids: Vec<ConnId> = self
                     .by_tgid
                     .get(tgid)
                     .map(|m| m.keys().copied().collect())
                     .unwrap_or_default();
                 for id in ids {
-                    let by = self
-                        .conns
-                        .get(&id)
-                        .map_or(EndedBy::Unknown, Conn::ended_by_local_close);
+                    let by = match self.conns.get(&id) {
+                        None => EndedBy::Capture(Incomplete::CloseUnseen),
+                        // Killed for memory while serving: not a plain close.
+                        Some(c) if oom && c.role == Role::Server && !c.peer_eof => {
+                            EndedBy::ServerOom
+                        }
+                        Some(c) => c.ended_by_local_close(),
+                    };
                     self.finish(id, by, *ts_ns, sink);
                     self.stats.closed += 1;
                     // The kernel saw no close() for these: drop its entries too, or a reused pid
@@ -536,7 +566,7 @@ impl ConnTable {
             .map(|c| c.id)
             .collect();
         for id in old {
-            self.finish(id, EndedBy::Unknown, now_ns, sink);
+            self.finish(id, EndedBy::Capture(Incomplete::Expired), now_ns, sink);
             self.stats.expired += 1;
             // Forgotten here, so stop the kernel copying it (it would come back as orphans).
             self.untrack.push(id);

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use llm_observer_common::Syscall;
 use llm_observer_decode::{
-    DecodeError, ErrorKind, Exchange, Role, TokenCount, Unsupported, llm::RequestSummary,
+    DecodeError, ErrorKind, Exchange, Incomplete, Role, TokenCount, Unsupported,
+    llm::RequestSummary,
 };
 
 use super::{ConnTable, ConnTableConfig, ConnView, Sink};
@@ -22,6 +23,7 @@ struct Recorder {
     done: Vec<(ConnId, Role, Exchange)>,
     errors: Vec<&'static str>,
     unsupported: Vec<Unsupported>,
+    oom: Vec<u32>,
 }
 
 impl Sink for Recorder {
@@ -39,6 +41,9 @@ impl Sink for Recorder {
     }
     fn unsupported(&mut self, _conn: &ConnView<'_>, what: Unsupported) {
         self.unsupported.push(what);
+    }
+    fn oom_killed(&mut self, process: &crate::attribution::process::ProcessInfo) {
+        self.oom.push(process.tgid);
     }
 }
 
@@ -232,7 +237,11 @@ fn reused_fd_gets_a_fresh_connection() {
         "the request of the stale connection is finished"
     );
     assert_eq!(r.done[0].0, a);
-    assert_eq!(r.done[0].2.error, Some(ErrorKind::Truncated));
+    let ex = &r.done[0].2;
+    assert_eq!(
+        (ex.error, ex.incomplete),
+        (None, Some(Incomplete::CloseUnseen))
+    );
 }
 
 #[test]
@@ -262,7 +271,12 @@ fn lost_bytes_are_counted_exactly_and_resync_the_decoder() {
     assert_eq!(t.stats().gap_bytes, 1300);
     assert!(r.errors.contains(&"capture_gap"), "{:?}", r.errors);
     assert_eq!(r.done.len(), 1);
-    assert_eq!(r.done[0].2.error, Some(ErrorKind::Truncated));
+    // Lost by the capture: incomplete, never an error of the server.
+    let ex = &r.done[0].2;
+    assert_eq!(
+        (ex.error, ex.incomplete),
+        (None, Some(Incomplete::CaptureGap))
+    );
 }
 
 #[test]
@@ -340,8 +354,10 @@ fn process_exit_and_idle_expiry_end_connections() {
     assert_eq!((t.len(), t.stats().expired), (0, 1));
     assert_eq!(t.take_untrack(), vec![c]);
     assert_eq!(
-        r.done.last().map(|(id, _, ex)| (*id, ex.error)),
-        Some((c, Some(ErrorKind::Truncated)))
+        r.done
+            .last()
+            .map(|(id, _, ex)| (*id, ex.error, ex.incomplete)),
+        Some((c, None, Some(Incomplete::Expired)))
     );
 }
 
@@ -451,4 +467,46 @@ fn the_port_filter_untracks_other_ports_by_generation() {
         r.started.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
         vec![other, wanted]
     );
+}
+
+#[test]
+fn a_server_killed_by_the_oom_killer_fails_its_requests_as_out_of_memory() {
+    // A pid no process on this machine has, so /proc cannot rename it.
+    let tgid = 4_000_007;
+    let (mut g, mut t, mut r) = (Generator::new(tgid), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, HEAD, 10), &mut r);
+    t.apply(&g.bytes(id, Direction::Egress, &token("a"), 10), &mut r);
+    // The victim of another process's allocation, then its exit.
+    let oom = Event::OomVictim {
+        pid: tgid,
+        ts_ns: g.tick(1),
+    };
+    t.apply(&oom, &mut r);
+    t.apply(&oom, &mut r); // named twice (two threads): one kill
+    assert_eq!(r.oom, vec![tgid]);
+    t.apply(
+        &Event::ProcExit {
+            tgid,
+            ts_ns: g.tick(1),
+        },
+        &mut r,
+    );
+    assert_eq!(r.done.len(), 1);
+    assert_eq!(r.done[0].2.error, Some(ErrorKind::OutOfMemory));
+
+    // A process that serves nothing the agent tracks is not counted.
+    let (mut g2, mut r2) = (Generator::new(tgid + 1), Recorder::default());
+    let (c, open) = g2.open(5, KernelRole::Client, "127.0.0.1:11434");
+    t.apply(&open, &mut r2);
+    t.apply(
+        &Event::OomVictim {
+            pid: c.tgid,
+            ts_ns: g2.tick(1),
+        },
+        &mut r2,
+    );
+    assert!(r2.oom.is_empty());
 }

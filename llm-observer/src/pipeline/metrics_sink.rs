@@ -71,6 +71,10 @@ impl Sink for MetricsSink {
         self.metrics.self_metrics().unsupported(what);
     }
 
+    fn oom_killed(&mut self, process: &crate::attribution::process::ProcessInfo) {
+        self.metrics.oom_killed(&process.comm);
+    }
+
     fn raw(&mut self, event: &Event, _conn: Option<&ConnView<'_>>) {
         // A gone process must not keep its memory series (and a reused pid must not inherit them).
         if let Event::ProcExit { tgid, .. } = event {

@@ -49,7 +49,14 @@ pub fn seed_existing(
         "tracking {} TCP connections that existed before start",
         seeded.len()
     );
+    let skip = crate::capture::procfs::own_pid(proc_root);
+    let blocked = capture.seed_inflight(proc_root, only, skip);
+    log::info!("captured {blocked} accept/read/write calls already blocked at start");
 }
+
+/// Housekeeping ticks (seconds) between sweeps of the kernel connection map for entries of
+/// processes that are gone.
+const SWEEP_TICKS: u64 = 60;
 
 /// Per-kind event counters, resolved once.
 struct EventCounters {
@@ -57,6 +64,7 @@ struct EventCounters {
     open: prometheus::IntCounter,
     close: prometheus::IntCounter,
     exit: prometheus::IntCounter,
+    oom: prometheus::IntCounter,
     bad: prometheus::IntCounter,
 }
 
@@ -87,10 +95,13 @@ pub async fn run(
             open: s.events.with_label_values(&["conn_open"]),
             close: s.events.with_label_values(&["conn_close"]),
             exit: s.events.with_label_values(&["proc_exit"]),
+            oom: s.events.with_label_values(&["oom_victim"]),
             bad: s.dropped.with_label_values(&["event_decode"]),
         }
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_ts = 0u64;
+    let mut ticks = 0u64;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -106,12 +117,14 @@ pub async fn run(
                     };
                     match event::decode(&item) {
                         Ok(ev) => {
+                            last_ts = last_ts.max(ev.ts_ns());
                             if let Some(c) = &counters {
                                 match &ev {
                                     event::Event::Data(_) => c.data.inc(),
                                     event::Event::Open(_) => c.open.inc(),
                                     event::Event::Close(_) => c.close.inc(),
                                     event::Event::ProcExit { .. } => c.exit.inc(),
+                                    event::Event::OomVictim { .. } => c.oom.inc(),
                                 }
                             }
                             drop(item);
@@ -129,8 +142,20 @@ pub async fn run(
                 if drained {
                     guard.clear_ready();
                 }
+                // After the batch is applied: a reader that sees a time here knows every event
+                // captured before it has been applied (the ring is consumed in order).
+                if let Some(m) = &metrics {
+                    m.self_metrics().last_event_seconds.set(last_ts as f64 / 1e9);
+                }
             }
-            _ = tick.tick() => housekeeping(&mut capture, &mut table, sink, metrics.as_deref()),
+            _ = tick.tick() => {
+                ticks += 1;
+                housekeeping(&mut capture, &mut table, sink, metrics.as_deref());
+                if ticks.is_multiple_of(SWEEP_TICKS) {
+                    let (removed, left) = capture.sweep_dead(table.proc_root());
+                    log::debug!("kernel connection map: {left} entries, {removed} of gone processes removed");
+                }
+            }
         }
     }
     housekeeping(&mut capture, &mut table, sink, metrics.as_deref());
@@ -150,6 +175,7 @@ fn housekeeping(
     let Some(m) = metrics else {
         return;
     };
+    m.expire_labels();
     let s = m.self_metrics();
     let k = capture.kernel_stats();
     let t = table.stats();

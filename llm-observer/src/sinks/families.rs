@@ -147,6 +147,7 @@ pub struct ServerFamilies {
     pub queue: IntGaugeVec,
     pub tokens_per_second: GaugeVec,
     pub memory: IntGaugeVec,
+    pub oom_kills: IntCounterVec,
 }
 
 impl ServerFamilies {
@@ -236,6 +237,11 @@ impl ServerFamilies {
             memory: reg.gauge_vec(
                 "llm_memory_usage_bytes",
                 "Resident memory (VmRSS) of observed LLM server processes, summed per process name, bytes.",
+                &["process"],
+            )?,
+            oom_kills: reg.counter_vec(
+                "llm_oom_kills_total",
+                "Observed server processes killed by the kernel's OOM killer (their in-flight requests count as out_of_memory errors).",
                 &["process"],
             )?,
         })

@@ -1,8 +1,6 @@
 //! Label values: every value that comes from the wire (models, process names, peers, tool names) is
-//! sanitised and admitted through a [`LabelCap`], so no family can grow without bound.
-
-use std::collections::HashSet;
-use std::sync::Mutex;
+//! sanitised here and admitted through a [`super::admission::LabelCap`], so no family can grow
+//! without bound.
 
 /// Value used once a cap is full. Never consumes a slot.
 pub const OTHER: &str = "other";
@@ -11,51 +9,6 @@ pub const UNKNOWN: &str = "unknown";
 /// Longest label value kept, in bytes; longer values are cut at a char boundary. Model names and
 /// tool names are client-chosen strings, and a 1 MiB "model" must not become a 1 MiB series.
 pub const MAX_VALUE_BYTES: usize = 128;
-
-/// Admits at most `max` distinct values; later new values map to [`OTHER`].
-///
-/// One cap is shared by all families that carry the label (per view), so a value is either named in
-/// every family or `other` in every family: ratios between families (tokens per request by model)
-/// stay meaningful, and every family still holds at most `max` distinct values (plus `other` and
-/// `unknown`). Admission is first come, first served and never expires: a long-lived agent keeps
-/// the first `max` models it saw, which is what keeps the series set stable between scrapes.
-#[derive(Debug)]
-pub struct LabelCap {
-    max: usize,
-    seen: Mutex<HashSet<String>>,
-}
-
-impl LabelCap {
-    pub fn new(max: usize) -> Self {
-        LabelCap {
-            max,
-            seen: Mutex::new(HashSet::new()),
-        }
-    }
-
-    /// The label value to use for `raw`: sanitised, [`UNKNOWN`] when absent or empty, [`OTHER`]
-    /// when the cap is full and `raw` was not admitted before.
-    pub fn admit(&self, raw: Option<&str>) -> String {
-        let value = match raw.map(sanitize) {
-            None => return UNKNOWN.to_string(),
-            Some(v) if v.is_empty() => return UNKNOWN.to_string(),
-            Some(v) => v,
-        };
-        if value == OTHER || value == UNKNOWN {
-            return value;
-        }
-        // A poisoned lock only means another thread panicked mid-insert; the set is still usable.
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(&value) {
-            return value;
-        }
-        if seen.len() < self.max {
-            seen.insert(value.clone());
-            return value;
-        }
-        OTHER.to_string()
-    }
-}
 
 /// Cuts `raw` to [`MAX_VALUE_BYTES`] and replaces control characters, which some scrapers and
 /// terminals mishandle even though the text format escapes only `\`, `"` and newline.
@@ -127,26 +80,6 @@ pub fn mcp_method(method: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cap_admits_max_then_other() {
-        let cap = LabelCap::new(2);
-        assert_eq!(cap.admit(Some("a")), "a");
-        assert_eq!(cap.admit(Some("b")), "b");
-        assert_eq!(cap.admit(Some("c")), "other");
-        // Admitted values stay admitted; rejected ones stay rejected.
-        assert_eq!(cap.admit(Some("a")), "a");
-        assert_eq!(cap.admit(Some("c")), "other");
-        // Absent and empty values never consume a slot.
-        assert_eq!(cap.admit(None), "unknown");
-        assert_eq!(cap.admit(Some("  ")), "unknown");
-    }
-
-    #[test]
-    fn cap_zero_maps_everything_to_other() {
-        let cap = LabelCap::new(0);
-        assert_eq!(cap.admit(Some("llama3")), "other");
-    }
 
     #[test]
     fn sanitize_cuts_and_replaces() {

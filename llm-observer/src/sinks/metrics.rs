@@ -13,8 +13,9 @@ use llm_observer_decode::llm::RequestSummary;
 use llm_observer_decode::{Api, Exchange, Role};
 use prometheus::{IntGauge, Registry, TextEncoder};
 
-use super::families::{ClientFamilies, McpFamilies, ServerFamilies};
-use super::labels::{LabelCap, mcp_method};
+use super::admission::{Admit, Forget, LabelCap};
+use super::families::{ClientFamilies, McpFamilies, ServerFamilies, succeeded};
+use super::labels::mcp_method;
 use super::memory::RssTracker;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
@@ -33,6 +34,9 @@ pub struct MetricsConfig {
     pub max_tools: usize,
     /// Window of the `llm_tokens_per_second` gauge, rounded down to whole seconds (at least 1).
     pub tokens_per_second_window: Duration,
+    /// A label value no exchange used for this long leaves its cap and its series are removed
+    /// (zero: never).
+    pub label_idle_timeout: Duration,
 }
 
 impl Default for MetricsConfig {
@@ -43,6 +47,7 @@ impl Default for MetricsConfig {
             max_processes: 32,
             max_tools: 64,
             tokens_per_second_window: Duration::from_secs(30),
+            label_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -113,6 +118,15 @@ fn monotonic_ns() -> u64 {
 pub struct InFlight {
     active: Option<IntGauge>,
     queue: Option<IntGauge>,
+    /// Label values held for this request (see `LabelCap::hold`), released in [`Metrics::done`].
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    role: Role,
+    model: String,
+    peer: Option<String>,
 }
 
 impl InFlight {
@@ -148,6 +162,7 @@ struct Caps {
 pub struct Metrics {
     registry: Registry,
     families: Vec<FamilyInfo>,
+    forgettable: Vec<Box<dyn Forget>>,
     self_metrics: SelfMetrics,
     server: ServerFamilies,
     client: ClientFamilies,
@@ -183,19 +198,21 @@ impl Metrics {
         let server = ServerFamilies::register(&mut reg)?;
         let client = ClientFamilies::register(&mut reg)?;
         let mcp = McpFamilies::register(&mut reg)?;
+        let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         Ok(Metrics {
             registry: reg.registry,
             families: reg.families,
+            forgettable: reg.forgettable,
             self_metrics,
             server,
             client,
             mcp,
             caps: Caps {
-                server_models: LabelCap::new(cfg.max_models),
-                client_models: LabelCap::new(cfg.max_models),
-                processes: LabelCap::new(cfg.max_processes),
-                peers: LabelCap::new(cfg.max_peers),
-                tools: LabelCap::new(cfg.max_tools),
+                server_models: LabelCap::new(cfg.max_models, idle),
+                client_models: LabelCap::new(cfg.max_models, idle),
+                processes: LabelCap::new(cfg.max_processes, idle),
+                peers: LabelCap::new(cfg.max_peers, idle),
+                tools: LabelCap::new(cfg.max_tools, idle),
             },
             window: Mutex::new(TokenRateWindow::new(cfg.tokens_per_second_window.as_secs())),
             rss: Mutex::new(RssTracker::new(env.proc_root.clone())),
@@ -250,9 +267,38 @@ impl Metrics {
         }
     }
 
+    /// The kernel's OOM killer chose an observed server process.
+    pub fn oom_killed(&self, process: &str) {
+        let now = (self.env.now_ns)();
+        let process = self.caps.processes.label(Some(process), Admit::Yes, now);
+        self.server.oom_kills.with_label_values(&[&process]).inc();
+    }
+
     /// A process exited: stop sampling its memory.
     pub fn forget_pid(&self, pid: u32) {
         lock(&self.rss).forget(pid);
+    }
+
+    /// Lets go of label values no exchange used for the idle timeout, and removes their series
+    /// (housekeeping calls this; see [`LabelCap`]).
+    pub fn expire_labels(&self) {
+        let now = (self.env.now_ns)();
+        let scopes = [
+            (&self.caps.server_models, "model", Scope::Server),
+            (&self.caps.client_models, "model", Scope::Client),
+            (&self.caps.processes, "process", Scope::Both),
+            (&self.caps.peers, "peer", Scope::Both),
+            (&self.caps.tools, "tool", Scope::Both),
+        ];
+        for (cap, label, scope) in scopes {
+            for value in cap.expire(now) {
+                for f in &self.forgettable {
+                    if scope.contains(&f.family_name()) {
+                        f.forget(label, &value);
+                    }
+                }
+            }
+        }
     }
 
     fn model_cap(&self, role: Role) -> &LabelCap {
@@ -262,10 +308,17 @@ impl Metrics {
         }
     }
 
-    fn peer_label(&self, ctx: &ExchangeCtx) -> String {
+    /// A peer is admitted once it answered anything at all (a server is really there), even an
+    /// error: unlike models and tools, a caller cannot invent peers by naming them.
+    fn peer_label(&self, ctx: &ExchangeCtx, ex: &Exchange, now: u64) -> String {
+        let admit = if ex.status.is_some() {
+            Admit::Yes
+        } else {
+            Admit::No
+        };
         self.caps
             .peers
-            .admit(ctx.peer.map(|p| p.to_string()).as_deref())
+            .label(ctx.peer.map(|p| p.to_string()).as_deref(), admit, now)
     }
 
     /// A recognised request was fully received: `llm_active_requests` and `llm_queue_size` (server
@@ -275,8 +328,14 @@ impl Metrics {
         if summary.api == Api::Mcp {
             return InFlight::default();
         }
-        let model = self.model_cap(ctx.role).admit(summary.model.as_deref());
-        let process = self.caps.processes.admit(Some(&ctx.process));
+        // Not answered yet: only values already admitted are named (see `LabelCap`).
+        let now = (self.env.now_ns)();
+        let model = self.model_cap(ctx.role).hold(summary.model.as_deref(), now);
+        // Process names come from this node's kernel, not from the wire: any may be admitted.
+        let process = self
+            .caps
+            .processes
+            .label(Some(&ctx.process), Admit::Yes, now);
         let (api, op) = (summary.api.as_str(), summary.operation.as_str());
         match ctx.role {
             Role::Server => {
@@ -289,16 +348,29 @@ impl Metrics {
                 InFlight {
                     active: Some(active),
                     queue: Some(queue),
+                    held: Some(Held {
+                        role: ctx.role,
+                        model,
+                        peer: None,
+                    }),
                 }
             }
             Role::Client => {
-                let peer = self.peer_label(ctx);
+                let peer = self
+                    .caps
+                    .peers
+                    .hold(ctx.peer.map(|p| p.to_string()).as_deref(), now);
                 let labels = [api, op, model.as_str(), process.as_str(), peer.as_str()];
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
                     active: Some(active),
                     queue: None,
+                    held: Some(Held {
+                        role: ctx.role,
+                        model,
+                        peer: Some(peer),
+                    }),
                 }
             }
         }
@@ -312,41 +384,88 @@ impl Metrics {
     }
 
     /// The exchange ended (completed or failed): ends `inflight` in the gauges and updates every
-    /// per-request family of the exchange's view, plus `llm_observer_exchanges_total`.
+    /// per-request family of the exchange's view, plus `llm_observer_exchanges_total`. An exchange
+    /// the capture could not see whole goes only to `llm_observer_incomplete_exchanges_total`: its
+    /// figures are partial, and it is not the observed server's failure.
     pub fn done(&self, inflight: Option<InFlight>, ctx: &ExchangeCtx, ex: &Exchange) {
-        drop(inflight);
+        let held = inflight.and_then(|mut f| f.held.take());
         self.self_metrics
             .exchanges
             .with_label_values(&[ex.api.as_str()])
             .inc();
-        let process = self.caps.processes.admit(Some(&ctx.process));
-        if ex.api == Api::Mcp {
-            self.record_mcp(ctx, &process, ex);
-            return;
+        if let Some(why) = ex.incomplete {
+            self.self_metrics.incomplete(ctx.role, why);
+        } else {
+            let now = (self.env.now_ns)();
+            // Only a success admits new label values, so junk requests cannot fill the caps.
+            let admit = if succeeded(ex) { Admit::Yes } else { Admit::No };
+            // Process names come from this node's kernel, not from the wire: any may be admitted.
+            let process = self
+                .caps
+                .processes
+                .label(Some(&ctx.process), Admit::Yes, now);
+            if ex.api == Api::Mcp {
+                self.record_mcp(ctx, &process, ex, admit, now);
+            } else {
+                self.record(ctx, &process, ex, admit, now);
+            }
         }
+        // After recording, so a success has admitted its values before the hold ends.
+        if let Some(h) = held {
+            self.release(h);
+        }
+    }
+
+    /// Lets go of the values held for a request that ended; an unproven value's in-flight series
+    /// (all at 0 now) are removed, so junk leaves nothing behind.
+    fn release(&self, h: Held) {
+        let (cap, gauges): (&LabelCap, Vec<&dyn Forget>) = match h.role {
+            Role::Server => (
+                &self.caps.server_models,
+                vec![&self.server.active, &self.server.queue],
+            ),
+            Role::Client => (&self.caps.client_models, vec![&self.client.active]),
+        };
+        if cap.release(&h.model) {
+            for g in &gauges {
+                g.forget("model", &h.model);
+            }
+        }
+        if let Some(peer) = h.peer
+            && self.caps.peers.release(&peer)
+        {
+            self.client.active.forget("peer", &peer);
+        }
+    }
+
+    fn record(&self, ctx: &ExchangeCtx, process: &str, ex: &Exchange, admit: Admit, now: u64) {
         // The requested model: what the client asked for, and what `started` labelled the gauges
         // with; the response's model (a dated snapshot, `:latest` tag) only when the request named
         // none.
         let model_raw = ex.request_model.as_deref().or(ex.response_model.as_deref());
-        let model = self.model_cap(ctx.role).admit(model_raw);
+        let model = self.model_cap(ctx.role).label(model_raw, admit, now);
         let (api, op) = (ex.api.as_str(), ex.operation.as_str());
-        let tools = ex.tool_calls.iter().map(|t| self.caps.tools.admit(Some(t)));
+        let tools = ex
+            .tool_calls
+            .iter()
+            .map(|t| self.caps.tools.label(Some(t), admit, now));
         match ctx.role {
             Role::Server => {
-                lock(&self.rss).register(ctx.pid, &ctx.process, &process);
-                let labels = [api, op, model.as_str(), process.as_str()];
+                lock(&self.rss).register(ctx.pid, &ctx.process, process);
+                let labels = [api, op, model.as_str(), process];
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
                 }
                 if let Some(n) = ex.tokens.completion.value {
                     let (start, end) = generation_interval(ex);
-                    lock(&self.window).add(vec![model.clone(), process.clone()], n, start, end);
+                    let key = vec![model.clone(), process.to_string()];
+                    lock(&self.window).add(key, n, start, end);
                 }
             }
             Role::Client => {
-                let peer = self.peer_label(ctx);
-                let labels = [api, op, model.as_str(), process.as_str(), peer.as_str()];
+                let peer = self.peer_label(ctx, ex, now);
+                let labels = [api, op, model.as_str(), process, peer.as_str()];
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -355,12 +474,14 @@ impl Metrics {
         }
     }
 
-    fn record_mcp(&self, ctx: &ExchangeCtx, process: &str, ex: &Exchange) {
+    fn record_mcp(&self, ctx: &ExchangeCtx, process: &str, ex: &Exchange, admit: Admit, now: u64) {
         let info = ex.mcp.as_ref();
         let method = mcp_method(info.map(|m| m.method.as_str()).unwrap_or(""));
         // Only tools/call names a tool; prompt names and resource URIs (paths) are not labels.
         let tool = match info {
-            Some(m) if m.method == "tools/call" => self.caps.tools.admit(m.name.as_deref()),
+            Some(m) if m.method == "tools/call" => {
+                self.caps.tools.label(m.name.as_deref(), admit, now)
+            }
             _ => "none".to_string(),
         };
         let error = ex.error.map_or("none", |e| e.as_str());
@@ -379,7 +500,7 @@ impl Metrics {
                 }
             }
             Role::Client => {
-                let peer = self.peer_label(ctx);
+                let peer = self.peer_label(ctx, ex, now);
                 self.mcp
                     .client_requests
                     .with_label_values(&[process, peer.as_str(), method, tool.as_str(), error])
@@ -391,6 +512,26 @@ impl Metrics {
                         .observe(d);
                 }
             }
+        }
+    }
+}
+
+/// Which view's families a label set belongs to (the self-metrics carry none of them).
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    Server,
+    Client,
+    Both,
+}
+
+impl Scope {
+    fn contains(self, family: &str) -> bool {
+        let client = family.starts_with("llm_client_");
+        let own = family.starts_with("llm_observer_");
+        match self {
+            Scope::Server => !client && !own,
+            Scope::Client => client,
+            Scope::Both => !own,
         }
     }
 }

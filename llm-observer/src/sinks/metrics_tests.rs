@@ -67,6 +67,7 @@ fn ex(model: &str, stream: bool, latency: u64) -> Exchange {
         tokens: Tokens::default(),
         finish_reason: Some("stop".into()),
         error: None,
+        incomplete: None,
         tool_calls: Vec::new(),
         mcp: None,
         load_duration_ns: None,
@@ -471,4 +472,130 @@ fn lost_events_absolute_total() {
         sm.set_total(&egress, 7 * round);
     }
     assert_eq!((ingress.get(), egress.get()), (300, 21));
+}
+
+fn failed(model: &str, status: u16, kind: ErrorKind) -> Exchange {
+    Exchange {
+        status: Some(status),
+        error: Some(kind),
+        ..ex(model, false, S)
+    }
+}
+
+#[test]
+fn junk_models_cannot_crowd_out_a_real_model() {
+    let cfg = MetricsConfig {
+        max_models: 32,
+        ..MetricsConfig::default()
+    };
+    let m = metrics(cfg);
+    // 10,000 requests naming made-up models, each answered 404 by the server, several in flight at
+    // once.
+    for i in 0..10_000 {
+        let name = format!("junk-{i}");
+        let f = m.started(&server(), &summary(&name));
+        m.done(
+            Some(f),
+            &server(),
+            &failed(&name, 404, ErrorKind::ClientError),
+        );
+    }
+    let f = m.started(&server(), &summary("llama3"));
+    m.done(Some(f), &server(), &ex("llama3", false, S));
+    let req = |model: &str, status: &str| {
+        m.server
+            .requests
+            .with_label_values(&["ollama", "chat", model, "ollama", status])
+            .get()
+    };
+    assert_eq!(req("llama3", "2xx"), 1);
+    assert_eq!(req("other", "4xx"), 10_000);
+    let text = m.encode();
+    assert!(!text.contains("junk-"), "junk left series behind:\n{text}");
+    gauges_zero(&m);
+}
+
+#[test]
+fn in_flight_gauges_name_an_unadmitted_model_then_drop_it() {
+    let m = metrics(MetricsConfig::default());
+    let a = m.started(&server(), &summary("llama3"));
+    let b = m.started(&server(), &summary("llama3"));
+    let active = || {
+        m.server
+            .active
+            .with_label_values(&["ollama", "chat", "llama3", "ollama"])
+            .get()
+    };
+    assert_eq!(active(), 2, "named from the first request on");
+    m.done(
+        Some(a),
+        &server(),
+        &failed("llama3", 500, ErrorKind::ServerError),
+    );
+    assert_eq!(active(), 1);
+    m.done(
+        Some(b),
+        &server(),
+        &failed("llama3", 500, ErrorKind::ServerError),
+    );
+    // Never admitted and nothing in flight: its in-flight series are gone.
+    let text = m.encode();
+    assert!(!text.contains("llama3"), "{text}");
+}
+
+#[test]
+fn idle_label_values_expire_with_their_series() {
+    let now = Arc::new(AtomicU64::new(100 * S));
+    let clock = now.clone();
+    let env = ScrapeEnv {
+        now_ns: Arc::new(move || clock.load(Ordering::Relaxed)),
+        proc_root: std::env::temp_dir().join("llm-observer-no-such-proc"),
+    };
+    let cfg = MetricsConfig {
+        max_models: 1,
+        label_idle_timeout: Duration::from_secs(60),
+        ..MetricsConfig::default()
+    };
+    let m = Metrics::with_env(cfg, "test", env).unwrap();
+    m.done(None, &server(), &ex("a", false, S));
+    m.done(None, &server(), &ex("b", false, S));
+    let req = |model: &str| {
+        m.server
+            .requests
+            .with_label_values(&["ollama", "chat", model, "ollama", "2xx"])
+            .get()
+    };
+    assert_eq!((req("a"), req("other")), (1, 1));
+    now.store(160 * S, Ordering::Relaxed);
+    m.expire_labels();
+    assert!(m.encode().contains("model=\"a\""), "not idle past 60 s yet");
+    now.store(161 * S, Ordering::Relaxed);
+    m.expire_labels();
+    let text = m.encode();
+    assert!(!text.contains("model=\"a\""), "{text}");
+    // The slot is free: `b` is named now.
+    m.done(None, &server(), &ex("b", false, S));
+    assert_eq!(req("b"), 1);
+}
+
+#[test]
+fn incomplete_exchanges_are_the_agents_not_the_servers() {
+    let m = metrics(MetricsConfig::default());
+    let f = m.started(&server(), &summary("llama3"));
+    let e = Exchange {
+        incomplete: Some(llm_observer_decode::Incomplete::CaptureGap),
+        status: Some(200),
+        ..ex("llama3", true, S)
+    };
+    m.done(Some(f), &server(), &e);
+    let text = m.encode();
+    assert!(!text.contains("llm_requests_total{"), "{text}");
+    assert!(!text.contains("llm_inference_errors_total{"), "{text}");
+    let n = m
+        .self_metrics
+        .incomplete_exchanges
+        .with_label_values(&["server", "capture_gap"])
+        .get();
+    assert_eq!(n, 1);
+    gauges_zero(&m);
 }

@@ -6,6 +6,7 @@
 //!
 //! Every family, label and definition is listed in `docs/metrics.md`; a test keeps the two equal.
 
+pub mod admission;
 pub mod families;
 pub mod http;
 pub mod labels;

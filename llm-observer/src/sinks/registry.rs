@@ -7,6 +7,8 @@ use prometheus::{
     core::Collector,
 };
 
+use super::admission::Forget;
+
 /// Metric type as written in the exposition `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricKind {
@@ -39,6 +41,8 @@ pub struct FamilyInfo {
 pub(crate) struct Reg {
     pub(crate) registry: Registry,
     pub(crate) families: Vec<FamilyInfo>,
+    /// Every labelled family, for removing the series of a label value that expired.
+    pub(crate) forgettable: Vec<Box<dyn Forget>>,
 }
 
 impl Reg {
@@ -46,7 +50,23 @@ impl Reg {
         Reg {
             registry: Registry::new(),
             families: Vec::new(),
+            forgettable: Vec::new(),
         }
+    }
+
+    /// [`Reg::add`] for a labelled family, which can also forget series by label value.
+    fn add_vec<C: Collector + Forget + Clone + 'static>(
+        &mut self,
+        c: C,
+        kind: MetricKind,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> prometheus::Result<C> {
+        let c = self.add(c, kind, name, help, labels, buckets)?;
+        self.forgettable.push(Box::new(c.clone()));
+        Ok(c)
     }
 
     fn add<C: Collector + Clone + 'static>(
@@ -81,11 +101,20 @@ impl Reg {
         labels: &[&str],
     ) -> prometheus::Result<IntCounterVec> {
         let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-        self.add(c, MetricKind::Counter, name, help, labels, &[])
+        self.add_vec(c, MetricKind::Counter, name, help, labels, &[])
     }
 
     pub(crate) fn gauge(&mut self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
         let g = IntGauge::with_opts(Opts::new(name, help))?;
+        self.add(g, MetricKind::Gauge, name, help, &[], &[])
+    }
+
+    pub(crate) fn float_gauge(
+        &mut self,
+        name: &str,
+        help: &str,
+    ) -> prometheus::Result<prometheus::Gauge> {
+        let g = prometheus::Gauge::with_opts(Opts::new(name, help))?;
         self.add(g, MetricKind::Gauge, name, help, &[], &[])
     }
 
@@ -96,7 +125,7 @@ impl Reg {
         labels: &[&str],
     ) -> prometheus::Result<IntGaugeVec> {
         let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-        self.add(g, MetricKind::Gauge, name, help, labels, &[])
+        self.add_vec(g, MetricKind::Gauge, name, help, labels, &[])
     }
 
     pub(crate) fn float_gauge_vec(
@@ -106,7 +135,7 @@ impl Reg {
         labels: &[&str],
     ) -> prometheus::Result<prometheus::GaugeVec> {
         let g = prometheus::GaugeVec::new(Opts::new(name, help), labels)?;
-        self.add(g, MetricKind::Gauge, name, help, labels, &[])
+        self.add_vec(g, MetricKind::Gauge, name, help, labels, &[])
     }
 
     pub(crate) fn histogram_vec(
@@ -118,6 +147,6 @@ impl Reg {
     ) -> prometheus::Result<HistogramVec> {
         let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
         let h = HistogramVec::new(opts, labels)?;
-        self.add(h, MetricKind::Histogram, name, help, labels, buckets)
+        self.add_vec(h, MetricKind::Histogram, name, help, labels, buckets)
     }
 }

@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use llm_observer_decode::{Api, DecodeError, Unsupported};
+use llm_observer_decode::{Api, DecodeError, Incomplete, Role, Unsupported};
 use prometheus::core::{Collector, Metric};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use super::registry::Reg;
 
 /// Values of `llm_observer_events_total{kind}`.
-pub const EVENT_KINDS: &[&str] = &["data", "conn_open", "conn_close", "proc_exit"];
+pub const EVENT_KINDS: &[&str] = &["data", "conn_open", "conn_close", "proc_exit", "oom_victim"];
 /// Values of `llm_observer_captured_bytes_total{direction}`: bytes the observed process received
 /// (read from a socket) / sent (wrote).
 pub const DIRECTIONS: &[&str] = &["ingress", "egress"];
@@ -77,6 +77,10 @@ pub struct SelfMetrics {
     pub exchanges: IntCounterVec,
     /// `stage`: events shed by a bounded queue.
     pub dropped: IntCounterVec,
+    /// `view`, `reason` ([`Incomplete::as_str`]): exchanges the capture could not see whole.
+    pub incomplete_exchanges: IntCounterVec,
+    /// Capture time of the newest event applied (see the family's help).
+    pub last_event_seconds: prometheus::Gauge,
     /// `version`, `attach_mode`; always 1.
     pub build_info: IntGaugeVec,
     /// Last absolute total passed to [`SelfMetrics::set_total`], per family name; the lock also
@@ -138,6 +142,15 @@ impl SelfMetrics {
                 "Events shed by a bounded internal queue, by stage.",
                 &["stage"],
             )?,
+            incomplete_exchanges: reg.counter_vec(
+                "llm_observer_incomplete_exchanges_total",
+                "Exchanges the capture could not see whole (bytes lost, connection forgotten, undecodable), by view and reason; never counted as inference errors.",
+                &["view", "reason"],
+            )?,
+            last_event_seconds: reg.float_gauge(
+                "llm_observer_last_event_monotonic_seconds",
+                "Capture time (CLOCK_MONOTONIC, seconds) of the newest kernel event the agent has applied; every event captured before it has been applied too.",
+            )?,
             build_info: reg.gauge_vec(
                 "llm_observer_build_info",
                 "Always 1; labels carry the agent version and how the probes were attached.",
@@ -158,6 +171,12 @@ impl SelfMetrics {
         precreate(&m.dropped, DROP_STAGES);
         for api in APIS {
             m.exchanges.with_label_values(&[api.as_str()]);
+        }
+        for view in ROLES {
+            for why in Incomplete::ALL {
+                m.incomplete_exchanges
+                    .with_label_values(&[*view, why.as_str()]);
+            }
         }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), attach_mode])
@@ -188,6 +207,17 @@ impl SelfMetrics {
     /// `llm_observer_lost_events_total` := `total` (see [`SelfMetrics::set_total`]).
     pub fn set_lost_events(&self, total: u64) {
         self.set_total(&self.lost_events, total);
+    }
+
+    /// One exchange of `role`'s view ended incomplete.
+    pub fn incomplete(&self, role: Role, why: Incomplete) {
+        let view = match role {
+            Role::Server => "server",
+            Role::Client => "client",
+        };
+        self.incomplete_exchanges
+            .with_label_values(&[view, why.as_str()])
+            .inc();
     }
 
     pub fn decode_error(&self, e: &DecodeError) {

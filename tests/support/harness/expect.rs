@@ -1,12 +1,15 @@
 //! Exact expectations on a `/metrics` exposition, waited for with a deadline: the agent decodes
 //! captured bytes asynchronously, so a test polls until every expected value is there and, when
-//! the deadline passes, reports each mismatch instead of only the first.
+//! the deadline passes, reports each mismatch instead of only the first. Once they hold, the agent
+//! is waited for until it is quiescent ([`super::quiesce`]) and the expectations are checked once
+//! more on a scrape taken after that, so a late over-count cannot pass.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::exposition::Exposition;
+use super::quiesce::wait_quiescent;
 use super::stack::scrape;
 
 /// How a metric is selected and what it must read.
@@ -110,8 +113,9 @@ impl Expected {
     }
 }
 
-/// Scrapes `addr` until every expectation holds; after `timeout`, an error listing the mismatches
-/// and the `llm_*` samples of the last scrape.
+/// Scrapes `addr` until every expectation holds, then waits until the agent is quiescent and
+/// checks them once more on the final scrape (returned). After `timeout`, or when the final
+/// scrape differs, an error listing the mismatches and the `llm_*` samples of the last scrape.
 pub fn wait_for_expected(
     addr: SocketAddr,
     expected: &Expected,
@@ -124,11 +128,19 @@ pub fn wait_for_expected(
             Ok(e) => expected.mismatches(e),
             Err(err) => vec![format!("{err:#}")],
         };
-        if problems.is_empty()
-            && let Ok(e) = scraped
-        {
-            print!("{}", expected.table(&e));
-            return Ok(e);
+        if problems.is_empty() && scraped.is_ok() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let last = wait_quiescent(addr, left.max(Duration::from_secs(5)))?;
+            let late = expected.mismatches(&last);
+            if !late.is_empty() {
+                anyhow::bail!(
+                    "the expectations held, but not once the agent had applied everything:\n  {}\n{}",
+                    late.join("\n  "),
+                    llm_samples(&last)
+                );
+            }
+            print!("{}", expected.table(&last));
+            return Ok(last);
         }
         if Instant::now() >= deadline {
             let mut msg = format!(
@@ -139,15 +151,20 @@ pub fn wait_for_expected(
                 let _ = writeln!(msg, "  {p}");
             }
             if let Ok(e) = &scraped {
-                msg.push_str("last scrape (llm_*):\n");
-                for s in e.samples.iter().filter(|s| s.name.starts_with("llm_")) {
-                    let _ = writeln!(msg, "  {} {:?} {}", s.name, s.labels, s.value);
-                }
+                msg.push_str(&llm_samples(e));
             }
             anyhow::bail!(msg);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn llm_samples(e: &Exposition) -> String {
+    let mut msg = String::from("last scrape (llm_*):\n");
+    for s in e.samples.iter().filter(|s| s.name.starts_with("llm_")) {
+        let _ = writeln!(msg, "  {} {:?} {}", s.name, s.labels, s.value);
+    }
+    msg
 }
 
 #[cfg(test)]

@@ -5,4 +5,5 @@ pub mod exposition;
 pub mod guard;
 pub mod http;
 pub mod process;
+pub mod quiesce;
 pub mod stack;

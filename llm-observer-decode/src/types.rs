@@ -1,0 +1,139 @@
+//! The vocabulary every layer shares: decode limits, who ended a connection, what the decoder
+//! emits and why bytes could not be decoded. A leaf: it imports only [`crate::exchange`], so the
+//! protocol and API layers can use it without depending on [`crate::decoder`].
+
+use crate::exchange::{Api, Exchange, Incomplete, Operation};
+
+/// Memory caps per connection. Every buffer the decoder keeps is bounded by one of these.
+///
+/// What the HTTP layer holds between calls, per connection, is at most
+/// [`Limits::max_buffered_bytes`]: per direction one incomplete head (`max_head_bytes`) and a few
+/// resync bytes, plus one request body being received (`max_body_bytes`). Decompression output is
+/// capped at `max_body_bytes` per body; decompressor windows are bounded by their formats (see
+/// [`crate::protocol::decompress`]). The API decoders' own buffers use `max_body_bytes` /
+/// `max_event_bytes` and are not counted here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest HTTP head (request line / status line + headers) kept while waiting for its end.
+    pub max_head_bytes: usize,
+    /// Largest (decoded) body buffered for JSON decoding; beyond it the body is skipped while
+    /// framing continues and the exchange is marked `body_truncated`.
+    pub max_body_bytes: usize,
+    /// Largest single SSE event / NDJSON line.
+    pub max_event_bytes: usize,
+    /// Most requests waiting for their response on one connection (pipelining depth).
+    pub max_pending_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_event_bytes: 1024 * 1024,
+            max_pending_requests: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Upper bound of [`ConnDecoder::buffered_bytes`] under these limits.
+    pub fn max_buffered_bytes(&self) -> usize {
+        // Two heads, two resync tails (< 24 bytes each), two deflate sniff bytes, one request body.
+        2 * self.max_head_bytes + self.max_body_bytes + 2 * 24 + 2
+    }
+}
+
+/// Who ended the connection, as far as the capture can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    Client,
+    Server,
+    /// The server process was killed by the kernel's OOM killer: its in-flight requests failed
+    /// as `out_of_memory`.
+    ServerOom,
+    /// Neither peer: the capture lost bytes, or the agent stopped following the connection. The
+    /// exchanges it ends are [`Incomplete`], never an error of the observed server.
+    Capture(Incomplete),
+}
+
+/// Traffic the decoder recognises but does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unsupported {
+    /// HTTP/2 connection preface (`PRI * HTTP/2.0`).
+    Http2,
+    /// `101 Switching Protocols` (WebSocket, h2c) — the rest of the connection is not HTTP/1.
+    Upgrade,
+    /// `CONNECT` tunnel.
+    Connect,
+}
+
+/// Why bytes could not be decoded. Each is counted by the agent under its [`DecodeError::reason`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not HTTP/1.x")]
+    NotHttp,
+    #[error("malformed HTTP head: {0}")]
+    BadHead(&'static str),
+    #[error("HTTP head larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    #[error("malformed chunked encoding")]
+    BadChunk,
+    #[error("body decompression failed")]
+    Decompress,
+    #[error("malformed JSON in an LLM body")]
+    BadJson,
+    #[error("stream event larger than {limit} bytes")]
+    EventTooLarge { limit: usize },
+    #[error("response without a request")]
+    UnmatchedResponse,
+    #[error("too many pipelined requests")]
+    TooManyPending,
+    #[error("{missing} bytes lost by the capture")]
+    Gap { missing: u64 },
+}
+
+impl DecodeError {
+    /// Bounded label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::NotHttp => "not_http",
+            DecodeError::BadHead(_) => "bad_head",
+            DecodeError::HeadTooLarge { .. } => "head_too_large",
+            DecodeError::BadChunk => "bad_chunk",
+            DecodeError::Decompress => "decompress",
+            DecodeError::BadJson => "bad_json",
+            DecodeError::EventTooLarge { .. } => "event_too_large",
+            DecodeError::UnmatchedResponse => "unmatched_response",
+            DecodeError::TooManyPending => "too_many_pending",
+            DecodeError::Gap { .. } => "capture_gap",
+        }
+    }
+}
+
+/// What the decoder emits. `seq` numbers the requests of one connection from 0, so `Started`,
+/// `FirstToken` and `Done` of one request can be matched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A request to a recognised LLM/MCP API was fully received (its body parsed).
+    Started {
+        seq: u64,
+        api: Api,
+        operation: Operation,
+        model: Option<String>,
+        stream: bool,
+        ts_ns: u64,
+    },
+    /// The first content-bearing response event of request `seq` arrived (TTFT marker).
+    FirstToken {
+        seq: u64,
+        ts_ns: u64,
+    },
+    /// Request `seq` is complete (or failed); the record.
+    Done {
+        seq: u64,
+        exchange: Box<Exchange>,
+    },
+    Unsupported(Unsupported),
+    Error(DecodeError),
+}
