@@ -90,7 +90,7 @@ fn prometheus_configs_rules_and_rule_unit_tests_pass_promtool() {
         );
         assert!(out.status.success(), "{}", said(&out));
         assert!(
-            said(&out).contains("SUCCESS: 8 rules found"),
+            said(&out).contains("SUCCESS: 9 rules found"),
             "{}",
             said(&out)
         );

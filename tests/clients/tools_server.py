@@ -5,8 +5,8 @@ LLM emulator does not serve.
 - `POST /v1/chat/completions`: an OpenAI chat completion (not streamed) in which the model asks
   for one tool call, `get_weather`, with reported usage (12 prompt, 7 completion tokens).
 - `POST /mcp`: MCP Streamable HTTP, one JSON-RPC message per POST answered as `application/json`:
-  `initialize`, `tools/list`, `tools/call` (a tool whose name starts with `broken` answers a tool
-  result with `isError: true`, any other succeeds), any other method a JSON-RPC error -32601;
+  `initialize`, `tools/list`, `tools/call` (any tool; called with the argument `"fail": true` it
+  answers a tool result with `isError: true`), any other method a JSON-RPC error -32601;
   notifications get 202.
 
 Prints `listening on 127.0.0.1:PORT` as its first stdout line, then serves HTTP/1.1 (keep-alive)
@@ -49,8 +49,9 @@ def mcp_reply(msg):
     elif method == "tools/list":
         result = {"tools": [TOOL]}
     elif method == "tools/call":
-        name = str((msg.get("params") or {}).get("name"))
-        if name.startswith("broken"):
+        params = msg.get("params") or {}
+        name = str(params.get("name"))
+        if (params.get("arguments") or {}).get("fail"):
             result = {"content": [{"type": "text", "text": f"tool {name} failed"}], "isError": True}
         else:
             result = {"content": [{"type": "text", "text": "sunny"}], "isError": False}
