@@ -107,6 +107,13 @@ pub fn build(root: &Path, bin: &Path) -> Result<String> {
         .arg(bin)
         .arg(&rootfs)
         .run()?;
+    // The image these tags point at now: removed once they point at the new one, so rebuilds do
+    // not pile up untagged copies (only ours; an image still in use stays).
+    let previous = Cmd::new("buildah", root)
+        .args(["images", "-q", "--no-trunc", &format!("{NAME}:latest")])
+        .output()
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     let ctr = Cmd::new("buildah", root)
         .args(["from", "scratch"])
         .output()?
@@ -140,6 +147,14 @@ pub fn build(root: &Path, bin: &Path) -> Result<String> {
         let _ = Cmd::new("buildah", root).args(["rm", &ctr]).output();
     }
     built?;
+    let now = Cmd::new("buildah", root)
+        .args(["images", "-q", "--no-trunc", &format!("{NAME}:latest")])
+        .output()
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if !previous.is_empty() && previous != now {
+        let _ = Cmd::new("buildah", root).args(["rmi", &previous]).output();
+    }
     eprintln!("xtask: image {NAME}:{version} (and :latest)");
     Ok(format!("{NAME}:{version}"))
 }
