@@ -2,6 +2,8 @@
 //!
 //! Every step is idempotent: the second run finds everything in place and takes seconds.
 
+mod deploy_deps;
+mod image;
 mod setup;
 mod util;
 
@@ -23,7 +25,8 @@ struct Cli {
 enum Command {
     /// Install what the build needs (nightly rust-src, bpf-linker built against the nightly's LLVM).
     Setup {
-        /// Also install the test dependencies (Python clients in .venv, promtool and prometheus, curl).
+        /// Also install the test dependencies (Python clients and validators in .venv, prometheus,
+        /// curl, buildah, podman, runc).
         #[arg(long)]
         test: bool,
     },
@@ -51,6 +54,8 @@ enum Command {
     },
     /// Start an LLM server emulator, the agent and a short client workload; print the llm_* series.
     Demo,
+    /// Build (release) and make the agent's OCI image with buildah, from scratch (no registry).
+    Image,
 }
 
 fn main() -> Result<()> {
@@ -60,7 +65,8 @@ fn main() -> Result<()> {
         Command::Setup { test } => {
             setup::toolchain()?;
             if test {
-                setup::test_deps(&root)?;
+                let venv = setup::test_deps(&root)?;
+                deploy_deps::install(&root, &venv)?;
             }
             Ok(())
         }
@@ -84,6 +90,7 @@ fn main() -> Result<()> {
         } => test(&root, no_lint, fuzz_seconds),
         Command::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
         Command::Demo => demo(&root),
+        Command::Image => image::build(&root, &build(&root)?).map(|_| ()),
     }
 }
 
@@ -117,6 +124,8 @@ fn test(root: &std::path::Path, no_lint: bool, fuzz_seconds: u64) -> Result<()> 
     let bin = build(root)?;
     let linker_dir = setup::toolchain()?;
     let venv = setup::test_deps(root)?;
+    deploy_deps::install(root, &venv)?;
+    let image = image::build(root, &bin)?;
     if !no_lint {
         Cmd::cargo(root, &linker_dir)
             .args(["fmt", "--all", "--", "--check"])
@@ -148,6 +157,7 @@ fn test(root: &std::path::Path, no_lint: bool, fuzz_seconds: u64) -> Result<()> 
         c.env("LLM_OBSERVER_BIN", &bin)
             .env("LLM_EMULATOR_BIN", root.join("target/release/llm-emulator"))
             .env("LLM_OBSERVER_VENV", &venv)
+            .env("LLM_OBSERVER_IMAGE", &image)
     };
     // Pure tests in parallel; the BPF and end-to-end tests one at a time, since they share the
     // kernel's tracepoints and count exact events for this process.
