@@ -17,6 +17,7 @@ use llm_observer_tests::harness::{
     expect::{Expected, wait_for_expected},
     guard,
     http::KeepAlive,
+    quiesce::wait_quiescent,
     stack::{Agent, EmulatorProc},
 };
 use serde_json::json;
@@ -369,4 +370,119 @@ fn a_server_killed_by_the_oom_killer_is_out_of_memory() {
         .exactly("llm_oom_kills_total", &[("process", "python3")], 1.0);
     wait_for_expected(agent.addr(), &expected, SETTLE)
         .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.proc.output()));
+}
+
+/// VmRSS of `pid`, bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// `n` connections that each send a 4 MiB-announced JSON POST to `path`, all but its last byte,
+/// and stay open; a server thread per connection reads and discards. Returns once every byte
+/// sent has been read by the servers, with the connections still open.
+fn held_bodies(path: &str, n: usize) -> (Vec<TcpStream>, Vec<std::thread::JoinHandle<()>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let len = 4 * 1024 * 1024;
+    let (read_tx, read_rx) = mpsc::channel();
+    let servers = std::thread::spawn(move || {
+        let mut readers = Vec::new();
+        for _ in 0..n {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let tx = read_tx.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0usize;
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            total += k;
+                            let _ = tx.send(k);
+                        }
+                    }
+                }
+                let _ = total;
+            }));
+        }
+        readers
+    });
+    let body = vec![b' '; len - 1];
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.write_all(head.as_bytes()).expect("head");
+        c.write_all(b"{").expect("body start");
+        c.write_all(&body[1..]).expect("body");
+        clients.push(c);
+    }
+    let want = n * (head.len() + len - 1);
+    let mut got = 0;
+    while got < want {
+        got += read_rx.recv().expect("server reads");
+    }
+    (clients, servers.join().expect("servers"))
+}
+
+#[test]
+fn buffered_bytes_stay_within_one_budget_and_uploads_cost_nothing() {
+    if !ready() {
+        return;
+    }
+    let budget = 32u64 * 1024 * 1024;
+    let agent = Agent::start(&["--max-buffered-bytes", &budget.to_string()]).expect("agent");
+    let before = rss_bytes(agent.proc.id());
+    // 150 uploads of 4 MiB JSON to a path no API uses: framed, never buffered.
+    let (uploads, readers) = held_bodies("/upload", 150);
+    let e = wait_quiescent(agent.addr(), SETTLE).expect("quiescent");
+    let after_uploads = rss_bytes(agent.proc.id());
+    let buffered = e.sum("llm_observer_buffered_bytes", &[]);
+    let shed = e.sum("llm_observer_dropped_total", &[("stage", "memory_budget")]);
+    println!(
+        "| 150 × 4 MiB JSON POST /upload held open | agent RSS {} → {} MiB | buffered {buffered} B | shed {shed} |",
+        before >> 20,
+        after_uploads >> 20
+    );
+    assert!(
+        buffered < 1024.0 * 1024.0,
+        "uploads were buffered: {buffered} bytes"
+    );
+    assert_eq!(shed, 0.0);
+    drop(uploads);
+    for r in readers {
+        r.join().expect("reader");
+    }
+    // 150 chat requests of 4 MiB each (API candidates, both views buffer them): one budget.
+    let (chats, readers) = held_bodies("/v1/chat/completions", 150);
+    let e = wait_quiescent(agent.addr(), SETTLE).expect("quiescent");
+    let after_chats = rss_bytes(agent.proc.id());
+    let buffered = e.sum("llm_observer_buffered_bytes", &[]);
+    let shed = e.sum("llm_observer_dropped_total", &[("stage", "memory_budget")]);
+    println!(
+        "| 150 × 4 MiB chat bodies held open, budget 32 MiB | agent RSS {} MiB | buffered {buffered} B | shed {shed} connections |",
+        after_chats >> 20
+    );
+    assert!(buffered <= budget as f64, "{buffered} > {budget}");
+    // 300 connection ends (both views) hold 1.2 GiB of bodies; at most 32 MiB fit.
+    assert!(shed >= 250.0, "only {shed} connections shed");
+    // The documented bound: the budget plus the agent's own working set.
+    let bound = budget + 96 * 1024 * 1024;
+    assert!(after_chats < bound, "agent RSS {after_chats} above {bound}");
+    assert!(
+        after_uploads < bound,
+        "agent RSS {after_uploads} above {bound}"
+    );
+    drop(chats);
+    for r in readers {
+        r.join().expect("reader");
+    }
 }

@@ -228,15 +228,18 @@ pub enum Incomplete {
     Undecodable,
     /// A decoder limit was reached (too many pipelined requests) and decoding stopped.
     DecoderLimit,
+    /// The agent shed the connection to stay within its memory budget (`--max-buffered-bytes`).
+    Shed,
 }
 
 impl Incomplete {
-    pub const ALL: [Incomplete; 5] = [
+    pub const ALL: [Incomplete; 6] = [
         Incomplete::CaptureGap,
         Incomplete::Expired,
         Incomplete::CloseUnseen,
         Incomplete::Undecodable,
         Incomplete::DecoderLimit,
+        Incomplete::Shed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -246,6 +249,7 @@ impl Incomplete {
             Incomplete::CloseUnseen => "close_unseen",
             Incomplete::Undecodable => "undecodable",
             Incomplete::DecoderLimit => "decoder_limit",
+            Incomplete::Shed => "shed",
         }
     }
 }

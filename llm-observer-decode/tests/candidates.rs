@@ -18,14 +18,24 @@ fn candidates_by_method_path_and_content_type() {
     let form = headers(&[("content-type", "multipart/form-data; boundary=x")]);
     let none = headers(&[]);
     let mcp = headers(&[("content-type", "text/plain"), ("mcp-session-id", "abc")]);
+    // What the MCP SDKs send on `initialize`, before any session header exists.
+    let mcp_init = headers(&[
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ]);
     let cases = [
         ("POST", "/v1/chat/completions", &form, true),
         ("POST", "/openai/v1/chat/completions", &none, true),
         ("POST", "/api/generate", &form, true),
         ("POST", "/mcp", &json, true),
-        ("POST", "/anything", &none, true),
+        ("POST", "/mcp/", &none, true),
+        ("POST", "/messages/?session_id=1", &json, true),
+        ("POST", "/anything", &mcp_init, true),
         ("POST", "/anything", &mcp, true),
-        ("post", "/x", &json, true),
+        // A JSON POST to any other path is not buffered (an upload, a REST API).
+        ("POST", "/anything", &none, false),
+        ("post", "/x", &json, false),
+        ("POST", "/upload", &json, false),
         ("POST", "/upload", &form, false),
         ("PUT", "/v1/chat/completions", &json, false),
         ("GET", "/v1/models", &json, false),

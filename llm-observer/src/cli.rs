@@ -119,6 +119,11 @@ pub struct CaptureArgs {
     )]
     pub idle_timeout: u64,
 
+    /// Most bytes all connections' decoders may buffer together (heads, bodies, stream events);
+    /// a connection that would pass it is shed (counted in llm_observer_dropped_total{stage="memory_budget"}).
+    #[arg(long, env = "LLM_OBSERVER_MAX_BUFFERED_BYTES", default_value_t = 128 * 1024 * 1024, global = true)]
+    pub max_buffered_bytes: usize,
+
     /// Largest HTTP body buffered per message for JSON decoding (bytes).
     #[arg(long, env = "LLM_OBSERVER_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
     pub max_body_bytes: usize,

@@ -64,6 +64,7 @@ fn table_config(a: &CaptureArgs) -> ConnTableConfig {
             ..Limits::default()
         },
         max_connections: a.max_connections,
+        max_buffered_bytes: a.max_buffered_bytes,
         idle_timeout_ns: a.idle_timeout.saturating_mul(1_000_000_000),
         ports: a.port.clone(),
         proc_root: a.proc_root.clone(),

@@ -490,6 +490,16 @@ impl<H: Handler> ApiDecoder for Engine<H> {
         core.new_first.take()
     }
 
+    fn buffered_bytes(&self) -> usize {
+        let framing = match &self.framing {
+            Framing::Sse(p) => p.buffered_bytes(),
+            Framing::Ndjson(p) => p.buffered_bytes(),
+            Framing::Json(b) => b.buf.len(),
+            Framing::Undecided | Framing::Skip => 0,
+        };
+        framing + self.sniffed.len()
+    }
+
     fn finish(
         mut self: Box<Self>,
         end: BodyEnd,

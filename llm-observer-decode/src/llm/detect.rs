@@ -158,17 +158,37 @@ fn has_mcp_headers(headers: &Headers) -> bool {
     MCP_HEADERS.iter().any(|h| headers.get(h).is_some())
 }
 
-/// See [`super::is_candidate`]: a POST to a known endpoint, with MCP headers, or with a JSON (or
-/// no) content type. Everything else is framed without collecting its body.
+/// See [`super::is_candidate`]: a POST to a known endpoint, with MCP headers, or a JSON (or
+/// untyped) POST that looks like MCP's Streamable HTTP transport — its clients must accept
+/// `text/event-stream` with JSON, and its endpoints are conventionally `/mcp` (`/messages` for the
+/// older HTTP+SSE transport). Everything else is framed without collecting its body: a JSON POST
+/// to any other path on the node (`/upload`, a REST API) costs no buffering.
 pub(crate) fn candidate(method: &str, path: &str, headers: &Headers) -> bool {
     if !method.eq_ignore_ascii_case("POST") {
         return false;
     }
-    endpoint(path).is_some()
-        || has_mcp_headers(headers)
-        || headers
-            .get_str("content-type")
-            .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"))
+    if endpoint(path).is_some() || has_mcp_headers(headers) {
+        return true;
+    }
+    let json_or_untyped = headers
+        .get_str("content-type")
+        .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
+    json_or_untyped && (mcp_accept(headers) || mcp_path(path))
+}
+
+/// `Accept` naming both JSON and SSE, as the MCP Streamable HTTP transport requires of clients.
+fn mcp_accept(headers: &Headers) -> bool {
+    headers.get_str("accept").is_some_and(|a| {
+        let a = a.to_ascii_lowercase();
+        a.contains("text/event-stream") && a.contains("json")
+    })
+}
+
+/// The conventional MCP endpoint names, as the path's last segment (query and trailing `/` aside).
+fn mcp_path(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    matches!(last, "mcp" | "messages" | "message")
 }
 
 /// The body looks like a JSON-RPC message, or the headers are MCP's.

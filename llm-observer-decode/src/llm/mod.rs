@@ -123,6 +123,12 @@ pub trait ApiDecoder: Send + std::fmt::Debug {
         errors: &mut Vec<DecodeError>,
     ) -> Option<u64>;
 
+    /// Bytes this decoder buffers now (a JSON body, a partial stream event), for the agent's
+    /// memory budget.
+    fn buffered_bytes(&self) -> usize {
+        0
+    }
+
     /// No more response: build the record. `end_ns` is the capture time of the last response byte
     /// (or of the close that ended it); `response_wire_bytes` counts head + framed body.
     fn finish(self: Box<Self>, end: BodyEnd, end_ns: u64, response_wire_bytes: u64) -> Exchange;

@@ -110,9 +110,13 @@ impl Pairing {
         }
     }
 
-    /// Bytes of the request body being collected.
+    /// Bytes of the request body being collected, and of the response being decoded.
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.incoming.as_ref().map_or(0, |i| i.body.len())
+            + self
+                .inflight
+                .as_ref()
+                .map_or(0, |f| f.decoder.buffered_bytes())
     }
 
     /// Requests received and waiting for (the end of) their response.

@@ -6,6 +6,7 @@
 //! misparsing. Directions map to request/response streams by role: on an accepted socket (server)
 //! ingress carries requests, on a connected socket (client) egress does.
 
+pub mod budget;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use llm_observer_decode::{
     Unsupported,
 };
 
+use super::budget::Budget;
 use crate::{
     attribution::process::{ProcessCache, ProcessInfo},
     capture::{ConnId, DataEvent, DataKind, Direction, Event, KernelRole, procfs},
@@ -61,6 +62,8 @@ pub struct ConnTableConfig {
     pub idle_timeout_ns: u64,
     /// Only connections with one of these local or peer ports (empty = all).
     pub ports: Vec<u16>,
+    /// Most bytes all decoders may buffer together ([`Budget`]).
+    pub max_buffered_bytes: usize,
     pub proc_root: PathBuf,
 }
 
@@ -71,6 +74,7 @@ impl Default for ConnTableConfig {
             max_connections: 16_384,
             idle_timeout_ns: 600 * 1_000_000_000,
             ports: Vec::new(),
+            max_buffered_bytes: 128 * 1024 * 1024,
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -113,6 +117,8 @@ struct Conn {
     next_pos: [u64; 2],
     peer_eof: bool,
     last_ts: u64,
+    /// Buffered bytes charged to the [`Budget`] for this connection.
+    charged: usize,
 }
 
 impl Conn {
@@ -164,6 +170,7 @@ pub struct ConnTable {
     /// Server processes the OOM killer chose, until their exit (their requests fail as OOM).
     oom_victims: std::collections::HashSet<u32>,
     stats: TableStats,
+    budget: Budget,
     /// Kernel-side tracking to stop (not TCP, filtered out, table full): drained by the pipeline.
     untrack: Vec<ConnId>,
     out: Vec<Output>,
@@ -179,6 +186,7 @@ fn dir_index(d: Direction) -> usize {
 impl ConnTable {
     pub fn new(cfg: ConnTableConfig) -> Self {
         let processes = ProcessCache::new(&cfg.proc_root);
+        let budget = Budget::new(cfg.max_buffered_bytes);
         ConnTable {
             cfg,
             conns: HashMap::new(),
@@ -187,6 +195,7 @@ impl ConnTable {
             listeners: HashMap::new(),
             oom_victims: std::collections::HashSet::new(),
             stats: TableStats::default(),
+            budget,
             untrack: Vec::new(),
             out: Vec::new(),
         }
@@ -209,18 +218,9 @@ impl ConnTable {
         self.conns.is_empty()
     }
 
-    /// Bytes held by all decoders (for the memory self-metric).
-    pub fn buffered_bytes(&self) -> usize {
-        self.conns
-            .values()
-            .map(|c| {
-                if let Proto::Http(d) = &c.proto {
-                    d.buffered_bytes()
-                } else {
-                    0
-                }
-            })
-            .sum()
+    /// Bytes held by all decoders, and what the memory budget has shed.
+    pub fn budget(&self) -> Budget {
+        self.budget
     }
 
     /// Local address of a listening socket, cached per (tgid, fd) — failures too, so a unix
@@ -288,6 +288,7 @@ impl ConnTable {
                 next_pos: [0, 0],
                 peer_eof: false,
                 last_ts: ts_ns,
+                charged: 0,
             },
         );
         self.by_tgid.entry(id.tgid).or_default().insert(id, ());
@@ -504,6 +505,32 @@ impl ConnTable {
         }
         let conn = &self.conns[&d.conn];
         Self::dispatch(&mut self.out, conn, sink);
+        self.charge(d.conn, d.ts_ns, sink);
+    }
+
+    /// Charges a connection's buffered bytes to the budget; sheds it when they do not fit.
+    fn charge(&mut self, id: ConnId, ts_ns: u64, sink: &mut dyn Sink) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Proto::Http(dec) = &conn.proto else {
+            return;
+        };
+        if self.budget.charge(&mut conn.charged, dec.buffered_bytes()) {
+            return;
+        }
+        log::debug!(
+            "memory budget ({} bytes) exceeded: shedding {}[{}] fd {} ({} bytes buffered)",
+            self.cfg.max_buffered_bytes,
+            conn.process.comm,
+            id.tgid,
+            id.fd,
+            conn.charged
+        );
+        let charged = std::mem::take(&mut conn.charged);
+        self.budget.shed(charged);
+        self.finish(id, EndedBy::Capture(Incomplete::Shed), ts_ns, sink);
+        self.untrack.push(id);
     }
 
     fn dispatch(out: &mut Vec<Output>, conn: &Conn, sink: &mut dyn Sink) {
@@ -536,7 +563,9 @@ impl ConnTable {
 
     /// Drops a connection that has nothing to decode (not HTTP, filtered out).
     fn forget(&mut self, id: ConnId) {
-        self.conns.remove(&id);
+        if let Some(c) = self.conns.remove(&id) {
+            self.budget.release(c.charged);
+        }
         if let Some(m) = self.by_tgid.get_mut(&id.tgid) {
             m.remove(&id);
         }
@@ -547,6 +576,7 @@ impl ConnTable {
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
+        self.budget.release(std::mem::take(&mut conn.charged));
         if let Some(m) = self.by_tgid.get_mut(&id.tgid) {
             m.remove(&id);
         }

@@ -510,3 +510,78 @@ fn a_server_killed_by_the_oom_killer_fails_its_requests_as_out_of_memory() {
     );
     assert!(r2.oom.is_empty());
 }
+
+#[test]
+fn one_memory_budget_for_all_connections_sheds_the_one_that_passes_it() {
+    let mib = 1024 * 1024;
+    let mut t = ConnTable::new(ConnTableConfig {
+        proc_root: "/nonexistent-proc".into(),
+        max_buffered_bytes: mib,
+        ..ConnTableConfig::default()
+    });
+    let (mut g, mut r) = (Generator::new(7), Recorder::default());
+    // Two clients each start a 700 KiB chat request body (a candidate: it is buffered).
+    let body_len = 700 * 1024;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"
+    );
+    let piece = vec![b' '; 100 * 1024];
+    let (a, open_a) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    let (b, open_b) = g.open(5, KernelRole::Server, "127.0.0.1:40001");
+    t.apply(&open_a, &mut r);
+    t.apply(&open_b, &mut r);
+    for id in [a, b] {
+        t.apply(&g.bytes(id, Direction::Ingress, head.as_bytes(), 1), &mut r);
+    }
+    for _ in 0..6 {
+        t.apply(&g.bytes(a, Direction::Ingress, &piece, 1), &mut r);
+    }
+    assert_eq!(t.budget().total(), 600 * 1024);
+    // `b` grows past the 1 MiB budget at its 5th piece: shed, its capture stopped.
+    for _ in 0..5 {
+        t.apply(&g.bytes(b, Direction::Ingress, &piece, 1), &mut r);
+    }
+    let budget = t.budget();
+    assert_eq!(
+        (budget.shed_connections, budget.shed_bytes),
+        (1, 500 * 1024)
+    );
+    assert_eq!(budget.total(), 600 * 1024);
+    assert_eq!(t.len(), 1);
+    assert!(t.take_untrack().contains(&b));
+    // `a` is untouched: its request completes and is recognised; its bytes are released.
+    let rest = vec![b' '; body_len - 6 * piece.len() - 2];
+    t.apply(&g.bytes(a, Direction::Ingress, &rest, 1), &mut r);
+    t.apply(&g.bytes(a, Direction::Ingress, b"{}", 1), &mut r);
+    assert_eq!(t.budget().total(), 0);
+    let close = g.close(a);
+    t.apply(&close, &mut r);
+    assert_eq!(t.budget().total(), 0);
+}
+
+#[test]
+fn a_shed_exchange_in_flight_is_incomplete() {
+    let mut t = ConnTable::new(ConnTableConfig {
+        proc_root: "/nonexistent-proc".into(),
+        max_buffered_bytes: 64 * 1024,
+        ..ConnTableConfig::default()
+    });
+    let (mut g, mut r) = (Generator::new(7), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    // A non-streamed JSON response of 1 MiB is buffered for decoding: past the 64 KiB budget.
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{\"x\":\"";
+    t.apply(&g.bytes(id, Direction::Egress, head.as_bytes(), 1), &mut r);
+    t.apply(
+        &g.bytes(id, Direction::Egress, &vec![b'a'; 128 * 1024], 1),
+        &mut r,
+    );
+    assert_eq!(r.done.len(), 1);
+    let ex = &r.done[0].2;
+    assert_eq!((ex.error, ex.incomplete), (None, Some(Incomplete::Shed)));
+    assert_eq!(
+        (t.len(), t.budget().total(), t.budget().shed_connections),
+        (0, 0, 1)
+    );
+}

@@ -207,4 +207,11 @@ fn housekeeping(
         t.dropped_full + k.conn_map_full,
     );
     s.connections_tracked.set(table.len() as i64);
+    let budget = table.budget();
+    s.buffered_bytes
+        .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
+    s.set_total(
+        &s.dropped.with_label_values(&["memory_budget"]),
+        budget.shed_connections,
+    );
 }

@@ -23,7 +23,12 @@ pub const UNSUPPORTED_KINDS: &[&str] = &["http2", "upgrade", "connect"];
 /// Values of `llm_observer_dropped_total{stage}`, pre-created at start: ring records that did not
 /// decode, connections not tracked because the table (user or kernel map) was full. A new stage
 /// must be added here and in docs/metrics.md.
-pub const DROP_STAGES: &[&str] = &["event_decode", "conn_table_full", "kernel_inflight_full"];
+pub const DROP_STAGES: &[&str] = &[
+    "event_decode",
+    "conn_table_full",
+    "kernel_inflight_full",
+    "memory_budget",
+];
 
 /// Every [`DecodeError::reason`] value, so the series exist before the first error.
 pub fn decode_error_reasons() -> [&'static str; 10] {
@@ -67,6 +72,8 @@ pub struct SelfMetrics {
     pub captured_bytes: IntCounterVec,
     /// Connections currently in the connection table.
     pub connections_tracked: IntGauge,
+    /// Bytes all decoders buffer now (bounded by `--max-buffered-bytes`).
+    pub buffered_bytes: IntGauge,
     /// `role`: one of [`ROLES`].
     pub connections: IntCounterVec,
     /// `reason`: [`DecodeError::reason`].
@@ -116,6 +123,10 @@ impl SelfMetrics {
             connections_tracked: reg.gauge(
                 "llm_observer_connections_tracked",
                 "TCP connections currently held in the connection table.",
+            )?,
+            buffered_bytes: reg.gauge(
+                "llm_observer_buffered_bytes",
+                "Bytes the decoders of all connections buffer now (heads, bodies, stream events), bounded by --max-buffered-bytes.",
             )?,
             connections: reg.counter_vec(
                 "llm_observer_connections_total",
