@@ -146,6 +146,8 @@ pub async fn run(
                 // captured before it has been applied (the ring is consumed in order).
                 if let Some(m) = &metrics {
                     m.self_metrics().last_event_seconds.set(last_ts as f64 / 1e9);
+                    // With the batch, so a reader that waited for quiescence sees them too.
+                    budget_metrics(&table, m);
                 }
             }
             _ = tick.tick() => {
@@ -160,6 +162,17 @@ pub async fn run(
     }
     housekeeping(&mut capture, &mut table, sink, metrics.as_deref());
     Ok(())
+}
+
+fn budget_metrics(table: &ConnTable, m: &Metrics) {
+    let s = m.self_metrics();
+    let budget = table.budget();
+    s.buffered_bytes
+        .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
+    s.set_total(
+        &s.dropped.with_label_values(&["memory_budget"]),
+        budget.shed_connections,
+    );
 }
 
 fn housekeeping(
@@ -207,11 +220,5 @@ fn housekeeping(
         t.dropped_full + k.conn_map_full,
     );
     s.connections_tracked.set(table.len() as i64);
-    let budget = table.budget();
-    s.buffered_bytes
-        .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
-    s.set_total(
-        &s.dropped.with_label_values(&["memory_budget"]),
-        budget.shed_connections,
-    );
+    budget_metrics(table, m);
 }
