@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use llm_observer::attribution::Place;
 use llm_observer::sinks::{ExchangeCtx, Metrics, MetricsConfig, ScrapeEnv};
 use llm_observer_decode::exchange::Timings;
 use llm_observer_decode::llm::RequestSummary;
@@ -27,6 +28,8 @@ fn ctx(role: Role, process: &str, pid: u32, peer: &str) -> ExchangeCtx {
     ExchangeCtx {
         role,
         process: process.into(),
+        comm: process.into(),
+        place: Default::default(),
         pid,
         peer: Some(peer.parse().unwrap()),
     }
@@ -117,7 +120,17 @@ fn session() -> Metrics {
     };
     let m = Metrics::with_env(cfg, "tracepoint", env).unwrap();
     let ollama = ctx(Role::Server, "ollama", 4242, "127.0.0.1:50001");
-    let vllm = ctx(Role::Server, "python3", 4343, "10.0.0.7:41000");
+    // vLLM in a pod: `process` is the name the attribution rule gives `python3 -m vllm...`
+    // (its comm stays python3, which the memory sampler checks against /proc).
+    let vllm = ExchangeCtx {
+        process: "vllm".into(),
+        place: Place {
+            container: "server".into(),
+            pod: "vllm-0".into(),
+            namespace: "llm".into(),
+        },
+        ..ctx(Role::Server, "python3", 4343, "10.0.0.7:41000")
+    };
     let agent = ctx(Role::Client, "node", 5000, "127.0.0.1:11434");
     let (r, c) = (TokenCount::reported, TokenCount::counted);
     use {Api::*, Operation::*};

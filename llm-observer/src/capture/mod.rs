@@ -44,6 +44,7 @@ const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("syscalls", "sys_exit_accept", true),
     ("syscalls", "sys_enter_close", false),
     ("sched", "sched_process_exit", false),
+    ("sched", "sched_process_exec", false),
     ("syscalls", "sys_enter_write", false),
     ("syscalls", "sys_exit_write", false),
     ("syscalls", "sys_enter_writev", false),

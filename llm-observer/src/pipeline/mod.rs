@@ -57,6 +57,7 @@ struct EventCounters {
     open: prometheus::IntCounter,
     close: prometheus::IntCounter,
     exit: prometheus::IntCounter,
+    exec: prometheus::IntCounter,
     bad: prometheus::IntCounter,
 }
 
@@ -87,6 +88,7 @@ pub async fn run(
             open: s.events.with_label_values(&["conn_open"]),
             close: s.events.with_label_values(&["conn_close"]),
             exit: s.events.with_label_values(&["proc_exit"]),
+            exec: s.events.with_label_values(&["proc_exec"]),
             bad: s.dropped.with_label_values(&["event_decode"]),
         }
     });
@@ -112,6 +114,7 @@ pub async fn run(
                                     event::Event::Open(_) => c.open.inc(),
                                     event::Event::Close(_) => c.close.inc(),
                                     event::Event::ProcExit { .. } => c.exit.inc(),
+                                    event::Event::ProcExec { .. } => c.exec.inc(),
                                 }
                             }
                             drop(item);

@@ -148,6 +148,9 @@ impl<W: Write> Sink for TraceSink<W> {
                 self.redactors.retain(|(id, _), _| id.tgid != *tgid);
                 json!({"type": "proc_exit", "ts_ns": ts_ns, "tgid": tgid})
             }
+            Event::ProcExec { tgid, ts_ns } => {
+                json!({"type": "proc_exec", "ts_ns": ts_ns, "tgid": tgid})
+            }
         };
         self.line(v);
     }

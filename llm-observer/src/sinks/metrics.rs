@@ -57,8 +57,12 @@ pub enum MetricsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeCtx {
     pub role: Role,
-    /// The observed process's name (kernel comm, ≤ 16 bytes).
+    /// The observed process's name (the `process` label, docs/attribution.md).
     pub process: String,
+    /// Its kernel comm (≤ 15 bytes), to tell a reused pid when sampling memory.
+    pub comm: String,
+    /// Its container, pod and namespace label values (already bounded by the pipeline).
+    pub place: crate::attribution::Place,
     /// Used to sample server memory; never a label value.
     pub pid: u32,
     /// The other end of the connection; a label value (`host:port`) in the client view only.
@@ -280,8 +284,17 @@ impl Metrics {
         let (api, op) = (summary.api.as_str(), summary.operation.as_str());
         match ctx.role {
             Role::Server => {
-                lock(&self.rss).register(ctx.pid, &ctx.process, &process);
-                let labels = [api, op, model.as_str(), process.as_str()];
+                lock(&self.rss).register(ctx.pid, &ctx.comm, &process);
+                let p = &ctx.place;
+                let labels = [
+                    api,
+                    op,
+                    model.as_str(),
+                    process.as_str(),
+                    &p.container,
+                    &p.pod,
+                    &p.namespace,
+                ];
                 let active = self.server.active.with_label_values(&labels);
                 let queue = self.server.queue.with_label_values(&labels);
                 active.inc();
@@ -293,7 +306,17 @@ impl Metrics {
             }
             Role::Client => {
                 let peer = self.peer_label(ctx);
-                let labels = [api, op, model.as_str(), process.as_str(), peer.as_str()];
+                let p = &ctx.place;
+                let labels = [
+                    api,
+                    op,
+                    model.as_str(),
+                    process.as_str(),
+                    &p.container,
+                    &p.pod,
+                    &p.namespace,
+                    peer.as_str(),
+                ];
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -333,20 +356,46 @@ impl Metrics {
         let tools = ex.tool_calls.iter().map(|t| self.caps.tools.admit(Some(t)));
         match ctx.role {
             Role::Server => {
-                lock(&self.rss).register(ctx.pid, &ctx.process, &process);
-                let labels = [api, op, model.as_str(), process.as_str()];
+                lock(&self.rss).register(ctx.pid, &ctx.comm, &process);
+                let p = &ctx.place;
+                let labels = [
+                    api,
+                    op,
+                    model.as_str(),
+                    process.as_str(),
+                    &p.container,
+                    &p.pod,
+                    &p.namespace,
+                ];
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
                 }
                 if let Some(n) = ex.tokens.completion.value {
                     let (start, end) = generation_interval(ex);
-                    lock(&self.window).add(vec![model.clone(), process.clone()], n, start, end);
+                    let key = vec![
+                        model.clone(),
+                        process.clone(),
+                        p.container.clone(),
+                        p.pod.clone(),
+                        p.namespace.clone(),
+                    ];
+                    lock(&self.window).add(key, n, start, end);
                 }
             }
             Role::Client => {
                 let peer = self.peer_label(ctx);
-                let labels = [api, op, model.as_str(), process.as_str(), peer.as_str()];
+                let p = &ctx.place;
+                let labels = [
+                    api,
+                    op,
+                    model.as_str(),
+                    process.as_str(),
+                    &p.container,
+                    &p.pod,
+                    &p.namespace,
+                    peer.as_str(),
+                ];
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -365,16 +414,21 @@ impl Metrics {
         };
         let error = ex.error.map_or("none", |e| e.as_str());
         let duration = ex.timings.latency_ns().map(|ns| ns as f64 / 1e9);
+        let crate::attribution::Place {
+            container: c,
+            pod,
+            namespace: ns,
+        } = &ctx.place;
         match ctx.role {
             Role::Server => {
                 self.mcp
                     .server_requests
-                    .with_label_values(&[process, method, tool.as_str(), error])
+                    .with_label_values(&[process, c, pod, ns, method, tool.as_str(), error])
                     .inc();
                 if let Some(d) = duration {
                     self.mcp
                         .server_duration
-                        .with_label_values(&[process, method])
+                        .with_label_values(&[process, c, pod, ns, method])
                         .observe(d);
                 }
             }
@@ -382,12 +436,21 @@ impl Metrics {
                 let peer = self.peer_label(ctx);
                 self.mcp
                     .client_requests
-                    .with_label_values(&[process, peer.as_str(), method, tool.as_str(), error])
+                    .with_label_values(&[
+                        process,
+                        c,
+                        pod,
+                        ns,
+                        peer.as_str(),
+                        method,
+                        tool.as_str(),
+                        error,
+                    ])
                     .inc();
                 if let Some(d) = duration {
                     self.mcp
                         .client_duration
-                        .with_label_values(&[process, peer.as_str(), method])
+                        .with_label_values(&[process, c, pod, ns, peer.as_str(), method])
                         .observe(d);
                 }
             }
