@@ -181,6 +181,8 @@ async fn watch(
     mut rv: String,
 ) -> Result<(), HttpError> {
     loop {
+        // A server that ends watches at once must not turn this into a busy loop.
+        let began = tokio::time::Instant::now();
         let path = format!(
             "/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion={rv}&{}",
             selector(&cfg.node)
@@ -205,6 +207,7 @@ async fn watch(
                 _ => {} // BOOKMARK: only the version moves
             }
         }
+        tokio::time::sleep_until(began + Duration::from_secs(1)).await;
     }
 }
 
