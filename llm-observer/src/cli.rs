@@ -159,6 +159,14 @@ pub struct AttributionArgs {
     /// Distinct values per container / pod / namespace label before `other`.
     #[arg(long, env = "LLM_OBSERVER_MAX_CONTAINERS", default_value_t = 64)]
     pub max_containers: usize,
+
+    /// Seconds between GPU samples (NVML); 0 disables GPU sampling.
+    #[arg(long, env = "LLM_OBSERVER_GPU_INTERVAL", default_value_t = 5)]
+    pub gpu_interval: u64,
+
+    /// Path of libnvidia-ml.so.1 (default: the dynamic loader's search path).
+    #[arg(long, env = "LLM_OBSERVER_NVML_LIB")]
+    pub nvml_lib: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,7 +9,7 @@ use llm_observer::{
     capture::{ATTACH_MODE, Capture, CaptureConfig, system},
     cli::{AttributionArgs, CaptureArgs, Cli, Command, RunArgs, TraceArgs},
     conn::{ConnTable, ConnTableConfig},
-    pipeline::{self, metrics_sink::MetricsSink, trace_sink::TraceSink},
+    pipeline::{self, gpu_sampler, metrics_sink::MetricsSink, trace_sink::TraceSink},
     sinks::{
         http::MetricsServer,
         metrics::{Metrics, MetricsConfig},
@@ -163,7 +163,17 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
         let _ = rx.changed().await;
     }));
     let names = start_sources(attr);
-    let mut sink = MetricsSink::with_names(metrics.clone(), names, attr.max_containers);
+    let mut sink = MetricsSink::with_names(metrics.clone(), names.clone(), attr.max_containers);
+    if attr.gpu_interval > 0 {
+        gpu_sampler::start(
+            attr.nvml_lib.as_deref(),
+            Duration::from_secs(attr.gpu_interval),
+            sink.serving(),
+            names,
+            &a.proc_root,
+            metrics.clone(),
+        );
+    }
     let result = pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = http.await;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llm_observer::attribution::Place;
+use llm_observer::attribution::gpu::{GpuDevice, GpuSnapshot};
+use llm_observer::attribution::serving::Joined;
 use llm_observer::sinks::{ExchangeCtx, Metrics, MetricsConfig, ScrapeEnv};
 use llm_observer_decode::exchange::Timings;
 use llm_observer_decode::llm::RequestSummary;
@@ -207,6 +209,37 @@ fn session() -> Metrics {
     // Still in flight at scrape time: one active, one queued (no first token yet).
     let pending = Ex::new(Openai, Chat, Some("meta-llama/Llama-3.1-8B"), 99 * S, 0);
     std::mem::forget(m.started(&vllm, &pending.summary()));
+
+    // One GPU sample: an H100 whose memory the vLLM pod's engine process holds (joined to the
+    // vLLM unit by attribution::serving, tested there), and one whose NVML query was refused.
+    let unit = [
+        "vllm".to_string(),
+        "server".into(),
+        "vllm-0".into(),
+        "llm".into(),
+    ];
+    let snap = GpuSnapshot {
+        devices: vec![GpuDevice {
+            gpu: "0".into(),
+            uuid: "GPU-5f2e6a1c-0d6b-4bb5-9c1e-7d0e4a8f3b21".into(),
+            name: "NVIDIA H100 80GB HBM3".into(),
+            memory_used_bytes: Some(20 << 30),
+            memory_total_bytes: Some(80 << 30),
+            utilization_ratio: Some(0.5),
+            power_watts: Some(350.5),
+            energy_joules: Some(123456.75),
+        }],
+        processes: Vec::new(),
+        errors: vec!["no_permission"],
+    };
+    let mut joined = Joined::default();
+    joined
+        .per_gpu
+        .insert(("0".into(), unit.clone()), (19 << 30, Some(0.5)));
+    joined.memory.insert(unit, 19 << 30);
+    m.gpu().update(&snap, &joined);
+    m.gpu().nvml_available.set(1);
+    m.set_gpu_memory(joined.memory);
 
     // The agent (node) calls Ollama: the client view of a streamed chat, and a rate-limited one.
     let client_chat = Ex::new(Ollama, Chat, Some("llama3.2"), 94 * S, 1_100 * MS)

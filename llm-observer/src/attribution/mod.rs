@@ -3,11 +3,16 @@
 //! The rules are documented in docs/attribution.md.
 pub mod cgroup;
 pub mod docker;
+#[cfg(test)]
+pub(crate) mod fakeproc;
+pub mod gpu;
 pub mod http;
 pub mod kube;
 pub mod name;
 pub mod names;
+pub mod nvml;
 pub mod process;
+pub mod serving;
 
 /// Where a process runs, as label values: empty outside containers (the cAdvisor convention).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

@@ -153,44 +153,7 @@ impl ProcessCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct FakeProc(PathBuf);
-
-    impl FakeProc {
-        fn new(tag: &str) -> Self {
-            let d = std::env::temp_dir().join(format!("llmobs-proc-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            FakeProc(d)
-        }
-
-        /// Writes a process the way procfs shows it.
-        fn put(&self, tgid: u32, comm: &str, cmdline: &str, start: u64, cgroup: &str) {
-            let d = self.0.join(tgid.to_string());
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
-            std::fs::write(d.join("cmdline"), cmdline).unwrap();
-            std::fs::write(d.join("cgroup"), cgroup).unwrap();
-            std::fs::write(
-                d.join("stat"),
-                format!(
-                    "{tgid} ({comm}) S 1 {tgid} {tgid} 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 {start} 1000 10 18446744073709551615\n"
-                ),
-            )
-            .unwrap();
-        }
-
-        fn remove(&self, tgid: u32) {
-            std::fs::remove_dir_all(self.0.join(tgid.to_string())).unwrap();
-        }
-    }
-
-    impl Drop for FakeProc {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::attribution::fakeproc::FakeProc;
 
     #[test]
     fn parses_stat_with_awkward_comm() {
@@ -206,8 +169,9 @@ mod tests {
         let id = "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9";
         p.put(
             100,
+            1,
             "python3",
-            "python3\0-m\0llama_cpp.server\0",
+            "python3|-m|llama_cpp.server|",
             5000,
             &format!("0::/system.slice/docker-{id}.scope\n"),
         );
@@ -228,18 +192,19 @@ mod tests {
     fn pid_reuse_and_exec_do_not_inherit() {
         let p = FakeProc::new("reuse");
         let mut cache = ProcessCache::new(&p.0);
-        p.put(200, "ollama", "/usr/bin/ollama\0serve\0", 1000, "0::/\n");
+        p.put(200, 1, "ollama", "/usr/bin/ollama|serve|", 1000, "0::/\n");
         assert_eq!(&*cache.get(200).name, "ollama");
         // Same pid, a later process: the start time tells them apart.
         p.remove(200);
-        p.put(200, "node", "node\0/srv/agent.js\0", 2000, "0::/\n");
+        p.put(200, 1, "node", "node|/srv/agent.js|", 2000, "0::/\n");
         let now = cache.get(200);
         assert_eq!((&*now.name, now.start_time), ("agent", 2000));
         // exec keeps pid and start time: only the exec event's refresh sees the new program.
         p.put(
             200,
+            1,
             "python3",
-            "python3\0-m\0vllm.entrypoints.openai.api_server\0",
+            "python3|-m|vllm.entrypoints.openai.api_server|",
             2000,
             "0::/\n",
         );

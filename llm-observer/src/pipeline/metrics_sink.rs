@@ -1,11 +1,14 @@
 //! [`MetricsSink`]: decoder outputs → the Prometheus [`Metrics`].
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use llm_observer_decode::{DecodeError, Exchange, Unsupported, llm::RequestSummary};
 
 use crate::{
-    attribution::{Place, names::Names},
+    attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
     conn::{ConnView, Sink},
     sinks::{
@@ -40,6 +43,8 @@ pub struct MetricsSink {
     inflight: HashMap<(ConnId, u64), InFlight>,
     names: Arc<Names>,
     caps: PlaceCaps,
+    /// Servers seen answering requests: the GPU join's serving units.
+    serving: Arc<Mutex<ServingRegistry>>,
 }
 
 impl MetricsSink {
@@ -59,6 +64,19 @@ impl MetricsSink {
                 pod: LabelCap::new(max_places),
                 namespace: LabelCap::new(max_places),
             },
+            serving: Arc::default(),
+        }
+    }
+
+    /// The serving units this sink registers (shared with the GPU sampler).
+    pub fn serving(&self) -> Arc<Mutex<ServingRegistry>> {
+        self.serving.clone()
+    }
+
+    fn served(&self, conn: &ConnView<'_>, ctx: &ExchangeCtx) {
+        if conn.role == llm_observer_decode::Role::Server {
+            let mut reg = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+            reg.serve(conn.process, &ctx.process, &ctx.place);
         }
     }
 
@@ -81,7 +99,9 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
-        let f = self.metrics.started(&self.ctx(conn), summary);
+        let ctx = self.ctx(conn);
+        self.served(conn, &ctx);
+        let f = self.metrics.started(&ctx, summary);
         self.inflight.insert((conn.id, seq), f);
     }
 
@@ -93,7 +113,9 @@ impl Sink for MetricsSink {
 
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
         let f = self.inflight.remove(&(conn.id, seq));
-        self.metrics.done(f, &self.ctx(conn), exchange);
+        let ctx = self.ctx(conn);
+        self.served(conn, &ctx);
+        self.metrics.done(f, &ctx, exchange);
     }
 
     fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError) {
@@ -116,6 +138,10 @@ impl Sink for MetricsSink {
         // A gone process must not keep its memory series (and a reused pid must not inherit them).
         if let Event::ProcExit { tgid, .. } = event {
             self.metrics.forget_pid(*tgid);
+            self.serving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(*tgid);
         }
     }
 }

@@ -254,8 +254,8 @@ impl ServerFamilies {
             )?,
             memory: reg.gauge_vec(
                 "llm_memory_usage_bytes",
-                "Resident memory (VmRSS) of observed LLM server processes, summed per process name, bytes.",
-                &["process"],
+                "Memory of observed LLM serving units by type: rss (VmRSS of the server processes) and gpu (GPU memory of the unit's processes, all GPUs), bytes.",
+                &["process", "container", "pod", "namespace", "type"],
             )?,
         })
     }

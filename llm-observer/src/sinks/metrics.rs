@@ -14,11 +14,13 @@ use llm_observer_decode::{Api, Exchange, Role};
 use prometheus::{IntGauge, Registry, TextEncoder};
 
 use super::families::{ClientFamilies, McpFamilies, ServerFamilies};
+use super::gpu::GpuFamilies;
 use super::labels::{LabelCap, mcp_method};
 use super::memory::RssTracker;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
 use super::window::TokenRateWindow;
+use crate::attribution::serving::UnitLabels;
 
 /// Label bounds and windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +158,9 @@ pub struct Metrics {
     server: ServerFamilies,
     client: ClientFamilies,
     mcp: McpFamilies,
+    gpu: GpuFamilies,
+    /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
+    gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
     caps: Caps,
     window: Mutex<TokenRateWindow>,
     rss: Mutex<RssTracker>,
@@ -187,6 +192,7 @@ impl Metrics {
         let server = ServerFamilies::register(&mut reg)?;
         let client = ClientFamilies::register(&mut reg)?;
         let mcp = McpFamilies::register(&mut reg)?;
+        let gpu = GpuFamilies::register(&mut reg)?;
         Ok(Metrics {
             registry: reg.registry,
             families: reg.families,
@@ -194,6 +200,8 @@ impl Metrics {
             server,
             client,
             mcp,
+            gpu,
+            gpu_memory: Mutex::default(),
             caps: Caps {
                 server_models: LabelCap::new(cfg.max_models),
                 client_models: LabelCap::new(cfg.max_models),
@@ -246,12 +254,26 @@ impl Metrics {
         let rss = lock(&self.rss).sample();
         // Reset so processes that exited drop out instead of freezing at their last value.
         self.server.memory.reset();
-        for (process, bytes) in rss {
-            self.server
-                .memory
-                .with_label_values(&[process.as_str()])
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let gpu = lock(&self.gpu_memory).clone();
+        for (kind, values) in [("rss", rss), ("gpu", gpu)] {
+            for (unit, bytes) in values {
+                let [p, c, pod, ns] = &unit;
+                self.server
+                    .memory
+                    .with_label_values(&[p, c, pod, ns, kind])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
         }
+    }
+
+    /// The GPU families, for the GPU sampler.
+    pub fn gpu(&self) -> &GpuFamilies {
+        &self.gpu
+    }
+
+    /// GPU memory per serving unit, from the GPU sampler's last tick.
+    pub fn set_gpu_memory(&self, memory: std::collections::BTreeMap<UnitLabels, u64>) {
+        *lock(&self.gpu_memory) = memory;
     }
 
     /// A process exited: stop sampling its memory.
@@ -284,7 +306,7 @@ impl Metrics {
         let (api, op) = (summary.api.as_str(), summary.operation.as_str());
         match ctx.role {
             Role::Server => {
-                lock(&self.rss).register(ctx.pid, &ctx.comm, &process);
+                lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
                 let p = &ctx.place;
                 let labels = [
                     api,
@@ -356,7 +378,7 @@ impl Metrics {
         let tools = ex.tool_calls.iter().map(|t| self.caps.tools.admit(Some(t)));
         match ctx.role {
             Role::Server => {
-                lock(&self.rss).register(ctx.pid, &ctx.comm, &process);
+                lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
                 let p = &ctx.place;
                 let labels = [
                     api,
@@ -456,6 +478,16 @@ impl Metrics {
             }
         }
     }
+}
+
+/// The memory family's unit labels of a server exchange.
+fn unit(process: &str, p: &crate::attribution::Place) -> UnitLabels {
+    [
+        process.to_owned(),
+        p.container.clone(),
+        p.pod.clone(),
+        p.namespace.clone(),
+    ]
 }
 
 /// When an exchange's output tokens were generated: between the first and last token events of a

@@ -7,6 +7,7 @@
 //! Every family, label and definition is listed in `docs/metrics.md`; a test keeps the two equal.
 
 pub mod families;
+pub mod gpu;
 pub mod http;
 pub mod labels;
 mod memory;
