@@ -1,7 +1,8 @@
 //! Root end-to-end tests of attribution: real cgroups shaped like a kubelet pod and a compose
 //! container, the emulator (server view) and curl (client view) moved into them, names served by
-//! a test Docker Engine API (unix socket) and a test Kubernetes API server, both answering with
-//! the APIs' documented JSON shapes; and a process that execs another program mid-session.
+//! a test Docker Engine API (unix socket) and a test Kubernetes API server (HTTPS with a CA made
+//! by `openssl`, bearer token), both answering with the APIs' documented JSON shapes; and a
+//! process that execs another program mid-session.
 //!
 //! Needs root, a BPF-capable kernel, a writable cgroup v2 hierarchy (`/sys/fs/cgroup` or, on a
 //! hybrid host, `/sys/fs/cgroup/unified`) and the release agent (`LLM_OBSERVER_BIN`). The agent
@@ -229,8 +230,98 @@ fn kube_handler() -> Handler {
     })
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it (openssl CLI), as the test API
+/// server's TLS config; the CA's path is what the agent is told to trust.
+fn tls_for_localhost(dir: &Path) -> (Arc<tokio_rustls::rustls::ServerConfig>, PathBuf) {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext file");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt", "-days", "1"],
+        ]
+        .concat()
+        .into_iter()
+        .chain([
+            "-subj",
+            "/CN=llm-observer test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .collect(),
+        [
+            &["req"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-subj", "/CN=kube-apiserver"])
+        .collect(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .expect("server.crt")
+        .collect::<Result<_, _>>()
+        .expect("certificate");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    (Arc::new(config), dir.join("ca.crt"))
+}
+
 /// Both test API servers on a runtime of their own; they live as long as the returned runtime.
-fn start_apis(docker_sock: &Path) -> (tokio::runtime::Runtime, u16) {
+fn start_apis(
+    docker_sock: &Path,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+) -> (tokio::runtime::Runtime, u16) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -252,8 +343,14 @@ fn start_apis(docker_sock: &Path) -> (tokio::runtime::Runtime, u16) {
     });
     rt.spawn(async move {
         let h = kube_handler();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         while let Ok((io, _)) = tcp.accept().await {
-            tokio::spawn(serve_io(io, h.clone()));
+            let (h, acceptor) = (h.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(io).await {
+                    serve_io(tls, h).await;
+                }
+            });
         }
     });
     (rt, port)
@@ -318,13 +415,14 @@ fn containers_and_pods_label_both_views() {
     let sock = dir.join("docker.sock");
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
-    let (_apis, kube_port) = start_apis(&sock);
+    let (tls, ca) = tls_for_localhost(&dir);
+    let (_apis, kube_port) = start_apis(&sock, tls);
 
     let emu = EmulatorProc::start(EMULATOR, &[]).expect("emulator starts");
     // Into the pod before the agent (or any connection) sees it.
     pod_cg.enter(emu.proc.id());
     let port = emu.addr().port().to_string();
-    let kube_url = format!("http://127.0.0.1:{kube_port}");
+    let kube_url = format!("https://127.0.0.1:{kube_port}");
     let mut agent = Agent::start(&[
         "--port",
         &port,
@@ -334,6 +432,8 @@ fn containers_and_pods_label_both_views() {
         &kube_url,
         "--kube-token-file",
         token.to_str().expect("utf-8 path"),
+        "--kube-ca-file",
+        ca.to_str().expect("utf-8 path"),
         "--node-name",
         NODE,
     ])

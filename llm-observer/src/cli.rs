@@ -140,7 +140,7 @@ pub struct AttributionArgs {
     )]
     pub docker_socket: PathBuf,
 
-    /// Kubernetes API server URL (http://; default: in-cluster KUBERNETES_SERVICE_HOST/PORT).
+    /// Kubernetes API server URL (https:// or http://; default: in-cluster KUBERNETES_SERVICE_HOST/PORT).
     #[arg(long, env = "LLM_OBSERVER_KUBE_API_URL")]
     pub kube_api_url: Option<String>,
 
@@ -151,6 +151,14 @@ pub struct AttributionArgs {
         default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     )]
     pub kube_token_file: PathBuf,
+
+    /// CA bundle of the Kubernetes API server's certificate (https URLs).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_KUBE_CA_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    )]
+    pub kube_ca_file: PathBuf,
 
     /// This node's name, to list only its pods (env NODE_NAME is read too, the downward-API habit).
     #[arg(long, env = "LLM_OBSERVER_NODE_NAME")]

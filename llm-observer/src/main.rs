@@ -128,6 +128,7 @@ fn start_sources(a: &AttributionArgs) -> std::sync::Arc<Names> {
         (Some(url), Some(node)) => {
             let cfg = attribution::kube::KubeConfig {
                 url,
+                ca_file: a.kube_ca_file.clone(),
                 node,
                 token_file: Some(a.kube_token_file.clone()),
             };

@@ -5,7 +5,7 @@
 //!   downloaded here, so it is built from crates.io against the nightly's own `libLLVM` (found in
 //!   the nightly sysroot), into a per-user cache keyed by version and LLVM major. Its binary keeps
 //!   an rpath to the `lib/` folder next to it, where the libLLVM links live.
-//! - Tests need the official Python clients (in `.venv`), `promtool` and `curl`.
+//! - Tests need the official Python clients (in `.venv`), `promtool`, `curl` and `openssl`.
 
 use std::{
     path::{Path, PathBuf},
@@ -131,11 +131,16 @@ fn have(program: &str) -> bool {
 /// Test dependencies: Debian's promtool and curl, and a venv with the official Python clients.
 /// Returns the venv's path.
 pub fn test_deps(root: &Path) -> Result<PathBuf> {
-    let missing: Vec<&str> = [("promtool", "prometheus"), ("curl", "curl")]
-        .into_iter()
-        .filter(|(bin, _)| !have(bin))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    // openssl: tests/attribution.rs makes the test Kubernetes API server's certificate.
+    let missing: Vec<&str> = [
+        ("promtool", "prometheus"),
+        ("curl", "curl"),
+        ("openssl", "openssl"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| !have(bin))
+    .map(|(_, pkg)| pkg)
+    .collect();
     if !missing.is_empty() {
         if !have("apt-get") {
             bail!("missing {missing:?} and no apt-get to install them");

@@ -12,14 +12,56 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Where a source listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Endpoint {
     Unix(PathBuf),
-    /// Plain HTTP (`http://host:port`, e.g. `kubectl proxy` or a test server).
+    /// `http://host:port`, or `https://` when `tls` is set.
     Tcp {
         host: String,
         port: u16,
+        tls: Option<Tls>,
     },
+}
+
+/// A TLS client configuration and the name the server's certificate must carry.
+#[derive(Clone)]
+pub struct Tls {
+    pub config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tls({:?})", self.server_name)
+    }
+}
+
+impl Tls {
+    /// Trusts the PEM certificates in `ca_file` (a service account's `ca.crt`) for `host`.
+    pub fn from_ca_file(ca_file: &std::path::Path, host: &str) -> Result<Tls, String> {
+        use rustls_pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        for c in certs {
+            let c = c.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        }
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server_name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host}: {e}"))?;
+        Ok(Tls {
+            config: std::sync::Arc::new(config),
+            server_name,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +113,7 @@ pub async fn get(
 ) -> Result<hyper::Response<Incoming>, HttpError> {
     let host = match ep {
         Endpoint::Unix(_) => "localhost".to_owned(),
-        Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+        Endpoint::Tcp { host, port, .. } => format!("{host}:{port}"),
     };
     let mut req = hyper::Request::get(path).header("host", host);
     for (k, v) in headers {
@@ -80,12 +122,15 @@ pub async fn get(
     let req = req.body(Empty::new())?;
     let resp = match ep {
         Endpoint::Unix(p) => over(tokio::net::UnixStream::connect(p).await?, req).await?,
-        Endpoint::Tcp { host, port } => {
-            over(
-                tokio::net::TcpStream::connect((host.as_str(), *port)).await?,
-                req,
-            )
-            .await?
+        Endpoint::Tcp { host, port, tls } => {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            match tls {
+                None => over(tcp, req).await?,
+                Some(t) => {
+                    let conn = tokio_rustls::TlsConnector::from(t.config.clone());
+                    over(conn.connect(t.server_name.clone(), tcp).await?, req).await?
+                }
+            }
         }
     };
     if !resp.status().is_success() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::http::{self, Endpoint, HttpError, Lines};
+use super::http::{self, Endpoint, HttpError, Lines, Tls};
 use super::names::{Names, PodMeta};
 
 const LIST_LIMIT: usize = 64 << 20;
@@ -22,8 +22,10 @@ const MIRROR: &str = "kubernetes.io/config.mirror";
 
 #[derive(Debug, Clone)]
 pub struct KubeConfig {
-    /// `http://host:port` of the API server.
+    /// `https://host:port` (or `http://`) of the API server.
     pub url: String,
+    /// CA bundle that signed the API server's certificate (https only).
+    pub ca_file: PathBuf,
     pub node: String,
     pub token_file: Option<PathBuf>,
 }
@@ -125,22 +127,32 @@ impl Pod {
     }
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// API URLs are supported by this build (use `kubectl proxy` or a sidecar for TLS)"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| format!("{url}: bad port"))?),
-        None => (authority, 80),
+fn endpoint(url: &str, ca_file: &std::path::Path) -> Result<Endpoint, String> {
+    let (rest, https) = if let Some(r) = url.strip_prefix("https://") {
+        (r, true)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (r, false)
+    } else {
+        return Err(format!("{url}: not an http:// or https:// URL"));
     };
-    Ok(Endpoint::Tcp {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-    })
+    let authority = rest.split('/').next().unwrap_or(rest);
+    // `[v6]:port`, `[v6]`, `host:port`, `host`.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !authority.ends_with(']') => {
+            (h, p.parse().map_err(|_| format!("{url}: bad port"))?)
+        }
+        _ => (authority, if https { 443 } else { 80 }),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let tls = if https {
+        Some(Tls::from_ca_file(ca_file, &host)?)
+    } else {
+        None
+    };
+    Ok(Endpoint::Tcp { host, port, tls })
 }
 
 fn headers(cfg: &KubeConfig) -> Vec<(&'static str, String)> {
@@ -213,7 +225,7 @@ async fn watch(
 
 /// The Kubernetes source. Logs one line saying whether it is used (and why not).
 pub async fn run(cfg: KubeConfig, names: Arc<Names>) {
-    let ep = match endpoint(&cfg.url) {
+    let ep = match endpoint(&cfg.url, &cfg.ca_file) {
         Ok(ep) => ep,
         Err(why) => {
             log::info!("pod names: Kubernetes API not used ({why}); pods are named by uid");
@@ -298,14 +310,19 @@ mod tests {
 
     #[test]
     fn endpoints_and_selectors() {
-        assert_eq!(
-            endpoint("http://127.0.0.1:8001").unwrap(),
-            Endpoint::Tcp {
-                host: "127.0.0.1".into(),
-                port: 8001
-            }
-        );
-        assert!(endpoint("https://10.0.0.1:443").is_err());
+        let none = std::path::Path::new("/nonexistent/ca.crt");
+        assert!(matches!(
+            endpoint("http://127.0.0.1:8001", none).unwrap(),
+            Endpoint::Tcp { host, port: 8001, tls: None } if host == "127.0.0.1"
+        ));
+        assert!(matches!(
+            endpoint("http://[::1]/", none).unwrap(),
+            Endpoint::Tcp { host, port: 80, tls: None } if host == "::1"
+        ));
+        // https needs the CA bundle.
+        let err = endpoint("https://10.0.0.1:443", none).unwrap_err();
+        assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+        assert!(endpoint("ftp://x", none).is_err());
         assert_eq!(
             selector("node-1.a"),
             "fieldSelector=spec.nodeName%3Dnode-1.a"
