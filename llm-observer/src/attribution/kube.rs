@@ -17,6 +17,8 @@ const LIST_LIMIT: usize = 64 << 20;
 const EVENT_LIMIT: usize = 4 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY: Duration = Duration::from_secs(5);
+/// Retry period while the API server has never answered (not in a cluster, or still starting).
+const SLOW_RETRY: Duration = Duration::from_secs(30);
 /// Static pods are cgroup-named by their config hash; the API shows it on the mirror pod.
 const MIRROR: &str = "kubernetes.io/config.mirror";
 
@@ -232,7 +234,7 @@ pub async fn run(cfg: KubeConfig, names: Arc<Names>) {
             return;
         }
     };
-    let mut announced = false;
+    let (mut announced, mut warned) = (false, false);
     loop {
         match list(&ep, &cfg, &names).await {
             Ok(rv) => {
@@ -250,17 +252,26 @@ pub async fn run(cfg: KubeConfig, names: Arc<Names>) {
                     tokio::time::sleep(RETRY).await;
                 }
             }
-            Err(e) if !announced => {
-                let hint = if e.is_denied() {
-                    " (grant the service account get/list/watch on pods)"
-                } else {
-                    ""
-                };
+            Err(e) if e.is_denied() => {
+                // Denied does not heal by retrying; say so once.
                 log::info!(
-                    "pod names: Kubernetes API at {} not used ({e}){hint}; pods are named by uid",
+                    "pod names: Kubernetes API at {} not used ({e}: grant the service account get/list/watch on pods); pods are named by uid",
                     cfg.url
                 );
                 return;
+            }
+            Err(e) if !announced && !warned => {
+                log::info!(
+                    "pod names: Kubernetes API at {} not reachable yet ({e}); pods are named by uid until it answers (retrying every {}s)",
+                    cfg.url,
+                    SLOW_RETRY.as_secs()
+                );
+                warned = true;
+                tokio::time::sleep(SLOW_RETRY).await;
+            }
+            Err(e) if !announced => {
+                log::debug!("kubernetes: listing pods: {e}");
+                tokio::time::sleep(SLOW_RETRY).await;
             }
             Err(e) => {
                 log::debug!("kubernetes: listing pods: {e}");

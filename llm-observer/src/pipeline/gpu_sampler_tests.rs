@@ -231,3 +231,66 @@ fn joins_gpu_processes_to_serving_units() {
         "llm_memory_usage_bytes{container=\"\",namespace=\"\",pod=\"\",process=\"vllm\",type=\"gpu\"} 2147483648"
     ));
 }
+
+/// The sampler's cost per tick, against its floor: reading the same processes' identities from
+/// /proc (the join does that plus the ancestor walk and the family updates). 8 GPUs with 16
+/// processes each, every process a child of one of 8 servers. Run with
+/// `cargo test -p llm-observer --release --lib tick_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn tick_cost_against_proc_read_floor() {
+    let p = FakeProc::new("gpu-bench");
+    let serving = Arc::new(Mutex::new(ServingRegistry::default()));
+    let mut snap = GpuSnapshot::default();
+    for g in 0..8u32 {
+        let server = 1000 + g;
+        p.put(
+            server,
+            1,
+            "python3",
+            "python3|-m|sglang.launch_server|",
+            5,
+            "0::/\n",
+        );
+        let info = process::read(&p.0, server).unwrap();
+        serving
+            .lock()
+            .unwrap()
+            .serve(&info, &info.name, &Place::default());
+        snap.devices
+            .push(device(&g.to_string(), GIB, 80 * GIB, Some(0.5), Some(1.0)));
+        for k in 0..16u32 {
+            let pid = 2000 + g * 16 + k;
+            p.put(
+                pid,
+                server,
+                "sglang::schedul",
+                "sglang::scheduler_TP0 ",
+                6,
+                "0::/\n",
+            );
+            snap.processes
+                .push(proc_on(&g.to_string(), pid, GIB, Some(0.25)));
+        }
+    }
+    let metrics = Arc::new(Metrics::new(MetricsConfig::default(), "test").unwrap());
+    let names = Names::new();
+    let mut s = GpuSampler::new(Box::new(Fake(snap.clone())), serving, names, &p.0, metrics);
+    let rounds = 200;
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        s.tick();
+    }
+    let tick = t.elapsed() / rounds;
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for gp in &snap.processes {
+            std::hint::black_box(process::read(&p.0, gp.pid));
+        }
+    }
+    let floor = t.elapsed() / rounds;
+    println!(
+        "GPU sampler tick (8 GPUs x 16 processes): {tick:?}; /proc identity floor {floor:?}; ratio {:.2}",
+        tick.as_secs_f64() / floor.as_secs_f64()
+    );
+}
