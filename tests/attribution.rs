@@ -25,7 +25,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use llm_observer_tests::harness::expect::{Expected, wait_for_expected};
 use llm_observer_tests::harness::guard;
-use llm_observer_tests::harness::process::run_to_end;
 use llm_observer_tests::harness::stack::{Agent, EmulatorProc};
 use serde_json::json;
 
@@ -361,19 +360,63 @@ fn chat_body(model: &str) -> String {
         .to_string()
 }
 
-/// curl, started inside `cgroup` (the shell moves itself, then execs curl: the pid that connects
-/// is already in the cgroup).
-fn curl_in(cgroup: &Cgroup, url: &str, model: &str) {
-    let script = format!(
-        "echo $$ > '{}' && exec curl -sS -o /dev/null -w '%{{http_code}}' -H 'content-type: application/json' -d \"$BODY\" '{url}'",
-        cgroup.procs().display()
-    );
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script]).env("BODY", chat_body(model));
-    let (status, out, err) =
-        run_to_end("curl in cgroup", cmd, Duration::from_secs(30)).expect("curl runs");
-    assert!(status.success(), "curl failed: {err:?}");
-    assert_eq!(out.join(""), "200", "curl: {err:?}");
+/// A client (Python's urllib): one request, then it waits on stdin until the test releases it,
+/// then optionally execs `python3 <next script> <url> <body>` in the same process. The agent
+/// reads a process's identity when it processes the connection's first event, so a client must
+/// not exit (or exec) before the agent has decoded its exchange: the test releases it only then.
+const CLIENT_PY: &str = r#"import os, sys, urllib.request
+url, body = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(url, data=body.encode(), headers={"content-type": "application/json"})
+assert urllib.request.urlopen(req).status == 200
+sys.stdin.readline()
+if len(sys.argv) > 3:
+    os.execv(sys.executable, [sys.executable, sys.argv[3], url, body])
+"#;
+
+struct Client(std::process::Child);
+
+impl Client {
+    /// Runs `<dir>/<name>.py` (written from [`CLIENT_PY`]), inside `cgroup` when given: the shell
+    /// moves itself there and execs python, so the pid that connects is already inside.
+    fn start(dir: &Path, name: &str, args: &[&str], cgroup: Option<&Cgroup>) -> Client {
+        let script = dir.join(format!("{name}.py"));
+        std::fs::write(&script, CLIENT_PY).expect("client script");
+        let enter = cgroup.map_or(String::new(), |c| {
+            format!("echo $$ > '{}' && ", c.procs().display())
+        });
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{enter}exec python3 \"$0\" \"$@\""))
+            .arg(&script)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh and python3 run");
+        Client(child)
+    }
+
+    /// Lets the client go on (exec, or exit).
+    fn release(&mut self) {
+        use std::io::Write as _;
+        if let Some(stdin) = self.0.stdin.as_mut() {
+            let _ = stdin.write_all(b"go\n");
+            let _ = stdin.flush();
+        }
+    }
+
+    fn finish(mut self) {
+        self.release();
+        drop(self.0.stdin.take());
+        let status = self.0.wait().expect("client ends");
+        assert!(status.success(), "client exited with {status}");
+    }
+}
+
+/// Waits until the agent has decoded `n` OpenAI exchanges (both views count).
+fn wait_exchanges(agent: &Agent, n: f64) {
+    let want = Expected::new().exactly("llm_observer_exchanges_total", &[("api", "openai")], n);
+    wait_for_expected(agent.addr(), &want, SETTLE)
+        .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", tail(&agent.proc.output(), 40)));
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -452,8 +495,12 @@ fn containers_and_pods_label_both_views() {
     let model = format!("attrib:{port}");
     let url = format!("{}/v1/chat/completions", emu.base_url());
     const N: f64 = 3.0;
-    for _ in 0..N as usize {
-        curl_in(&compose_cg, &url, &model);
+    let body = chat_body(&model);
+    for i in 1..=N as usize {
+        let client = Client::start(&dir, "compose_agent", &[&url, &body], Some(&compose_cg));
+        // Each exchange is seen from both ends.
+        wait_exchanges(&agent, 2.0 * i as f64);
+        client.finish();
     }
     let server = [
         ("model", model.as_str()),
@@ -465,20 +512,13 @@ fn containers_and_pods_label_both_views() {
     ];
     let client = [
         ("model", model.as_str()),
-        ("process", "curl"),
+        ("process", "compose_agent"),
         ("container", "agent"),
         ("pod", ""),
         ("namespace", ""),
         ("status", "2xx"),
     ];
-    // Every exchange seen from both ends: 2N decoded; then compare once.
-    let done = Expected::new().exactly(
-        "llm_observer_exchanges_total",
-        &[("api", "openai")],
-        2.0 * N,
-    );
-    wait_for_expected(agent.addr(), &done, SETTLE)
-        .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", tail(&agent.proc.output(), 40)));
+    // Every client waited until its exchange was decoded in both views: compare once.
     let expected = Expected::new()
         .exactly("llm_requests_total", &server, N)
         .exactly("llm_requests_total", &[("model", model.as_str())], N)
@@ -497,8 +537,9 @@ fn containers_and_pods_label_both_views() {
     drop(emu);
 }
 
-/// A client makes a request, execs another program in the same process, and makes another: the
-/// second request is labelled with the new program, not the old one.
+/// A client makes a request, execs another program in the same process (same pid, same start
+/// time: only the exec event tells), and makes another: the second request is labelled with the
+/// new program, not the old one.
 #[test]
 fn exec_refreshes_the_process_label() {
     let _serial = serial();
@@ -510,30 +551,24 @@ fn exec_refreshes_the_process_label() {
     let agent = Agent::start(&["--port", &port]).expect("agent starts");
     let dir = std::env::temp_dir().join(format!("llmobs-exec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
-    let after = dir.join("after_exec_agent.py");
     let model = format!("exec:{port}");
     let url = format!("{}/v1/chat/completions", emu.base_url());
-    let request = format!(
-        "import json, os, sys, urllib.request\nreq = urllib.request.Request({url:?}, data={body:?}.encode(), headers={{'content-type': 'application/json'}})\nurllib.request.urlopen(req).read()\n",
-        body = chat_body(&model)
-    );
-    std::fs::write(&after, &request).expect("script");
-    let before = format!(
-        "{request}os.execv(sys.executable, [sys.executable, {:?}])\n",
-        after.display().to_string()
-    );
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", &before]);
-    let (status, _, err) = run_to_end("python exec", cmd, Duration::from_secs(30)).expect("runs");
-    assert!(status.success(), "python: {err:?}");
-    let done = Expected::new().exactly("llm_observer_exchanges_total", &[("api", "openai")], 4.0);
-    wait_for_expected(agent.addr(), &done, SETTLE)
-        .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", tail(&agent.proc.output(), 40)));
+    let body = chat_body(&model);
+    // The second program's script, then the first, which execs into it after its request.
+    let after = dir.join("after_exec_agent.py");
+    std::fs::write(&after, CLIENT_PY).expect("script");
+    let after = after.to_str().expect("utf-8 path");
+    let mut client = Client::start(&dir, "before_exec_agent", &[&url, &body, after], None);
+    wait_exchanges(&agent, 2.0);
+    // exec: the same pid now runs after_exec_agent.py and makes its own request.
+    client.release();
+    wait_exchanges(&agent, 4.0);
+    client.finish();
     let m = model.as_str();
     let expected = Expected::new()
         .exactly(
             "llm_client_requests_total",
-            &[("model", m), ("process", "python3")],
+            &[("model", m), ("process", "before_exec_agent")],
             1.0,
         )
         .exactly(
