@@ -1,13 +1,17 @@
 //! Process identity by tgid, read from /proc on first sight, refreshed on exec, dropped at exit.
 //!
 //! A pid can be reused after a process exits; if the exit event was lost (full ring) the cache
-//! would hand the old identity to the new process. Each lookup therefore compares the process's
-//! start time (`/proc/<pid>/stat` field 22) with the cached one and re-reads on a mismatch.
+//! would hand the old identity to the new process. A lookup therefore compares the process's
+//! start time (`/proc/<pid>/stat` field 22) with the cached one and re-reads on a mismatch — at
+//! most once per [`REVALIDATE`] per process, so a server accepting thousands of connections a
+//! second does not read its stat file for each (a pid cannot cycle through the pid space and come
+//! back to the same number in that time on any realistic `pid_max`).
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use super::{cgroup, name};
@@ -85,6 +89,9 @@ fn start_time(proc_root: &Path, tgid: u32) -> Option<u64> {
     Some(parse_stat(&text)?.1)
 }
 
+/// How long a start-time check holds.
+pub const REVALIDATE: Duration = Duration::from_secs(1);
+
 /// Most processes cached at once: the node's live processes are far fewer; this bounds a storm of
 /// short-lived ones whose exits were lost.
 const MAX_PROCESSES: usize = 65_536;
@@ -93,7 +100,9 @@ const MAX_PROCESSES: usize = 65_536;
 #[derive(Debug)]
 pub struct ProcessCache {
     proc_root: PathBuf,
-    by_tgid: HashMap<u32, Arc<ProcessInfo>>,
+    /// Identity and when its start time was last checked.
+    by_tgid: HashMap<u32, (Arc<ProcessInfo>, Instant)>,
+    revalidate: Duration,
 }
 
 impl ProcessCache {
@@ -101,15 +110,27 @@ impl ProcessCache {
         ProcessCache {
             proc_root: proc_root.to_owned(),
             by_tgid: HashMap::new(),
+            revalidate: REVALIDATE,
         }
+    }
+
+    /// Checks start times on every lookup (tests).
+    pub fn with_revalidate(mut self, every: Duration) -> Self {
+        self.revalidate = every;
+        self
     }
 
     /// The identity of `tgid`, re-read when the cached one belongs to an earlier process that had
     /// the same pid.
     pub fn get(&mut self, tgid: u32) -> Arc<ProcessInfo> {
-        if let Some(p) = self.by_tgid.get(&tgid) {
-            let now = start_time(&self.proc_root, tgid);
-            if now.is_none() || now == Some(p.start_time) {
+        let now = Instant::now();
+        if let Some((p, checked)) = self.by_tgid.get_mut(&tgid) {
+            if now.duration_since(*checked) < self.revalidate {
+                return p.clone();
+            }
+            let start = start_time(&self.proc_root, tgid);
+            if start.is_none() || start == Some(p.start_time) {
+                *checked = now;
                 return p.clone();
             }
         }
@@ -128,7 +149,7 @@ impl ProcessCache {
                 return info;
             }
         }
-        self.by_tgid.insert(tgid, info.clone());
+        self.by_tgid.insert(tgid, (info.clone(), Instant::now()));
         info
     }
 
@@ -191,7 +212,7 @@ mod tests {
     #[test]
     fn pid_reuse_and_exec_do_not_inherit() {
         let p = FakeProc::new("reuse");
-        let mut cache = ProcessCache::new(&p.0);
+        let mut cache = ProcessCache::new(&p.0).with_revalidate(Duration::ZERO);
         p.put(200, 1, "ollama", "/usr/bin/ollama|serve|", 1000, "0::/\n");
         assert_eq!(&*cache.get(200).name, "ollama");
         // Same pid, a later process: the start time tells them apart.
