@@ -5,10 +5,9 @@
 //! process that execs another program mid-session.
 //!
 //! Needs root, a BPF-capable kernel, a writable cgroup v2 hierarchy (`/sys/fs/cgroup` or, on a
-//! hybrid host, `/sys/fs/cgroup/unified`) and the release agent (`LLM_OBSERVER_BIN`). The agent
-//! runs with `--port <emulator port>`, so only this test's connections are counted, and every
-//! comparison happens once, after `llm_observer_exchanges_total` shows the agent has decoded
-//! every exchange of the workload.
+//! hybrid host, `/sys/fs/cgroup/unified`) and the release agent (`LLM_OBSERVER_BIN`). Requests
+//! use a model name unique to the test; every comparison happens once, after the per-model
+//! request totals of both views show the agent has decoded every exchange of the workload.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -412,9 +411,13 @@ impl Client {
     }
 }
 
-/// Waits until the agent has decoded `n` OpenAI exchanges (both views count).
-fn wait_exchanges(agent: &Agent, n: f64) {
-    let want = Expected::new().exactly("llm_observer_exchanges_total", &[("api", "openai")], n);
+/// Waits until the agent has decoded `n` requests for `model` in each view. The model name is
+/// unique to the test (other traffic on the node, even on the same port number elsewhere, never
+/// uses it); the labels under test are compared afterwards, once.
+fn wait_requests(agent: &Agent, model: &str, n: f64) {
+    let want = Expected::new()
+        .exactly("llm_requests_total", &[("model", model)], n)
+        .exactly("llm_client_requests_total", &[("model", model)], n);
     wait_for_expected(agent.addr(), &want, SETTLE)
         .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", tail(&agent.proc.output(), 40)));
 }
@@ -469,6 +472,9 @@ fn containers_and_pods_label_both_views() {
     let mut agent = Agent::start(&[
         "--port",
         &port,
+        // Other traffic on the node must not push this test's model into `other`.
+        "--max-models",
+        "100000",
         "--docker-socket",
         sock.to_str().expect("utf-8 path"),
         "--kube-api-url",
@@ -499,7 +505,7 @@ fn containers_and_pods_label_both_views() {
     for i in 1..=N as usize {
         let client = Client::start(&dir, "compose_agent", &[&url, &body], Some(&compose_cg));
         // Each exchange is seen from both ends.
-        wait_exchanges(&agent, 2.0 * i as f64);
+        wait_requests(&agent, &model, i as f64);
         client.finish();
     }
     let server = [
@@ -548,7 +554,7 @@ fn exec_refreshes_the_process_label() {
     }
     let emu = EmulatorProc::start(EMULATOR, &[]).expect("emulator starts");
     let port = emu.addr().port().to_string();
-    let agent = Agent::start(&["--port", &port]).expect("agent starts");
+    let agent = Agent::start(&["--port", &port, "--max-models", "100000"]).expect("agent starts");
     let dir = std::env::temp_dir().join(format!("llmobs-exec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let model = format!("exec:{port}");
@@ -559,10 +565,10 @@ fn exec_refreshes_the_process_label() {
     std::fs::write(&after, CLIENT_PY).expect("script");
     let after = after.to_str().expect("utf-8 path");
     let mut client = Client::start(&dir, "before_exec_agent", &[&url, &body, after], None);
-    wait_exchanges(&agent, 2.0);
+    wait_requests(&agent, &model, 1.0);
     // exec: the same pid now runs after_exec_agent.py and makes its own request.
     client.release();
-    wait_exchanges(&agent, 4.0);
+    wait_requests(&agent, &model, 2.0);
     client.finish();
     let m = model.as_str();
     let expected = Expected::new()
