@@ -307,16 +307,7 @@ impl Metrics {
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
-                let p = &ctx.place;
-                let labels = [
-                    api,
-                    op,
-                    model.as_str(),
-                    process.as_str(),
-                    &p.container,
-                    &p.pod,
-                    &p.namespace,
-                ];
+                let labels = server_labels(api, op, &model, &process, &ctx.place);
                 let active = self.server.active.with_label_values(&labels);
                 let queue = self.server.queue.with_label_values(&labels);
                 active.inc();
@@ -328,17 +319,7 @@ impl Metrics {
             }
             Role::Client => {
                 let peer = self.peer_label(ctx);
-                let p = &ctx.place;
-                let labels = [
-                    api,
-                    op,
-                    model.as_str(),
-                    process.as_str(),
-                    &p.container,
-                    &p.pod,
-                    &p.namespace,
-                    peer.as_str(),
-                ];
+                let labels = client_labels(api, op, &model, &process, &ctx.place, &peer);
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -379,45 +360,20 @@ impl Metrics {
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
-                let p = &ctx.place;
-                let labels = [
-                    api,
-                    op,
-                    model.as_str(),
-                    process.as_str(),
-                    &p.container,
-                    &p.pod,
-                    &p.namespace,
-                ];
+                let labels = server_labels(api, op, &model, &process, &ctx.place);
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
                 }
                 if let Some(n) = ex.tokens.completion.value {
                     let (start, end) = generation_interval(ex);
-                    let key = vec![
-                        model.clone(),
-                        process.clone(),
-                        p.container.clone(),
-                        p.pod.clone(),
-                        p.namespace.clone(),
-                    ];
+                    let key = labels[2..].iter().map(|v| v.to_string()).collect();
                     lock(&self.window).add(key, n, start, end);
                 }
             }
             Role::Client => {
                 let peer = self.peer_label(ctx);
-                let p = &ctx.place;
-                let labels = [
-                    api,
-                    op,
-                    model.as_str(),
-                    process.as_str(),
-                    &p.container,
-                    &p.pod,
-                    &p.namespace,
-                    peer.as_str(),
-                ];
+                let labels = client_labels(api, op, &model, &process, &ctx.place, &peer);
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -478,6 +434,38 @@ impl Metrics {
             }
         }
     }
+}
+
+/// `SERVER_LABELS` values.
+fn server_labels<'a>(
+    api: &'a str,
+    op: &'a str,
+    model: &'a str,
+    process: &'a str,
+    p: &'a crate::attribution::Place,
+) -> [&'a str; 7] {
+    [api, op, model, process, &p.container, &p.pod, &p.namespace]
+}
+
+/// `CLIENT_LABELS` values.
+fn client_labels<'a>(
+    api: &'a str,
+    op: &'a str,
+    model: &'a str,
+    process: &'a str,
+    p: &'a crate::attribution::Place,
+    peer: &'a str,
+) -> [&'a str; 8] {
+    [
+        api,
+        op,
+        model,
+        process,
+        &p.container,
+        &p.pod,
+        &p.namespace,
+        peer,
+    ]
 }
 
 /// The memory family's unit labels of a server exchange.
