@@ -44,6 +44,8 @@ pub enum EventKind {
     /// [`ConnEvent`]: the kernel's OOM killer chose a victim; the header's tgid and tid are the
     /// victim's pid (a thread id; usually its process's), fd = -1.
     OomVictim = 5,
+    /// [`ExecEvent`]: a process replaced its program (execve): its identity must be re-read.
+    ProcExec = 6,
 }
 
 impl EventKind {
@@ -54,6 +56,7 @@ impl EventKind {
             3 => Some(EventKind::ConnClose),
             4 => Some(EventKind::ProcExit),
             5 => Some(EventKind::OomVictim),
+            6 => Some(EventKind::ProcExec),
             _ => None,
         }
     }
@@ -207,6 +210,16 @@ pub struct ConnEvent {
     pub listen_fd: i32,
 }
 
+/// `sched:sched_process_exec`: the process `hdr.tgid` now runs another program (fd = -1).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    /// The thread that called execve (it became the leader, so `hdr.tid == hdr.tgid`).
+    pub old_tid: u32,
+    pub _pad0: u32,
+}
+
 /// `CONN_STATE_*`: what the first bytes of a connection showed.
 pub const PROTO_UNKNOWN: u32 = 0;
 /// The first bytes look like HTTP/1.x (a request method or `HTTP/1.`): payload is copied.
@@ -338,6 +351,7 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 const _: () = assert!(DATA_EVENT_HEADER_LEN == 64);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + MAX_PAYLOAD);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX + 4);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48);
 const _: () = assert!(core::mem::size_of::<ConnState>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 

@@ -16,10 +16,12 @@
 //! - read/readv/recvfrom/recvmsg/recvmmsg and write/writev/sendto/sendmsg/sendmmsg: the enter
 //!   probe saves the arguments only for tracked fds (one hash lookup for every other fd); the exit
 //!   probe copies `ret` bytes from the user buffers, split into events of at most MAX_PAYLOAD bytes.
-//! - close: stops tracking. `sched_process_exit` (whole group) tells user space a process is gone.
+//! - close: stops tracking. `sched_process_exit` (whole group) tells user space a process is gone;
+//!   `sched_process_exec` (exec.rs) that it runs another program.
 #![no_std]
 #![no_main]
 
+mod exec;
 mod io;
 
 use aya_ebpf::{

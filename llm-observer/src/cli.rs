@@ -20,6 +20,9 @@ pub struct Cli {
     #[command(flatten)]
     pub capture: CaptureArgs,
 
+    #[command(flatten)]
+    pub attribution: AttributionArgs,
+
     /// Log filter (error, warn, info, debug, trace, or env_logger syntax).
     #[arg(long, env = "LLM_OBSERVER_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -136,6 +139,58 @@ pub struct CaptureArgs {
         global = true
     )]
     pub proc_root: PathBuf,
+}
+
+/// Where container and pod names come from (docs/attribution.md). Each source is optional.
+#[derive(Debug, Clone, Args)]
+pub struct AttributionArgs {
+    /// Root of the host filesystem (e.g. /host in a DaemonSet); socket paths are under it.
+    #[arg(long, env = "LLM_OBSERVER_HOST_ROOT", default_value = "/")]
+    pub host_root: PathBuf,
+
+    /// Docker Engine API socket, relative to --host-root (container and compose names).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_DOCKER_SOCKET",
+        default_value = "/run/docker.sock"
+    )]
+    pub docker_socket: PathBuf,
+
+    /// Kubernetes API server URL (https:// or http://; default: in-cluster KUBERNETES_SERVICE_HOST/PORT).
+    #[arg(long, env = "LLM_OBSERVER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+
+    /// Bearer token file for the Kubernetes API (the pod's service account token).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_KUBE_TOKEN_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub kube_token_file: PathBuf,
+
+    /// CA bundle of the Kubernetes API server's certificate (https URLs).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_KUBE_CA_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    )]
+    pub kube_ca_file: PathBuf,
+
+    /// This node's name, to list only its pods (env NODE_NAME is read too, the downward-API habit).
+    #[arg(long, env = "LLM_OBSERVER_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Distinct values per container / pod / namespace label before `other`.
+    #[arg(long, env = "LLM_OBSERVER_MAX_CONTAINERS", default_value_t = 64)]
+    pub max_containers: usize,
+
+    /// Seconds between GPU samples (NVML); 0 disables GPU sampling.
+    #[arg(long, env = "LLM_OBSERVER_GPU_INTERVAL", default_value_t = 5)]
+    pub gpu_interval: u64,
+
+    /// Path of libnvidia-ml.so.1 (default: the dynamic loader's search path).
+    #[arg(long, env = "LLM_OBSERVER_NVML_LIB")]
+    pub nvml_lib: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

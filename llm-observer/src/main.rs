@@ -5,10 +5,11 @@ use std::{io::Write, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser as _;
 use llm_observer::{
+    attribution::{self, names::Names},
     capture::{ATTACH_MODE, Capture, CaptureConfig, procfs, system},
-    cli::{CaptureArgs, Cli, Command, RunArgs, TraceArgs},
+    cli::{AttributionArgs, CaptureArgs, Cli, Command, RunArgs, TraceArgs},
     conn::{ConnTable, ConnTableConfig},
-    pipeline::{self, metrics_sink::MetricsSink, trace_sink::TraceSink},
+    pipeline::{self, gpu_sampler, metrics_sink::MetricsSink, trace_sink::TraceSink},
     sinks::{
         http::MetricsServer,
         metrics::{Metrics, MetricsConfig},
@@ -27,7 +28,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Check) => return check(),
         Some(Command::Trace(t)) => runtime().and_then(|rt| rt.block_on(trace(&cli.capture, t))),
         Some(Command::Run) | None => {
-            runtime().and_then(|rt| rt.block_on(run(&cli.run, &cli.capture)))
+            runtime().and_then(|rt| rt.block_on(run(&cli.run, &cli.capture, &cli.attribution)))
         }
     };
     match result {
@@ -98,7 +99,44 @@ async fn shutdown_signal() {
     log::info!("shutting down");
 }
 
-async fn run(r: &RunArgs, a: &CaptureArgs) -> anyhow::Result<()> {
+/// Starts the container and pod metadata sources in the background; each logs whether it is used.
+fn start_sources(a: &AttributionArgs) -> std::sync::Arc<Names> {
+    let names = Names::new();
+    let socket = a.host_root.join(
+        a.docker_socket
+            .strip_prefix("/")
+            .unwrap_or(&a.docker_socket),
+    );
+    tokio::spawn(attribution::docker::run(socket, names.clone()));
+    let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").ok().map(|h| {
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        format!("https://{h}:{port}")
+    });
+    let node = a
+        .node_name
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok());
+    match (a.kube_api_url.clone().or(in_cluster), node) {
+        (Some(url), Some(node)) => {
+            let cfg = attribution::kube::KubeConfig {
+                url,
+                ca_file: a.kube_ca_file.clone(),
+                node,
+                token_file: Some(a.kube_token_file.clone()),
+            };
+            tokio::spawn(attribution::kube::run(cfg, names.clone()));
+        }
+        (Some(_), None) => log::info!(
+            "pod names: Kubernetes API not used (no --node-name / NODE_NAME); pods are named by uid"
+        ),
+        (None, _) => {
+            log::debug!("pod names: not in a Kubernetes cluster (no --kube-api-url)");
+        }
+    }
+    names
+}
+
+async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Result<()> {
     let cfg = MetricsConfig {
         max_models: r.max_models,
         max_peers: r.max_peers,
@@ -138,7 +176,19 @@ async fn run(r: &RunArgs, a: &CaptureArgs) -> anyhow::Result<()> {
         Ok((capture, table)) => {
             log::info!("serving /metrics on {scheme}://{local}/metrics");
             ready.set(true);
-            let mut sink = MetricsSink::new(metrics.clone());
+            let names = start_sources(attr);
+            let mut sink =
+                MetricsSink::with_names(metrics.clone(), names.clone(), attr.max_containers);
+            if attr.gpu_interval > 0 {
+                gpu_sampler::start(
+                    attr.nvml_lib.as_deref(),
+                    Duration::from_secs(attr.gpu_interval),
+                    sink.serving(),
+                    names,
+                    &a.proc_root,
+                    metrics.clone(),
+                );
+            }
             pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await
         }
         Err(e) => Err(e),

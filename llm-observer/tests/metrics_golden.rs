@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use llm_observer::attribution::Place;
+use llm_observer::attribution::gpu::{GpuDevice, GpuSnapshot};
+use llm_observer::attribution::serving::Joined;
 use llm_observer::sinks::{ExchangeCtx, Metrics, MetricsConfig, ScrapeEnv};
 use llm_observer_decode::exchange::Timings;
 use llm_observer_decode::llm::RequestSummary;
@@ -27,6 +30,8 @@ fn ctx(role: Role, process: &str, pid: u32, peer: &str) -> ExchangeCtx {
     ExchangeCtx {
         role,
         process: process.into(),
+        comm: process.into(),
+        place: Default::default(),
         pid,
         peer: Some(peer.parse().unwrap()),
     }
@@ -118,7 +123,17 @@ fn session() -> Metrics {
     };
     let m = Metrics::with_env(cfg, "tracepoint", env).unwrap();
     let ollama = ctx(Role::Server, "ollama", 4242, "127.0.0.1:50001");
-    let vllm = ctx(Role::Server, "python3", 4343, "10.0.0.7:41000");
+    // vLLM in a pod: `process` is the name the attribution rule gives `python3 -m vllm...`
+    // (its comm stays python3, which the memory sampler checks against /proc).
+    let vllm = ExchangeCtx {
+        process: "vllm".into(),
+        place: Place {
+            container: "server".into(),
+            pod: "vllm-0".into(),
+            namespace: "llm".into(),
+        },
+        ..ctx(Role::Server, "python3", 4343, "10.0.0.7:41000")
+    };
     let agent = ctx(Role::Client, "node", 5000, "127.0.0.1:11434");
     let (r, c) = (TokenCount::reported, TokenCount::counted);
     use {Api::*, Operation::*};
@@ -195,6 +210,37 @@ fn session() -> Metrics {
     // Still in flight at scrape time: one active, one queued (no first token yet).
     let pending = Ex::new(Openai, Chat, Some("meta-llama/Llama-3.1-8B"), 99 * S, 0);
     std::mem::forget(m.started(&vllm, &pending.summary()));
+
+    // One GPU sample: an H100 whose memory the vLLM pod's engine process holds (joined to the
+    // vLLM unit by attribution::serving, tested there), and one whose NVML query was refused.
+    let unit = [
+        "vllm".to_string(),
+        "server".into(),
+        "vllm-0".into(),
+        "llm".into(),
+    ];
+    let snap = GpuSnapshot {
+        devices: vec![GpuDevice {
+            gpu: "0".into(),
+            uuid: "GPU-5f2e6a1c-0d6b-4bb5-9c1e-7d0e4a8f3b21".into(),
+            name: "NVIDIA H100 80GB HBM3".into(),
+            memory_used_bytes: Some(20 << 30),
+            memory_total_bytes: Some(80 << 30),
+            utilization_ratio: Some(0.5),
+            power_watts: Some(350.5),
+            energy_joules: Some(123456.75),
+        }],
+        processes: Vec::new(),
+        errors: vec!["no_permission"],
+    };
+    let mut joined = Joined::default();
+    joined
+        .per_gpu
+        .insert(("0".into(), unit.clone()), (19 << 30, Some(0.5)));
+    joined.memory.insert(unit, 19 << 30);
+    m.gpu().update(&snap, &joined);
+    m.gpu().nvml_available.set(1);
+    m.set_gpu_memory(joined.memory);
 
     // The agent (node) calls Ollama: the client view of a streamed chat, and a rate-limited one.
     let client_chat = Ex::new(Ollama, Chat, Some("llama3.2"), 94 * S, 1_100 * MS)

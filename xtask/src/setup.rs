@@ -5,7 +5,7 @@
 //!   downloaded here, so it is built from crates.io against the nightly's own `libLLVM` (found in
 //!   the nightly sysroot), into a per-user cache keyed by version and LLVM major. Its binary keeps
 //!   an rpath to the `lib/` folder next to it, where the libLLVM links live.
-//! - Tests need the official Python clients (in `.venv`), `promtool` and `curl`.
+//! - Tests need the official Python clients (in `.venv`), `promtool`, `curl` and `openssl`.
 
 use std::{
     path::{Path, PathBuf},
@@ -131,10 +131,12 @@ fn have(program: &str) -> bool {
 /// Test dependencies: Debian's promtool and prometheus (a real scraper of the TLS endpoint),
 /// curl, and a venv with the official Python clients. Returns the venv's path.
 pub fn test_deps(root: &Path) -> Result<PathBuf> {
+    // openssl: tests/attribution.rs makes the test Kubernetes API server's certificate.
     let mut missing: Vec<&str> = [
         ("promtool", "prometheus"),
         ("prometheus", "prometheus"),
         ("curl", "curl"),
+        ("openssl", "openssl"),
     ]
     .into_iter()
     .filter(|(bin, _)| !have(bin))

@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use bytes::Bytes;
 use llm_observer_common::{
     ConnEvent, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET, DATA_FLAG_TRUNCATED,
-    DIR_EGRESS, EventHeader, EventKind, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX,
-    Syscall,
+    DIR_EGRESS, EventHeader, EventKind, ExecEvent, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER,
+    SOCKADDR_MAX, Syscall,
 };
 
 /// Why a ring record could not be decoded.
@@ -119,6 +119,11 @@ pub enum Event {
         pid: u32,
         ts_ns: u64,
     },
+    /// The process `tgid` exec'd another program: its identity changed.
+    ProcExec {
+        tgid: u32,
+        ts_ns: u64,
+    },
 }
 
 impl Event {
@@ -126,7 +131,9 @@ impl Event {
         match self {
             Event::Data(d) => d.ts_ns,
             Event::Open(c) | Event::Close(c) => c.ts_ns,
-            Event::ProcExit { ts_ns, .. } | Event::OomVictim { ts_ns, .. } => *ts_ns,
+            Event::ProcExit { ts_ns, .. }
+            | Event::OomVictim { ts_ns, .. }
+            | Event::ProcExec { ts_ns, .. } => *ts_ns,
         }
     }
 
@@ -137,6 +144,7 @@ impl Event {
             Event::Close(_) => "conn_close",
             Event::ProcExit { .. } => "proc_exit",
             Event::OomVictim { .. } => "oom_victim",
+            Event::ProcExec { .. } => "proc_exec",
         }
     }
 }
@@ -246,6 +254,14 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
             pid: hdr.tgid,
             ts_ns: hdr.ts_ns,
         }),
+        EventKind::ProcExec => {
+            // The whole record must be there, like every other kind's.
+            let ev: ExecEvent = read_struct(buf)?;
+            Ok(Event::ProcExec {
+                tgid: ev.hdr.tgid,
+                ts_ns: ev.hdr.ts_ns,
+            })
+        }
     }
 }
 
@@ -369,6 +385,24 @@ mod tests {
         let mut sys = raw_data(b"abcd", 0, 4);
         sys[61] = 0;
         assert_eq!(decode(&sys), Err(EventError::UnknownSyscall(0)));
+    }
+
+    #[test]
+    fn decodes_exec_events() {
+        let ev = ExecEvent {
+            hdr: header(EventKind::ProcExec),
+            old_tid: 9,
+            _pad0: 0,
+        };
+        // SAFETY: repr(C) POD; viewing it as bytes for the test.
+        let raw = unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<ExecEvent>())
+        };
+        assert_eq!(decode(raw), Ok(Event::ProcExec { tgid: 7, ts_ns: 42 }));
+        assert_eq!(
+            decode(&raw[..44]),
+            Err(EventError::Short { len: 44, need: 48 })
+        );
     }
 
     #[test]

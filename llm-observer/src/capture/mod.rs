@@ -46,6 +46,7 @@ const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("syscalls", "sys_enter_close", false),
     ("sched", "sched_process_exit", false),
     ("oom", "mark_victim", true),
+    ("sched", "sched_process_exec", false),
     ("syscalls", "sys_enter_write", false),
     ("syscalls", "sys_exit_write", false),
     ("syscalls", "sys_enter_writev", false),

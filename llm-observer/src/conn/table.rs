@@ -390,6 +390,19 @@ impl ConnTable {
                 self.processes.forget(*tgid);
                 self.listeners.retain(|(t, _), _| t != tgid);
             }
+            Event::ProcExec { tgid, .. } => {
+                sink.raw(event, None);
+                // Open connections survive exec (without CLOEXEC): they now belong to the new
+                // program, and so do their next exchanges.
+                if self.processes.contains(*tgid) {
+                    let process = self.processes.refresh(*tgid);
+                    for id in self.by_tgid.get(tgid).into_iter().flat_map(|m| m.keys()) {
+                        if let Some(c) = self.conns.get_mut(id) {
+                            c.process = process.clone();
+                        }
+                    }
+                }
+            }
             Event::Data(d) => self.data(event, d, sink),
         }
     }

@@ -1,46 +1,114 @@
 //! [`MetricsSink`]: decoder outputs → the Prometheus [`Metrics`].
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use llm_observer_decode::{DecodeError, Exchange, Unsupported, llm::RequestSummary};
 
 use crate::{
+    attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
     conn::{ConnView, Sink},
-    sinks::metrics::{ExchangeCtx, InFlight, Metrics},
+    sinks::{
+        admission::{Admit, LabelCap},
+        metrics::{ExchangeCtx, InFlight, Metrics},
+    },
 };
+
+/// Bounds on the container, pod and namespace label values (pods churn; a long-lived agent
+/// must not grow a series set per pod ever seen).
+struct PlaceCaps {
+    container: LabelCap,
+    pod: LabelCap,
+    namespace: LabelCap,
+}
+
+impl PlaceCaps {
+    fn admit(&self, p: Place) -> Place {
+        // Empty means "not in one" and is kept as is (cAdvisor convention), never `unknown`.
+        // Places come from this node's runtime, not the wire: any may be admitted (up to the cap).
+        let cap = |c: &LabelCap, v: String| {
+            if v.is_empty() {
+                v
+            } else {
+                c.label(Some(&v), Admit::Yes, 0)
+            }
+        };
+        Place {
+            container: cap(&self.container, p.container),
+            pod: cap(&self.pod, p.pod),
+            namespace: cap(&self.namespace, p.namespace),
+        }
+    }
+}
 
 /// Keeps the in-flight gauge handle of every started request until it is done.
 pub struct MetricsSink {
     metrics: Arc<Metrics>,
     inflight: HashMap<(ConnId, u64), InFlight>,
+    names: Arc<Names>,
+    caps: PlaceCaps,
+    /// Servers seen answering requests: the GPU join's serving units.
+    serving: Arc<Mutex<ServingRegistry>>,
 }
 
 impl MetricsSink {
+    /// Without metadata sources: containers and pods are labelled by id.
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_names(metrics, Names::new(), 64)
+    }
+
+    /// `max_places`: distinct values per container / pod / namespace label before `other`.
+    pub fn with_names(metrics: Arc<Metrics>, names: Arc<Names>, max_places: usize) -> Self {
         MetricsSink {
             metrics,
             inflight: HashMap::new(),
+            names,
+            caps: PlaceCaps {
+                container: LabelCap::new(max_places, 0),
+                pod: LabelCap::new(max_places, 0),
+                namespace: LabelCap::new(max_places, 0),
+            },
+            serving: Arc::default(),
+        }
+    }
+
+    /// The serving units this sink registers (shared with the GPU sampler).
+    pub fn serving(&self) -> Arc<Mutex<ServingRegistry>> {
+        self.serving.clone()
+    }
+
+    fn served(&self, conn: &ConnView<'_>, ctx: &ExchangeCtx) {
+        if conn.role == llm_observer_decode::Role::Server {
+            let mut reg = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+            reg.serve(conn.process, &ctx.process, &ctx.place);
         }
     }
 
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
     }
-}
 
-fn ctx(conn: &ConnView<'_>) -> ExchangeCtx {
-    ExchangeCtx {
-        role: conn.role,
-        process: conn.process.comm.to_string(),
-        pid: conn.id.tgid,
-        peer: conn.peer,
+    fn ctx(&self, conn: &ConnView<'_>) -> ExchangeCtx {
+        let p = conn.process;
+        ExchangeCtx {
+            role: conn.role,
+            process: p.name.to_string(),
+            comm: p.comm.to_string(),
+            place: self.caps.admit(self.names.place(&p.cgroup)),
+            pid: conn.id.tgid,
+            peer: conn.peer,
+        }
     }
 }
 
 impl Sink for MetricsSink {
     fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
-        let f = self.metrics.started(&ctx(conn), summary);
+        let ctx = self.ctx(conn);
+        self.served(conn, &ctx);
+        let f = self.metrics.started(&ctx, summary);
         self.inflight.insert((conn.id, seq), f);
     }
 
@@ -52,7 +120,9 @@ impl Sink for MetricsSink {
 
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
         let f = self.inflight.remove(&(conn.id, seq));
-        self.metrics.done(f, &ctx(conn), exchange);
+        let ctx = self.ctx(conn);
+        self.served(conn, &ctx);
+        self.metrics.done(f, &ctx, exchange);
     }
 
     fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError) {
@@ -79,6 +149,10 @@ impl Sink for MetricsSink {
         // A gone process must not keep its memory series (and a reused pid must not inherit them).
         if let Event::ProcExit { tgid, .. } = event {
             self.metrics.forget_pid(*tgid);
+            self.serving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(*tgid);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! us: when the ring is full it drops the event and counts it (`llm_observer_lost_events_total`),
 //! and the position jump tells the decoder to resync.
 
+pub mod gpu_sampler;
 pub mod metrics_sink;
 pub mod redact;
 pub mod trace_sink;
@@ -65,6 +66,7 @@ struct EventCounters {
     close: prometheus::IntCounter,
     exit: prometheus::IntCounter,
     oom: prometheus::IntCounter,
+    exec: prometheus::IntCounter,
     bad: prometheus::IntCounter,
 }
 
@@ -96,6 +98,7 @@ pub async fn run(
             close: s.events.with_label_values(&["conn_close"]),
             exit: s.events.with_label_values(&["proc_exit"]),
             oom: s.events.with_label_values(&["oom_victim"]),
+            exec: s.events.with_label_values(&["proc_exec"]),
             bad: s.dropped.with_label_values(&["event_decode"]),
         }
     });
@@ -125,6 +128,7 @@ pub async fn run(
                                     event::Event::Close(_) => c.close.inc(),
                                     event::Event::ProcExit { .. } => c.exit.inc(),
                                     event::Event::OomVictim { .. } => c.oom.inc(),
+                                    event::Event::ProcExec { .. } => c.exec.inc(),
                                 }
                             }
                             drop(item);

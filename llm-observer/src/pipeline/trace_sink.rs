@@ -151,6 +151,9 @@ impl<W: Write> Sink for TraceSink<W> {
             Event::OomVictim { pid, ts_ns } => {
                 json!({"type": "oom_victim", "ts_ns": ts_ns, "pid": pid})
             }
+            Event::ProcExec { tgid, ts_ns } => {
+                json!({"type": "proc_exec", "ts_ns": ts_ns, "tgid": tgid})
+            }
         };
         self.line(v);
     }

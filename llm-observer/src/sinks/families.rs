@@ -39,8 +39,27 @@ pub const MCP_BUCKETS: &[f64] = &[
 /// load (weights read and moved to the GPU) takes hundreds of milliseconds or more.
 pub const MODEL_LOAD_THRESHOLD_NS: u64 = 100_000_000;
 
-pub const SERVER_LABELS: &[&str] = &["api", "operation", "model", "process"];
-pub const CLIENT_LABELS: &[&str] = &["api", "operation", "model", "process", "peer"];
+/// Where the observed process runs (docs/attribution.md); empty outside containers.
+pub const PLACE_LABELS: &[&str] = &["container", "pod", "namespace"];
+pub const SERVER_LABELS: &[&str] = &[
+    "api",
+    "operation",
+    "model",
+    "process",
+    "container",
+    "pod",
+    "namespace",
+];
+pub const CLIENT_LABELS: &[&str] = &[
+    "api",
+    "operation",
+    "model",
+    "process",
+    "container",
+    "pod",
+    "namespace",
+    "peer",
+];
 
 fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(extra).copied().collect()
@@ -232,12 +251,12 @@ impl ServerFamilies {
             tokens_per_second: reg.float_gauge_vec(
                 "llm_tokens_per_second",
                 "Output tokens per second over the last W complete seconds (W: tokens_per_second_window, default 30), each request's tokens spread over its generation interval.",
-                &["model", "process"],
+                &["model", "process", "container", "pod", "namespace"],
             )?,
             memory: reg.gauge_vec(
                 "llm_memory_usage_bytes",
-                "Resident memory (VmRSS) of observed LLM server processes, summed per process name, bytes.",
-                &["process"],
+                "Memory of observed LLM serving units by type: rss (VmRSS of the server processes) and gpu (GPU memory of the unit's processes, all GPUs), bytes.",
+                &["process", "container", "pod", "namespace", "type"],
             )?,
             oom_kills: reg.counter_vec(
                 "llm_oom_kills_total",
@@ -248,7 +267,7 @@ impl ServerFamilies {
     }
 
     /// Every per-request family, from one finished exchange (not MCP).
-    pub fn record(&self, labels: &[&str; 4], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str; 7], ex: &Exchange) {
         let l = labels.as_slice();
         Shared {
             requests: &self.requests,
@@ -285,7 +304,7 @@ impl ServerFamilies {
         }
     }
 
-    pub fn tool_call(&self, labels: &[&str; 4], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str; 7], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();
@@ -353,7 +372,7 @@ impl ClientFamilies {
         })
     }
 
-    pub fn record(&self, labels: &[&str; 5], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str; 8], ex: &Exchange) {
         Shared {
             requests: &self.requests,
             errors: &self.errors,
@@ -365,7 +384,7 @@ impl ClientFamilies {
         .record(labels.as_slice(), ex);
     }
 
-    pub fn tool_call(&self, labels: &[&str; 5], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str; 8], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();
@@ -386,23 +405,32 @@ impl McpFamilies {
             server_requests: reg.counter_vec(
                 "llm_mcp_requests_total",
                 "MCP requests served by an observed process, by method, tool (tools/call only) and error type (none: success).",
-                &["process", "method", "tool", "error"],
+                &["process", "container", "pod", "namespace", "method", "tool", "error"],
             )?,
             server_duration: reg.histogram_vec(
                 "llm_mcp_request_duration_seconds",
                 "MCP requests served: last response byte minus first request byte, seconds.",
-                &["process", "method"],
+                &["process", "container", "pod", "namespace", "method"],
                 MCP_BUCKETS,
             )?,
             client_requests: reg.counter_vec(
                 "llm_client_mcp_requests_total",
                 "MCP requests sent by an observed process, by peer, method, tool (tools/call only) and error type (none: success).",
-                &["process", "peer", "method", "tool", "error"],
+                &[
+                    "process",
+                    "container",
+                    "pod",
+                    "namespace",
+                    "peer",
+                    "method",
+                    "tool",
+                    "error",
+                ],
             )?,
             client_duration: reg.histogram_vec(
                 "llm_client_mcp_duration_seconds",
                 "MCP requests sent: last response byte minus first request byte, seconds.",
-                &["process", "peer", "method"],
+                &["process", "container", "pod", "namespace", "peer", "method"],
                 MCP_BUCKETS,
             )?,
         })

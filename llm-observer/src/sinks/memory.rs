@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use crate::attribution::serving::UnitLabels;
+
 /// Most pids tracked at once; server processes are few, and this bounds a pid-churn storm (a
 /// forking server with short-lived workers) until dead pids are pruned at the next scrape.
 const MAX_PIDS: usize = 4096;
@@ -14,8 +16,8 @@ const MAX_PIDS: usize = 4096;
 #[derive(Debug)]
 pub struct RssTracker {
     proc_root: PathBuf,
-    /// pid → (comm as the kernel reported it, process label value).
-    pids: HashMap<u32, (String, String)>,
+    /// pid → (comm as the kernel reported it, its unit's label values).
+    pids: HashMap<u32, (String, UnitLabels)>,
 }
 
 impl RssTracker {
@@ -26,19 +28,19 @@ impl RssTracker {
         }
     }
 
-    pub fn register(&mut self, pid: u32, comm: &str, label: &str) {
+    pub fn register(&mut self, pid: u32, comm: &str, label: UnitLabels) {
         if self.pids.len() >= MAX_PIDS && !self.pids.contains_key(&pid) {
             return;
         }
-        self.pids.insert(pid, (comm.to_string(), label.to_string()));
+        self.pids.insert(pid, (comm.to_string(), label));
     }
 
     pub fn forget(&mut self, pid: u32) {
         self.pids.remove(&pid);
     }
 
-    /// Bytes of resident memory per process label, summed over live registered pids.
-    pub fn sample(&mut self) -> BTreeMap<String, u64> {
+    /// Bytes of resident memory per unit, summed over live registered pids.
+    pub fn sample(&mut self) -> BTreeMap<UnitLabels, u64> {
         let mut out = BTreeMap::new();
         let root = &self.proc_root;
         self.pids.retain(|pid, (comm, label)| {
@@ -100,14 +102,15 @@ mod tests {
             .unwrap();
         }
         let mut t = RssTracker::new(dir.clone());
-        t.register(10, "ollama", "ollama");
-        t.register(11, "ollama", "ollama");
-        t.register(12, "python3", "python3"); // name mismatch: reused pid
-        t.register(13, "gone", "gone"); // no status file
+        let unit = |p: &str| [p.to_string(), "c".into(), String::new(), String::new()];
+        t.register(10, "ollama", unit("ollama"));
+        t.register(11, "ollama", unit("ollama"));
+        t.register(12, "python3", unit("python3")); // name mismatch: reused pid
+        t.register(13, "gone", unit("gone")); // no status file
         let s = t.sample();
         assert_eq!(
             s.into_iter().collect::<Vec<_>>(),
-            [("ollama".to_string(), 150 * 1024)]
+            [(unit("ollama"), 150 * 1024)]
         );
         assert_eq!(t.pids.len(), 2);
         std::fs::remove_dir_all(dir).unwrap();

@@ -15,11 +15,13 @@ use prometheus::{IntGauge, Registry, TextEncoder};
 
 use super::admission::{Admit, Forget, LabelCap};
 use super::families::{ClientFamilies, McpFamilies, ServerFamilies, succeeded};
+use super::gpu::GpuFamilies;
 use super::labels::mcp_method;
 use super::memory::RssTracker;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
 use super::window::TokenRateWindow;
+use crate::attribution::serving::UnitLabels;
 
 /// Label bounds and windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +64,12 @@ pub enum MetricsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeCtx {
     pub role: Role,
-    /// The observed process's name (kernel comm, ≤ 16 bytes).
+    /// The observed process's name (the `process` label, docs/attribution.md).
     pub process: String,
+    /// Its kernel comm (≤ 15 bytes), to tell a reused pid when sampling memory.
+    pub comm: String,
+    /// Its container, pod and namespace label values (already bounded by the pipeline).
+    pub place: crate::attribution::Place,
     /// Used to sample server memory; never a label value.
     pub pid: u32,
     /// The other end of the connection; a label value (`host:port`) in the client view only.
@@ -167,6 +173,9 @@ pub struct Metrics {
     server: ServerFamilies,
     client: ClientFamilies,
     mcp: McpFamilies,
+    gpu: GpuFamilies,
+    /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
+    gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
     caps: Caps,
     window: Mutex<TokenRateWindow>,
     rss: Mutex<RssTracker>,
@@ -199,6 +208,7 @@ impl Metrics {
         let client = ClientFamilies::register(&mut reg)?;
         let mcp = McpFamilies::register(&mut reg)?;
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let gpu = GpuFamilies::register(&mut reg)?;
         Ok(Metrics {
             registry: reg.registry,
             families: reg.families,
@@ -207,6 +217,8 @@ impl Metrics {
             server,
             client,
             mcp,
+            gpu,
+            gpu_memory: Mutex::default(),
             caps: Caps {
                 server_models: LabelCap::new(cfg.max_models, idle),
                 client_models: LabelCap::new(cfg.max_models, idle),
@@ -259,11 +271,15 @@ impl Metrics {
         let rss = lock(&self.rss).sample();
         // Reset so processes that exited drop out instead of freezing at their last value.
         self.server.memory.reset();
-        for (process, bytes) in rss {
-            self.server
-                .memory
-                .with_label_values(&[process.as_str()])
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let gpu = lock(&self.gpu_memory).clone();
+        for (kind, values) in [("rss", rss), ("gpu", gpu)] {
+            for (unit, bytes) in values {
+                let [p, c, pod, ns] = &unit;
+                self.server
+                    .memory
+                    .with_label_values(&[p, c, pod, ns, kind])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
         }
     }
 
@@ -272,6 +288,16 @@ impl Metrics {
         let now = (self.env.now_ns)();
         let process = self.caps.processes.label(Some(process), Admit::Yes, now);
         self.server.oom_kills.with_label_values(&[&process]).inc();
+    }
+
+    /// The GPU families, for the GPU sampler.
+    pub fn gpu(&self) -> &GpuFamilies {
+        &self.gpu
+    }
+
+    /// GPU memory per serving unit, from the GPU sampler's last tick.
+    pub fn set_gpu_memory(&self, memory: std::collections::BTreeMap<UnitLabels, u64>) {
+        *lock(&self.gpu_memory) = memory;
     }
 
     /// A process exited: stop sampling its memory.
@@ -339,8 +365,8 @@ impl Metrics {
         let (api, op) = (summary.api.as_str(), summary.operation.as_str());
         match ctx.role {
             Role::Server => {
-                lock(&self.rss).register(ctx.pid, &ctx.process, &process);
-                let labels = [api, op, model.as_str(), process.as_str()];
+                lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
+                let labels = server_labels(api, op, &model, &process, &ctx.place);
                 let active = self.server.active.with_label_values(&labels);
                 let queue = self.server.queue.with_label_values(&labels);
                 active.inc();
@@ -360,7 +386,7 @@ impl Metrics {
                     .caps
                     .peers
                     .hold(ctx.peer.map(|p| p.to_string()).as_deref(), now);
-                let labels = [api, op, model.as_str(), process.as_str(), peer.as_str()];
+                let labels = client_labels(api, op, &model, &process, &ctx.place, &peer);
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -451,21 +477,21 @@ impl Metrics {
             .map(|t| self.caps.tools.label(Some(t), admit, now));
         match ctx.role {
             Role::Server => {
-                lock(&self.rss).register(ctx.pid, &ctx.process, process);
-                let labels = [api, op, model.as_str(), process];
+                lock(&self.rss).register(ctx.pid, &ctx.comm, unit(process, &ctx.place));
+                let labels = server_labels(api, op, &model, process, &ctx.place);
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
                 }
                 if let Some(n) = ex.tokens.completion.value {
                     let (start, end) = generation_interval(ex);
-                    let key = vec![model.clone(), process.to_string()];
+                    let key = labels[2..].iter().map(|v| v.to_string()).collect();
                     lock(&self.window).add(key, n, start, end);
                 }
             }
             Role::Client => {
                 let peer = self.peer_label(ctx, ex, now);
-                let labels = [api, op, model.as_str(), process, peer.as_str()];
+                let labels = client_labels(api, op, &model, process, &ctx.place, &peer);
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -486,16 +512,21 @@ impl Metrics {
         };
         let error = ex.error.map_or("none", |e| e.as_str());
         let duration = ex.timings.latency_ns().map(|ns| ns as f64 / 1e9);
+        let crate::attribution::Place {
+            container: c,
+            pod,
+            namespace: ns,
+        } = &ctx.place;
         match ctx.role {
             Role::Server => {
                 self.mcp
                     .server_requests
-                    .with_label_values(&[process, method, tool.as_str(), error])
+                    .with_label_values(&[process, c, pod, ns, method, tool.as_str(), error])
                     .inc();
                 if let Some(d) = duration {
                     self.mcp
                         .server_duration
-                        .with_label_values(&[process, method])
+                        .with_label_values(&[process, c, pod, ns, method])
                         .observe(d);
                 }
             }
@@ -503,12 +534,21 @@ impl Metrics {
                 let peer = self.peer_label(ctx, ex, now);
                 self.mcp
                     .client_requests
-                    .with_label_values(&[process, peer.as_str(), method, tool.as_str(), error])
+                    .with_label_values(&[
+                        process,
+                        c,
+                        pod,
+                        ns,
+                        peer.as_str(),
+                        method,
+                        tool.as_str(),
+                        error,
+                    ])
                     .inc();
                 if let Some(d) = duration {
                     self.mcp
                         .client_duration
-                        .with_label_values(&[process, peer.as_str(), method])
+                        .with_label_values(&[process, c, pod, ns, peer.as_str(), method])
                         .observe(d);
                 }
             }
@@ -534,6 +574,48 @@ impl Scope {
             Scope::Both => !own,
         }
     }
+}
+
+/// `SERVER_LABELS` values.
+fn server_labels<'a>(
+    api: &'a str,
+    op: &'a str,
+    model: &'a str,
+    process: &'a str,
+    p: &'a crate::attribution::Place,
+) -> [&'a str; 7] {
+    [api, op, model, process, &p.container, &p.pod, &p.namespace]
+}
+
+/// `CLIENT_LABELS` values.
+fn client_labels<'a>(
+    api: &'a str,
+    op: &'a str,
+    model: &'a str,
+    process: &'a str,
+    p: &'a crate::attribution::Place,
+    peer: &'a str,
+) -> [&'a str; 8] {
+    [
+        api,
+        op,
+        model,
+        process,
+        &p.container,
+        &p.pod,
+        &p.namespace,
+        peer,
+    ]
+}
+
+/// The memory family's unit labels of a server exchange.
+fn unit(process: &str, p: &crate::attribution::Place) -> UnitLabels {
+    [
+        process.to_owned(),
+        p.container.clone(),
+        p.pod.clone(),
+        p.namespace.clone(),
+    ]
 }
 
 /// When an exchange's output tokens were generated: between the first and last token events of a

@@ -23,6 +23,8 @@ fn server() -> ExchangeCtx {
     ExchangeCtx {
         role: Role::Server,
         process: "ollama".into(),
+        comm: "ollama".into(),
+        place: Default::default(),
         pid: u32::MAX, // no such pid: memory sampling finds nothing
         peer: Some("127.0.0.1:50000".parse().unwrap()),
     }
@@ -32,6 +34,8 @@ fn client() -> ExchangeCtx {
     ExchangeCtx {
         role: Role::Client,
         process: "python3".into(),
+        comm: "python3".into(),
+        place: Default::default(),
         pid: u32::MAX,
         peer: Some("127.0.0.1:11434".parse().unwrap()),
     }
@@ -84,7 +88,7 @@ fn with_stream_tokens(mut e: Exchange, ttft: u64, last: u64, tokens: TokenCount)
     e
 }
 
-const L: [&str; 4] = ["ollama", "chat", "llama3", "ollama"];
+const L: [&str; 7] = ["ollama", "chat", "llama3", "ollama", "", "", ""];
 
 /// Upper bound of the bucket the only observation of `h` fell into.
 fn bucket_of(h: &Histogram) -> f64 {
@@ -142,7 +146,16 @@ fn gauges_follow_requests_and_return_to_zero() {
     gauges_zero(&m);
 
     let cl = m.started(&client(), &summary("llama3"));
-    let client_labels = ["ollama", "chat", "llama3", "python3", "127.0.0.1:11434"];
+    let client_labels = [
+        "ollama",
+        "chat",
+        "llama3",
+        "python3",
+        "",
+        "",
+        "",
+        "127.0.0.1:11434",
+    ];
     let client_active = m.client.active.with_label_values(&client_labels);
     assert_eq!(client_active.get(), 1);
     cl.abandon();
@@ -173,14 +186,14 @@ fn models_capped_to_other_consistently() {
     let req = |model: &str| {
         m.server
             .requests
-            .with_label_values(&["ollama", "chat", model, "ollama", "2xx"])
+            .with_label_values(&["ollama", "chat", model, "ollama", "", "", "", "2xx"])
             .get()
     };
     assert_eq!((req("a"), req("b"), req("other")), (2, 1, 2));
     let text = m.encode();
     assert!(!text.contains("model=\"c\""), "{text}");
     // The gauges of capped models went back to 0 under the same `other` label.
-    let other = ["ollama", "chat", "other", "ollama"];
+    let other = ["ollama", "chat", "other", "ollama", "", "", ""];
     assert_eq!(m.server.active.with_label_values(&other).get(), 0);
 }
 
@@ -202,7 +215,7 @@ fn peers_and_processes_capped() {
     let get = |process: &str, peer: &str| {
         m.client
             .requests
-            .with_label_values(&["ollama", "chat", "m", process, peer, "2xx"])
+            .with_label_values(&["ollama", "chat", "m", process, "", "", "", peer, "2xx"])
             .get()
     };
     assert_eq!(get("python3", "127.0.0.1:11434"), 1);
@@ -266,7 +279,16 @@ fn ttft_streams_only_with_otel_buckets() {
     let m = metrics(MetricsConfig::default());
     let e = with_stream_tokens(ex("llama3", true, S), 60 * MS, 500 * MS, TokenCount::ABSENT);
     m.done(None, &client(), &e);
-    let cl = ["ollama", "chat", "llama3", "python3", "127.0.0.1:11434"];
+    let cl = [
+        "ollama",
+        "chat",
+        "llama3",
+        "python3",
+        "",
+        "",
+        "",
+        "127.0.0.1:11434",
+    ];
     assert_eq!(bucket_of(&m.client.ttft.with_label_values(&cl)), 0.08);
     assert_eq!(bucket_of(&m.client.latency.with_label_values(&cl)), 1.28);
     assert_eq!(
@@ -361,7 +383,7 @@ fn model_load_definition() {
     load.operation = Operation::ModelLoad;
     load.load_duration_ns = Some(5 * MS); // explicit load: observed whatever its size
     m.done(None, &server(), &load);
-    let ll = ["ollama", "model_load", "llama3", "ollama"];
+    let ll = ["ollama", "model_load", "llama3", "ollama", "", "", ""];
     assert_eq!(bucket_of(&m.server.model_load.with_label_values(&ll)), 0.01);
 
     let mut warm = ex("llama3", false, S);
@@ -399,7 +421,7 @@ fn tokens_per_second_window_with_fake_clock() {
         m.encode();
         m.server
             .tokens_per_second
-            .with_label_values(&["llama3", "ollama"])
+            .with_label_values(&["llama3", "ollama", "", "", ""])
             .get()
     };
     now.store(15 * S, Ordering::Relaxed);
@@ -431,13 +453,21 @@ fn mcp_routed_to_mcp_families_only() {
     let text = m.encode();
     assert!(!text.contains("llm_requests_total{"), "{text}");
     assert!(!text.contains("passwd"), "resource URIs are never labels");
-    let server_calls =
-        m.mcp
-            .server_requests
-            .with_label_values(&["ollama", "tools/call", "search", "none"]);
+    let server_calls = m.mcp.server_requests.with_label_values(&[
+        "ollama",
+        "",
+        "",
+        "",
+        "tools/call",
+        "search",
+        "none",
+    ]);
     assert_eq!(server_calls.get(), 1);
     let client_calls = m.mcp.client_requests.with_label_values(&[
         "python3",
+        "",
+        "",
+        "",
         "127.0.0.1:11434",
         "resources/read",
         "none",
@@ -447,7 +477,7 @@ fn mcp_routed_to_mcp_families_only() {
     let d = m
         .mcp
         .server_duration
-        .with_label_values(&["ollama", "tools/call"]);
+        .with_label_values(&["ollama", "", "", "", "tools/call"]);
     assert_eq!(bucket_of(&d), 0.02);
     let api = m.self_metrics.exchanges.with_label_values(&["mcp"]);
     assert_eq!(api.get(), 2);
@@ -505,7 +535,7 @@ fn junk_models_cannot_crowd_out_a_real_model() {
     let req = |model: &str, status: &str| {
         m.server
             .requests
-            .with_label_values(&["ollama", "chat", model, "ollama", status])
+            .with_label_values(&["ollama", "chat", model, "ollama", "", "", "", status])
             .get()
     };
     assert_eq!(req("llama3", "2xx"), 1);
@@ -523,7 +553,7 @@ fn in_flight_gauges_name_an_unadmitted_model_then_drop_it() {
     let active = || {
         m.server
             .active
-            .with_label_values(&["ollama", "chat", "llama3", "ollama"])
+            .with_label_values(&["ollama", "chat", "llama3", "ollama", "", "", ""])
             .get()
     };
     assert_eq!(active(), 2, "named from the first request on");
@@ -562,7 +592,7 @@ fn idle_label_values_expire_with_their_series() {
     let req = |model: &str| {
         m.server
             .requests
-            .with_label_values(&["ollama", "chat", model, "ollama", "2xx"])
+            .with_label_values(&["ollama", "chat", model, "ollama", "", "", "", "2xx"])
             .get()
     };
     assert_eq!((req("a"), req("other")), (1, 1));

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod auth;
 pub mod families;
+pub mod gpu;
 pub mod http;
 pub mod labels;
 mod memory;

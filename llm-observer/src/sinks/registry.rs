@@ -128,6 +128,16 @@ impl Reg {
         self.add_vec(g, MetricKind::Gauge, name, help, labels, &[])
     }
 
+    pub(crate) fn float_counter_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<prometheus::CounterVec> {
+        let c = prometheus::CounterVec::new(Opts::new(name, help), labels)?;
+        self.add(c, MetricKind::Counter, name, help, labels, &[])
+    }
+
     pub(crate) fn float_gauge_vec(
         &mut self,
         name: &str,

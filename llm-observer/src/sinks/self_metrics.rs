@@ -12,7 +12,14 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use super::registry::Reg;
 
 /// Values of `llm_observer_events_total{kind}`.
-pub const EVENT_KINDS: &[&str] = &["data", "conn_open", "conn_close", "proc_exit", "oom_victim"];
+pub const EVENT_KINDS: &[&str] = &[
+    "data",
+    "conn_open",
+    "conn_close",
+    "proc_exit",
+    "proc_exec",
+    "oom_victim",
+];
 /// Values of `llm_observer_captured_bytes_total{direction}`: bytes the observed process received
 /// (read from a socket) / sent (wrote).
 pub const DIRECTIONS: &[&str] = &["ingress", "egress"];
