@@ -129,12 +129,13 @@ fn have(program: &str) -> bool {
 }
 
 /// Test dependencies: Debian's promtool and prometheus (a real scraper of the TLS endpoint),
-/// curl, and a venv with the official Python clients. Returns the venv's path.
+/// curl, bpftool (tests/abuse.rs checks that no BPF object outlives the agent), and a venv with the official Python clients. Returns the venv's path.
 pub fn test_deps(root: &Path) -> Result<PathBuf> {
     let mut missing: Vec<&str> = [
         ("promtool", "prometheus"),
         ("prometheus", "prometheus"),
         ("curl", "curl"),
+        ("bpftool", "bpftool"),
     ]
     .into_iter()
     .filter(|(bin, _)| !have(bin))
