@@ -86,20 +86,12 @@ fn fresh_requests(addr: SocketAddr, model: &str, n: usize) {
 
 /// `n` requests of `model`, exactly, in both views (3 prompt and 2 completion tokens each).
 fn counted_exactly(model: &str, n: f64) -> Expected {
-    Expected::new()
-        .exactly(
-            "llm_requests_total",
-            &[("model", model), ("status", "2xx")],
-            n,
-        )
-        .exactly("llm_prompt_tokens_total", &[("model", model)], 3.0 * n)
-        .exactly("llm_response_tokens_total", &[("model", model)], 2.0 * n)
+    served_exactly(model, n)
         .exactly(
             "llm_client_requests_total",
             &[("model", model), ("status", "2xx")],
             n,
         )
-        .exactly("llm_inference_errors_total", &[("model", model)], 0.0)
         .exactly("llm_client_errors_total", &[("model", model)], 0.0)
 }
 
@@ -472,6 +464,18 @@ fn big_chat(model: &str, words: usize) -> serde_json::Value {
 
 #[test]
 fn ring_overflow_is_counted_as_loss_and_the_next_requests_are_exact() {
+    ring_overflow(false);
+}
+
+/// The same burst, held to docs/metrics.md: an exchange the ring lost bytes of is incomplete.
+#[test]
+#[ignore = "agent bug: burst exchanges whose bytes the ring lost are counted neither in llm_* nor \
+            in llm_observer_incomplete_exchanges_total (only capture_gap decode errors)"]
+fn ring_overflow_exchanges_are_each_counted_or_incomplete() {
+    ring_overflow(true);
+}
+
+fn ring_overflow(each_accounted: bool) {
     if !ready() {
         return;
     }
@@ -528,6 +532,17 @@ fn ring_overflow_is_counted_as_loss_and_the_next_requests_are_exact() {
         ) > 0.0,
         "the lost bytes are reported as capture gaps"
     );
+    if each_accounted {
+        assert_eq!(
+            burst_counted
+                + last.sum(
+                    "llm_observer_incomplete_exchanges_total",
+                    &[("view", "server")]
+                ),
+            16.0,
+            "each burst request is counted whole or as incomplete"
+        );
+    }
     agent_alive(&mut agent);
 }
 
