@@ -11,18 +11,16 @@
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use llm_observer_tests::harness::{
     bpf_objects::{BpfObjects, prog_names},
     expect::{Expected, wait_for_expected},
-    exposition::Exposition,
+    faults::{capture_trouble, reset_on_close, settle, signal, start_streams, step},
     guard,
     http::KeepAlive,
     process::Stream,
-    quiesce::wait_quiescent,
     rss::RssSampler,
     stack::{Agent, EmulatorProc},
 };
@@ -119,46 +117,6 @@ fn agent_alive(agent: &mut Agent) {
         "the agent panicked:\n{}",
         agent.proc.output()
     );
-}
-
-/// The self-metrics a step of abuse moves, both kept by the agent's event loop (so exact once it is
-/// quiescent): decode errors by reason, incomplete exchanges by view and reason.
-fn abuse_counters(e: &Exposition) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for s in e.samples.iter() {
-        let key = match s.name.as_str() {
-            "llm_observer_decode_errors_total" => {
-                format!(
-                    "decode_errors{{{}}}",
-                    s.labels.get("reason").map_or("", String::as_str)
-                )
-            }
-            "llm_observer_incomplete_exchanges_total" => format!(
-                "incomplete{{{},{}}}",
-                s.labels.get("view").map_or("", String::as_str),
-                s.labels.get("reason").map_or("", String::as_str)
-            ),
-            _ => continue,
-        };
-        *out.entry(key).or_insert(0.0) += s.value;
-    }
-    out
-}
-
-/// Runs one step of abuse and returns how it moved [`abuse_counters`] (non-zero changes only),
-/// read once the agent has applied everything the step caused.
-fn step(agent: &Agent, name: &str, abuse: impl FnOnce()) -> BTreeMap<String, f64> {
-    let before = abuse_counters(&wait_quiescent(agent.addr(), SETTLE).expect("quiescent"));
-    let started = Instant::now();
-    abuse();
-    let after = abuse_counters(&wait_quiescent(agent.addr(), SETTLE).expect("quiescent"));
-    let delta: BTreeMap<String, f64> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, d)| *d != 0.0)
-        .collect();
-    println!("{name}: {:?}, {delta:?}", started.elapsed());
-    delta
 }
 
 fn counts(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
@@ -273,7 +231,7 @@ fn hostile_bytes_are_decode_errors_by_reason_and_leave_real_requests_exact() {
     println!(
         "hostile bytes: {abuse_s:?}; agent VmRSS peak {:.1} MiB over {samples} samples; {:?}",
         peak as f64 / (1 << 20) as f64,
-        abuse_counters(&last)
+        capture_trouble(&last)
     );
     assert!(peak < RSS_BOUND, "agent VmRSS peaked at {peak} bytes");
 }
@@ -313,49 +271,7 @@ fn slowloris(addr: SocketAddr, model: &str, conns: usize, pace: Duration) {
     }
 }
 
-/// Sets `SO_LINGER` to 0, so closing sends a reset and leaves no `TIME_WAIT` behind (50,000 closes
-/// in `TIME_WAIT` would exhaust the ephemeral ports).
-fn reset_on_close(s: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a correctly sized, live `linger` value.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
-}
-
 const CHURN: usize = 50_000;
-
-/// Waits until `barrier` holds, then checks `expected` once on that same scrape, and returns it.
-///
-/// For agents filtered to one server's pid (`--pid`), which never see the harness's quiescence poke:
-/// the barrier is the last thing the test caused (its final requests counted, every connection
-/// closed, or the server's exit). The ring is consumed in order, so once the barrier's events are
-/// applied, so is everything before them, and nothing is left to come: one comparison is final.
-fn settle(agent: &Agent, barrier: &Expected, expected: &Expected) -> Exposition {
-    let last = agent
-        .wait_for(SETTLE, |e| barrier.mismatches(e).is_empty())
-        .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.proc.output()));
-    let wrong = expected.mismatches(&last);
-    assert!(
-        wrong.is_empty(),
-        "{}\n{}",
-        wrong.join("\n"),
-        expected.table(&last)
-    );
-    print!("{}", barrier.table(&last));
-    print!("{}", expected.table(&last));
-    last
-}
 
 /// `n` requests of `model` served exactly (3 prompt and 2 completion tokens each): the server view.
 fn served_exactly(model: &str, n: f64) -> Expected {
@@ -451,7 +367,7 @@ fn churn(exact: bool) {
     println!(
         "churn: {CHURN} connections in {churn:?} ({refused} reset before accept); agent VmRSS peak {:.1} MiB over {samples} samples; {:?}",
         peak as f64 / (1 << 20) as f64,
-        abuse_counters(&last)
+        capture_trouble(&last)
     );
     assert!(peak < RSS_BOUND, "agent VmRSS peaked at {peak} bytes");
 }
@@ -519,7 +435,7 @@ fn ring_overflow(each_accounted: bool) {
     println!(
         "ring 8 KiB: lost events {lost} after the burst, {} in all; burst requests counted {burst_counted} of 16, incomplete exchanges {incomplete}; {:?}",
         last.sum("llm_observer_lost_events_total", &[]),
-        abuse_counters(&last)
+        capture_trouble(&last)
     );
     assert!(
         burst_counted < 16.0,
@@ -546,47 +462,6 @@ fn ring_overflow(each_accounted: bool) {
     agent_alive(&mut agent);
 }
 
-/// Starts `n` streamed chats of `tokens` tokens on their own threads; returns once each has read
-/// its first bytes of response, with a counter of the streams that have ended.
-fn start_streams(
-    addr: SocketAddr,
-    model: &str,
-    n: usize,
-    tokens: u32,
-) -> (
-    Vec<std::thread::JoinHandle<()>>,
-    std::sync::Arc<AtomicUsize>,
-) {
-    let ended = std::sync::Arc::new(AtomicUsize::new(0));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let threads = (0..n)
-        .map(|_| {
-            let (tx, ended, req) = (
-                tx.clone(),
-                std::sync::Arc::clone(&ended),
-                chat_request(model, tokens, true),
-            );
-            std::thread::spawn(move || {
-                let mut c = TcpStream::connect(addr).expect("connect");
-                c.set_read_timeout(Some(Duration::from_secs(120)))
-                    .expect("timeout");
-                c.write_all(&req).expect("stream request");
-                let mut buf = [0u8; 4096];
-                let first = c.read(&mut buf).unwrap_or(0);
-                tx.send(first).expect("started");
-                // Until the server ends the stream (or dies): errors end it too.
-                while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-                ended.fetch_add(1, Ordering::AcqRel);
-            })
-        })
-        .collect();
-    for _ in 0..n {
-        let first = rx.recv_timeout(T).expect("a stream started");
-        assert!(first > 0, "a stream got no first bytes");
-    }
-    (threads, ended)
-}
-
 /// The agent's BPF objects, checked to be its programs (by their names) before it is stopped.
 fn objects_of(agent: &Agent) -> BpfObjects {
     let objects = BpfObjects::of(agent.proc.id()).expect("agent fds");
@@ -602,12 +477,6 @@ fn objects_of(agent: &Agent) -> BpfObjects {
     objects
 }
 
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a pid this test spawned and has not reaped.
-    let rc = unsafe { libc::kill(pid as i32, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
-}
-
 #[test]
 fn an_agent_stopped_mid_stream_leaves_no_bpf_objects_and_a_restart_measures_exactly() {
     if !ready() {
@@ -621,7 +490,7 @@ fn an_agent_stopped_mid_stream_leaves_no_bpf_objects_and_a_restart_measures_exac
     let port = emu.addr().port().to_string();
     let mut first = Agent::start(&["--port", &port]).expect("agent");
     // 4 streams of 2,000 tokens (20 s): running through both stops.
-    let (streams, ended) = start_streams(emu.addr(), "stop-streams", 4, 2000);
+    let (streams, ended) = start_streams(emu.addr(), &chat_request("stop-streams", 2000, true), 4);
     let held = objects_of(&first);
     let status = first.proc.terminate(T).expect("SIGTERM");
     assert!(

@@ -3,6 +3,7 @@
 pub mod bpf_objects;
 pub mod expect;
 pub mod exposition;
+pub mod faults;
 pub mod guard;
 pub mod http;
 pub mod process;
