@@ -136,4 +136,11 @@ pub enum Output {
     },
     Unsupported(Unsupported),
     Error(DecodeError),
+    /// Request `seq`, which could be an API call (a candidate), lost bytes to the capture before it
+    /// could be recognised: no `Started`/`Done` will come for it, and it is the capture's loss,
+    /// not the server's failure.
+    Incomplete {
+        seq: u64,
+        why: Incomplete,
+    },
 }

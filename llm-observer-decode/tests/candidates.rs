@@ -112,3 +112,32 @@ fn an_upload_is_framed_without_buffering_and_pairing_goes_on() {
         (Some(200), Some(3), Some(1))
     );
 }
+
+#[test]
+fn a_candidate_request_lost_before_recognition_is_incomplete() {
+    use llm_observer_decode::Incomplete;
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mo";
+    d.feed(Stream::Request, head.as_bytes(), 1, &mut out);
+    d.gap(Stream::Request, 96, 2, &mut out);
+    let incomplete: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Incomplete { .. }))
+        .collect();
+    assert_eq!(
+        incomplete,
+        [&Output::Incomplete {
+            seq: 0,
+            why: Incomplete::CaptureGap
+        }]
+    );
+    // An upload that is no candidate costs nothing and is not the capture's loss to report.
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    let head =
+        "POST /upload HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    d.feed(Stream::Request, head.as_bytes(), 1, &mut out);
+    d.gap(Stream::Request, 99, 2, &mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::Incomplete { .. })));
+}

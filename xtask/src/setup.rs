@@ -129,7 +129,7 @@ fn have(program: &str) -> bool {
 }
 
 /// Test dependencies: Debian's promtool and prometheus (a real scraper of the TLS endpoint),
-/// curl, and a venv with the official Python clients. Returns the venv's path.
+/// curl, bpftool (tests/abuse.rs checks that no BPF object outlives the agent), and a venv with the official Python clients. Returns the venv's path.
 pub fn test_deps(root: &Path) -> Result<PathBuf> {
     // openssl: tests/attribution.rs makes the test Kubernetes API server's certificate.
     let mut missing: Vec<&str> = [
@@ -137,6 +137,7 @@ pub fn test_deps(root: &Path) -> Result<PathBuf> {
         ("prometheus", "prometheus"),
         ("curl", "curl"),
         ("openssl", "openssl"),
+        ("bpftool", "bpftool"),
     ]
     .into_iter()
     .filter(|(bin, _)| !have(bin))

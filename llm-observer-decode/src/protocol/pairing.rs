@@ -240,6 +240,13 @@ impl Handler for ReqSide<'_> {
             return;
         };
         let no_body = inc.method.eq_ignore_ascii_case("HEAD");
+        if inc.candidate && matches!(end.outcome, Outcome::Lost | Outcome::Aborted) {
+            // Lost before it could be recognised: account for it as the capture's loss.
+            self.out.push(Output::Incomplete {
+                seq: inc.seq,
+                why: Incomplete::CaptureGap,
+            });
+        }
         let decoder = match end.outcome {
             Outcome::Complete => {
                 if !inc.candidate || self.p.pending.len() >= self.p.limits.max_pending_requests {

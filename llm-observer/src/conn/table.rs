@@ -36,6 +36,8 @@ pub trait Sink {
     fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError);
     /// Recognised but unsupported traffic (HTTP/2, upgrades, tunnels).
     fn unsupported(&mut self, conn: &ConnView<'_>, what: Unsupported);
+    /// A request that could be an API call was lost by the capture before it was recognised.
+    fn incomplete(&mut self, _conn: &ConnView<'_>, _why: Incomplete) {}
     /// The kernel's OOM killer chose an observed server process as its victim.
     fn oom_killed(&mut self, _process: &ProcessInfo) {}
     /// Every event, before it is applied (for `trace --raw`). Default: nothing.
@@ -570,6 +572,7 @@ impl ConnTable {
                 Output::Done { seq, exchange } => sink.done(&view, seq, &exchange),
                 Output::Unsupported(u) => sink.unsupported(&view, u),
                 Output::Error(e) => sink.decode_error(&view, &e),
+                Output::Incomplete { why, .. } => sink.incomplete(&view, why),
             }
         }
     }

@@ -137,6 +137,10 @@ impl Sink for MetricsSink {
         self.metrics.self_metrics().decode_error(error);
     }
 
+    fn incomplete(&mut self, conn: &ConnView<'_>, why: llm_observer_decode::Incomplete) {
+        self.metrics.self_metrics().incomplete(conn.role, why);
+    }
+
     fn unsupported(&mut self, _conn: &ConnView<'_>, what: Unsupported) {
         self.metrics.self_metrics().unsupported(what);
     }

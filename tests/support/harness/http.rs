@@ -123,6 +123,11 @@ impl KeepAlive {
         })
     }
 
+    /// The socket, for writing bytes no well-behaved client would send.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     /// POSTs `body` and reads exactly one response (which must be framed by Content-Length or
     /// chunked encoding, as keep-alive responses are).
     pub fn post_json(
