@@ -20,6 +20,7 @@
 #![no_std]
 #![no_main]
 
+mod floor;
 mod io;
 
 use aya_ebpf::{

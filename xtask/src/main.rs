@@ -2,6 +2,7 @@
 //!
 //! Every step is idempotent: the second run finds everything in place and takes seconds.
 
+mod bench;
 mod setup;
 mod util;
 
@@ -51,6 +52,9 @@ enum Command {
     },
     /// Start an LLM server emulator, the agent and a short client workload; print the llm_* series.
     Demo,
+    /// Measure what the agent costs (throughput, latency, syscalls, CPU, loss, memory) against
+    /// no agent, an empty-program floor and reverse proxies; print a table and a JSON line.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -84,6 +88,7 @@ fn main() -> Result<()> {
         } => test(&root, no_lint, fuzz_seconds),
         Command::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
         Command::Demo => demo(&root),
+        Command::Bench(args) => bench::run(&root, &args),
     }
 }
 
