@@ -129,7 +129,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         }
         ok
     };
-    let (_emulator, emu) = procs::emulator(&bins)?;
+    let (emulator, emu) = procs::emulator(&bins)?;
     within("overhead");
     let mut r = report::Results::default();
     {
@@ -150,7 +150,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     r.capacity = Some(cap);
     match (&tools.perf, args.quick || args.no_profile) {
         (Some(perf), false) if within("profile") => {
-            match profile::run(&bins, &opts, perf, &dir, emu) {
+            match profile::run(&bins, &opts, perf, &dir, emu, emulator.pid()) {
                 Ok(p) => r.profile = Some(p),
                 Err(e) => eprintln!("bench: profile skipped: {e:#}"),
             }
@@ -161,4 +161,17 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     r.seconds = started.elapsed().as_secs_f64();
     report::print(&opts, &r);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_unmeasured() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![f64::NAN, 5.0]), 5.0);
+        assert!(median(Vec::new()).is_nan());
+    }
 }

@@ -45,7 +45,9 @@ pub struct AgentCpu {
     pub sys_ns: f64,
     pub events: f64,
     pub exchanges: f64,
+    /// Dropped by the kernel (ring full) and shed inside the agent.
     pub lost: f64,
+    pub dropped: f64,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +57,8 @@ pub struct Overhead {
     pub moderate: [Vec<Load>; 4],
     pub cpu: Vec<AgentCpu>,
     pub moderate_rate: f64,
+    /// Other processes' BPF programs seen during direct runs (see [`super::procs::foreign_bpf`]).
+    pub foreign_bpf: Vec<String>,
 }
 
 fn idx(h: Hop) -> usize {
@@ -104,6 +108,9 @@ pub fn run(bins: &Bins, opts: &Opts, targets: [SocketAddr; 4]) -> Result<Overhea
         for k in 0..HOPS.len() {
             let hop = HOPS[(k + round) % HOPS.len()];
             let i = idx(hop);
+            if hop == Hop::Direct {
+                out.foreign_bpf.extend(super::procs::foreign_bpf());
+            }
             let agent = if hop == Hop::Agent {
                 Some(Agent::start(bins)?)
             } else {
@@ -123,7 +130,8 @@ pub fn run(bins: &Bins, opts: &Opts, targets: [SocketAddr; 4]) -> Result<Overhea
                     sys_ns: (s1 - s0) as f64,
                     events: d("llm_observer_events_total"),
                     exchanges: d("llm_observer_exchanges_total"),
-                    lost: d("llm_observer_lost_events_total") + d("llm_observer_dropped_total"),
+                    lost: d("llm_observer_lost_events_total"),
+                    dropped: d("llm_observer_dropped_total"),
                 });
             }
             let moderate = load(

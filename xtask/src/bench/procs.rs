@@ -339,3 +339,53 @@ pub fn idle(bins: &Bins, pairs: usize) -> Result<Proc> {
     }
     Ok(p)
 }
+
+/// Processes holding loaded BPF programs (another agent, a test elsewhere on the machine). Called
+/// while none of this benchmark's own are loaded: programs on the same tracepoints shift every
+/// condition, the bare one included, so the figures of such a run are contaminated.
+pub fn foreign_bpf() -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-prog")
+        });
+        if holds {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            out.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn sums_every_series_of_exactly_that_family() {
+        let m = Metrics(
+            "# HELP llm_observer_events_total x\n\
+             llm_observer_events_total{kind=\"data\"} 10\n\
+             llm_observer_events_total{kind=\"conn_open\"} 2.5\n\
+             llm_observer_events_total_extra 100\n\
+             llm_observer_lost_events_total 3\n"
+                .into(),
+        );
+        assert_eq!(m.sum("llm_observer_events_total"), 12.5);
+        assert_eq!(m.sum("llm_observer_lost_events_total"), 3.0);
+        assert_eq!(m.sum("llm_observer_missing"), 0.0);
+    }
+}

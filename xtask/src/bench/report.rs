@@ -101,7 +101,24 @@ pub fn print(opts: &Opts, r: &Results) {
     if let Some(c) = &r.capacity {
         capacity_rows(c, &mut t, &mut j);
     }
+    let mut foreign: Vec<&String> = r
+        .overhead
+        .iter()
+        .flat_map(|o| &o.foreign_bpf)
+        .chain(r.syscalls.iter().flat_map(|s| &s.foreign_bpf))
+        .collect();
+    foreign.sort();
+    foreign.dedup();
+    j.insert("foreign_bpf_seen".into(), json!(!foreign.is_empty()));
     j.insert("seconds".into(), num(r.seconds));
+    if !foreign.is_empty() {
+        let list: Vec<&str> = foreign.iter().map(|s| s.as_str()).collect();
+        println!(
+            "**Contaminated run**: other processes held BPF programs during bare runs ({}); \
+             their tracepoints slow every condition, so differences read low and noise high.\n",
+            list.join(", ")
+        );
+    }
     println!("| measure | value | reads against | target | met |");
     println!("|---|---|---|---|---|");
     for row in &t.0 {
@@ -246,7 +263,17 @@ fn overhead_rows(opts: &Opts, o: &Overhead, t: &mut Table, j: &mut serde_json::M
     let errors: f64 = sat.iter().chain(m).flatten().map(|l| l.errors).sum();
     j.insert("load_errors".into(), num(errors));
     let lost: f64 = o.cpu.iter().map(|c| c.lost).sum();
+    let dropped: f64 = o.cpu.iter().map(|c| c.dropped).sum();
+    let events: f64 = o.cpu.iter().map(|c| c.events).sum();
+    t.row(
+        "events lost at saturation (all agent rounds)",
+        format!("{lost} lost in the kernel, {dropped} shed in the agent"),
+        format!("of {events} read"),
+        "0",
+        Some(lost + dropped == 0.0),
+    );
     j.insert("lost_events_saturation".into(), num(lost));
+    j.insert("dropped_events_saturation".into(), num(dropped));
 }
 
 fn capacity_rows(c: &Capacity, t: &mut Table, j: &mut serde_json::Map<String, Value>) {
@@ -312,14 +339,30 @@ fn section(title: &str, lines: &Lines, n: usize) {
 }
 
 fn print_profile(p: &Profile) {
-    println!("\n### Profile at saturation with the agent (perf record -a -g, all CPUs)");
-    section("By process:", &p.by_process, 8);
-    section("Top symbols (process, object, symbol):", &p.top, 20);
-    section("In the agent process:", &p.agent, 15);
+    println!("\n### Profile with the agent (perf record -a -g, all CPUs)");
+    section("Saturation, % of all samples by process:", &p.by_process, 8);
     section(
-        "BPF programs and helpers (in the traced processes):",
+        "Saturation, % of the agent's samples, user vs kernel:",
+        &p.agent_split,
+        2,
+    );
+    section(
+        "Saturation, % of the agent's samples by symbol:",
+        &p.agent,
+        20,
+    );
+    let bpf: f64 = p.bpf.iter().map(|(x, _)| x).sum();
+    section(
+        &format!(
+            "Saturation, BPF programs and helpers in the traced processes ({bpf:.1}% in all):"
+        ),
         &p.bpf,
-        12,
+        15,
+    );
+    section(
+        "Untracked write/read loop, that process by symbol:",
+        &p.syscalls,
+        15,
     );
     println!();
 }

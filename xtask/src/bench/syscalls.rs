@@ -24,7 +24,7 @@ struct Sample {
 }
 
 /// Medians over rounds of the per-round differences against the bare run, in ns.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SyscallCost {
     pub bare_pipe_ns: f64,
     pub bare_dev_ns: f64,
@@ -35,6 +35,8 @@ pub struct SyscallCost {
     pub agent_pipe_ns: f64,
     pub agent_dev_ns: f64,
     pub agent_send_ns: f64,
+    /// Other processes' BPF programs seen during bare runs (see [`procs::foreign_bpf`]).
+    pub foreign_bpf: Vec<String>,
 }
 
 fn sample(bins: &Bins, opts: &Opts) -> Result<Sample> {
@@ -68,9 +70,13 @@ fn sample(bins: &Bins, opts: &Opts) -> Result<Sample> {
 
 pub fn run(bins: &Bins, opts: &Opts) -> Result<SyscallCost> {
     let mut by: [Vec<Sample>; 3] = Default::default();
+    let mut foreign_bpf = Vec::new();
     for round in 0..opts.rounds {
         for k in 0..CONDS.len() {
             let cond = CONDS[(k + round) % CONDS.len()];
+            if cond == Cond::Bare {
+                foreign_bpf.extend(procs::foreign_bpf());
+            }
             // Held (attached) for this sample only.
             let _floor = (cond == Cond::Floor)
                 .then(|| procs::floor(bins))
@@ -110,5 +116,6 @@ pub fn run(bins: &Bins, opts: &Opts) -> Result<SyscallCost> {
         agent_pipe_ns: diff(Cond::Agent, |s| s.pipe_ns),
         agent_dev_ns: diff(Cond::Agent, |s| s.dev_ns),
         agent_send_ns: diff(Cond::Agent, |s| s.send_ns),
+        foreign_bpf,
     })
 }

@@ -148,3 +148,79 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> 
     buf.extend_from_slice(&chunk[..n]);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Serves `response` once per request, written in pieces of `piece` bytes, and checks that
+    /// the client finds each response's end (so two exchanges on one connection both complete).
+    async fn roundtrip(response: &'static [u8], piece: usize) -> Vec<u64> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            s.set_nodelay(true).expect("nodelay");
+            let mut req = [0u8; 4096];
+            for _ in 0..2 {
+                let _ = s.read(&mut req).await.expect("read request");
+                for part in response.chunks(piece) {
+                    s.write_all(part).await.expect("write");
+                    s.flush().await.expect("flush");
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = Vec::new();
+        let req = chat_request("x", 2);
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            out.push(exchange(&mut c, &req, &mut buf).await.expect("exchange"));
+        }
+        server.await.expect("server");
+        out
+    }
+
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ndata:\r\n3;ext=1\r\nabc\r\n0\r\n\r\n";
+    const LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}";
+
+    #[tokio::test]
+    async fn chunked_responses_end_at_the_last_chunk_however_split() {
+        // "5\r\ndata:\r\n" + "3;ext=1\r\nabc\r\n" + "0\r\n" + "\r\n" = 10 + 14 + 3 + 2 bytes.
+        for piece in [1, 2, 3, 7, CHUNKED.len()] {
+            assert_eq!(
+                roundtrip(CHUNKED, piece).await,
+                vec![29, 29],
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn length_framed_responses_end_after_content_length() {
+        for piece in [1, 5, LENGTH.len()] {
+            assert_eq!(roundtrip(LENGTH, piece).await, vec![7, 7], "piece {piece}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_status_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let err = exchange(&mut c, &chat_request("x", 1), &mut Vec::new())
+            .await
+            .expect_err("500 is refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}
