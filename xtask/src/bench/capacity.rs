@@ -28,6 +28,7 @@ pub struct Capacity {
     pub tracked_idle: f64,
     pub rss_streams_mb: f64,
     pub tracked_streams: f64,
+    pub memory_measured: bool,
 }
 
 impl Capacity {

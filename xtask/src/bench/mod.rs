@@ -52,9 +52,21 @@ pub struct Args {
     /// Skip the perf profile.
     #[arg(long)]
     no_profile: bool,
+    /// Run only these phases (comma-separated; default all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
     /// Phases not started within this many seconds of the start are skipped.
     #[arg(long, default_value_t = 600)]
     budget_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    Overhead,
+    Syscalls,
+    Ramp,
+    Memory,
+    Profile,
 }
 
 /// Resolved settings.
@@ -120,36 +132,42 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let t0 = Instant::now();
-    let within = |phase: &str| {
+    let within = |phase: Phase| {
+        if !args.only.is_empty() && !args.only.contains(&phase) {
+            return false;
+        }
         let ok = t0.elapsed().as_secs() < args.budget_s;
         if ok {
-            eprintln!("bench: {phase} (at {:.0} s)", t0.elapsed().as_secs_f64());
+            eprintln!("bench: {phase:?} (at {:.0} s)", t0.elapsed().as_secs_f64());
         } else {
-            eprintln!("bench: {phase} skipped: past --budget-s {}", args.budget_s);
+            eprintln!(
+                "bench: {phase:?} skipped: past --budget-s {}",
+                args.budget_s
+            );
         }
         ok
     };
     let (emulator, emu) = procs::emulator(&bins)?;
-    within("overhead");
     let mut r = report::Results::default();
-    {
+    if within(Phase::Overhead) {
         let (_aio, aio) = procs::aiohttp(&tools.python, &dir, emu)?;
         let (_nginx, ngx) = procs::nginx(&tools.nginx, &dir, emu)?;
         r.overhead = Some(overhead::run(&bins, &opts, [emu, emu, aio, ngx])?);
     }
-    if within("syscall cost") {
+    if within(Phase::Syscalls) {
         r.syscalls = Some(syscalls::run(&bins, &opts)?);
     }
     let mut cap = capacity::Capacity::default();
-    if within("loss ramp") {
+    if within(Phase::Ramp) {
         capacity::ramp(&bins, &opts, &mut cap)?;
     }
-    if within("memory") {
+    if within(Phase::Memory) {
         capacity::memory(&bins, &opts, emu, &mut cap)?;
+        cap.memory_measured = true;
     }
     r.capacity = Some(cap);
     match (&tools.perf, args.quick || args.no_profile) {
-        (Some(perf), false) if within("profile") => {
+        (Some(perf), false) if within(Phase::Profile) => {
             match profile::run(&bins, &opts, perf, &dir, emu, emulator.pid()) {
                 Ok(p) => r.profile = Some(p),
                 Err(e) => eprintln!("bench: profile skipped: {e:#}"),

@@ -291,6 +291,9 @@ fn capacity_rows(c: &Capacity, t: &mut Table, j: &mut serde_json::Map<String, Va
         j.insert("lost_events".into(), num(step.lost));
         j.insert("lost_events_at_sends_per_s".into(), num(step.sent_per_s));
     }
+    if c.steps.is_empty() {
+        return memory_rows(c, t, j);
+    }
     let max = c.max_events_per_s();
     t.row(
         "max events/s read without loss",
@@ -306,6 +309,13 @@ fn capacity_rows(c: &Capacity, t: &mut Table, j: &mut serde_json::Map<String, Va
         Some(max >= 100_000.0),
     );
     j.insert("max_events_per_s".into(), num(max));
+    memory_rows(c, t, j);
+}
+
+fn memory_rows(c: &Capacity, t: &mut Table, j: &mut serde_json::Map<String, Value>) {
+    if !c.memory_measured {
+        return;
+    }
     t.row(
         "agent RSS with idle tracked connections",
         format!("{:.1} MB", c.rss_idle_conns_mb),
