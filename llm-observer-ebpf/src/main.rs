@@ -22,6 +22,7 @@
 #![no_main]
 
 mod exec;
+mod floor;
 mod io;
 
 use aya_ebpf::{

@@ -4,6 +4,7 @@
 
 mod deploy_deps;
 mod image;
+mod bench;
 mod setup;
 mod util;
 
@@ -56,6 +57,9 @@ enum Command {
     Demo,
     /// Build (release) and make the agent's OCI image with buildah, from scratch (no registry).
     Image,
+    /// Measure what the agent costs (throughput, latency, syscalls, CPU, loss, memory) against
+    /// no agent, an empty-program floor and reverse proxies; print a table and a JSON line.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
         Command::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
         Command::Demo => demo(&root),
         Command::Image => image::build(&root, &build(&root)?).map(|_| ()),
+        Command::Bench(args) => bench::run(&root, &args),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod inflight;
+pub mod floor;
 pub mod procfs;
 pub mod system;
 
@@ -28,14 +29,15 @@ use llm_observer_common::{
 pub use event::{ConnId, DataEvent, DataKind, Direction, Event, EventError, KernelRole};
 
 /// The eBPF object built by build.rs (empty when the build had no bpf-linker).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llm-observer"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llm-observer"));
 
 /// The attach mode this build uses; reported by `check` and in `llm_observer_build_info`.
 pub const ATTACH_MODE: &str = "tracepoints";
 
 /// Every tracepoint the capture attaches to: (category, name, program). `optional` ones are
 /// skipped with a log line when the kernel lacks them (plain `accept` is absent on some arches).
-const TRACEPOINTS: &[(&str, &str, bool)] = &[
+pub(crate) const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("syscalls", "sys_enter_connect", false),
     ("syscalls", "sys_exit_connect", false),
     ("sock", "inet_sock_set_state", false),

@@ -48,6 +48,9 @@ struct ServerArgs {
     /// No per-request line on stderr.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Set TCP_NODELAY on accepted sockets (each streamed chunk leaves at once).
+    #[arg(long, global = true)]
+    nodelay: bool,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +68,7 @@ impl ServerArgs {
             default_output_tokens: self.output_tokens,
             load_duration: Duration::from_millis(self.load_ms),
             log: !self.quiet,
+            nodelay: self.nodelay,
         }
     }
 }

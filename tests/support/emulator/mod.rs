@@ -52,6 +52,9 @@ pub struct Config {
     pub load_duration: Duration,
     /// One stderr line per finished request.
     pub log: bool,
+    /// TCP_NODELAY on accepted sockets, as real streaming servers set (Go's net/http, uvicorn):
+    /// without it Nagle holds each small SSE chunk until the client's delayed ACK.
+    pub nodelay: bool,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             default_output_tokens: 20,
             load_duration: Duration::from_millis(5),
             log: false,
+            nodelay: false,
         }
     }
 }
@@ -230,6 +234,9 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        if ctx.config.nodelay {
+            let _ = socket.set_nodelay(true);
+        }
         let conn = ctx.stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let ctx = Arc::clone(&ctx);
         let io = conn_io::ConnIo::new(socket);

@@ -1,0 +1,121 @@
+//! Part b: what a syscall costs with nothing attached, with the floor (an empty program on each of
+//! the agent's tracepoints) and with the agent, alternated in rounds: untracked write/read pairs
+//! (pipe, /dev/null + /dev/zero) and small sends on a tracked loopback HTTP connection.
+
+use anyhow::Result;
+
+use super::procs::{self, Agent, Bins};
+use super::{Opts, median};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cond {
+    Bare,
+    Floor,
+    Agent,
+}
+
+const CONDS: [Cond; 3] = [Cond::Bare, Cond::Floor, Cond::Agent];
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    pipe_ns: f64,
+    dev_ns: f64,
+    send_ns: f64,
+}
+
+/// Medians over rounds of the per-round differences against the bare run, in ns.
+#[derive(Clone, Debug, Default)]
+pub struct SyscallCost {
+    pub bare_pipe_ns: f64,
+    pub bare_dev_ns: f64,
+    pub bare_send_ns: f64,
+    pub floor_pipe_ns: f64,
+    pub floor_dev_ns: f64,
+    pub floor_send_ns: f64,
+    pub agent_pipe_ns: f64,
+    pub agent_dev_ns: f64,
+    pub agent_send_ns: f64,
+    /// Other processes' BPF programs seen during bare runs (see [`procs::foreign_bpf`]).
+    pub foreign_bpf: Vec<String>,
+}
+
+fn sample(bins: &Bins, opts: &Opts) -> Result<Sample> {
+    let s = procs::drive(
+        bins,
+        &[
+            "syscalls".into(),
+            "--iters".into(),
+            opts.syscall_iters.to_string(),
+            "--reps".into(),
+            "3".into(),
+        ],
+    )?;
+    let t = procs::drive(
+        bins,
+        &[
+            "sends".into(),
+            "--iters".into(),
+            opts.send_iters.to_string(),
+            "--reps".into(),
+            "3".into(),
+        ],
+    )?;
+    let f = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    Ok(Sample {
+        pipe_ns: f(&s, "pipe_ns").unwrap_or(0.0),
+        dev_ns: f(&s, "dev_ns").unwrap_or(0.0),
+        send_ns: f(&t, "send_ns").unwrap_or(0.0),
+    })
+}
+
+pub fn run(bins: &Bins, opts: &Opts) -> Result<SyscallCost> {
+    let mut by: [Vec<Sample>; 3] = Default::default();
+    let mut foreign_bpf = Vec::new();
+    for round in 0..opts.rounds {
+        for k in 0..CONDS.len() {
+            let cond = CONDS[(k + round) % CONDS.len()];
+            if cond == Cond::Bare {
+                foreign_bpf.extend(procs::foreign_bpf());
+            }
+            // Held (attached) for this sample only.
+            let _floor = (cond == Cond::Floor)
+                .then(|| procs::floor(bins))
+                .transpose()?;
+            let _agent = (cond == Cond::Agent)
+                .then(|| Agent::start(bins))
+                .transpose()?;
+            let s = sample(bins, opts)?;
+            eprintln!(
+                "bench: round {} {:<5?} pipe {:>6.0} ns  dev {:>6.0} ns  tracked send {:>6.0} ns",
+                round + 1,
+                cond,
+                s.pipe_ns,
+                s.dev_ns,
+                s.send_ns
+            );
+            by[cond as usize].push(s);
+        }
+    }
+    let diff = |c: Cond, f: fn(&Sample) -> f64| {
+        median(
+            by[c as usize]
+                .iter()
+                .zip(&by[Cond::Bare as usize])
+                .map(|(x, b)| f(x) - f(b))
+                .collect(),
+        )
+    };
+    let bare = |f: fn(&Sample) -> f64| median(by[Cond::Bare as usize].iter().map(f).collect());
+    Ok(SyscallCost {
+        bare_pipe_ns: bare(|s| s.pipe_ns),
+        bare_dev_ns: bare(|s| s.dev_ns),
+        bare_send_ns: bare(|s| s.send_ns),
+        floor_pipe_ns: diff(Cond::Floor, |s| s.pipe_ns),
+        floor_dev_ns: diff(Cond::Floor, |s| s.dev_ns),
+        floor_send_ns: diff(Cond::Floor, |s| s.send_ns),
+        agent_pipe_ns: diff(Cond::Agent, |s| s.pipe_ns),
+        agent_dev_ns: diff(Cond::Agent, |s| s.dev_ns),
+        agent_send_ns: diff(Cond::Agent, |s| s.send_ns),
+        foreign_bpf,
+    })
+}
