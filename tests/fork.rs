@@ -16,8 +16,8 @@ use llm_observer_tests::harness::{
     guard,
     process::{Proc, Stream},
     stack::{Agent, venv_python},
+    wire::{completion, post},
 };
-use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -66,32 +66,18 @@ fn ready() -> bool {
     }
 }
 
-fn post(model: &str) -> Vec<u8> {
-    let body = json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "a b c"}]})
-        .to_string();
-    format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-fn completion(model: &str) -> String {
-    let body = json!({"id": "c1", "object": "chat.completion", "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
-    .to_string();
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
+/// [`completion`] as the text the Python server sends (it closes the connection after it).
+fn response(model: &str) -> String {
+    String::from_utf8(completion(model))
+        .expect("ASCII response")
+        .replacen("\r\n", "\r\nConnection: close\r\n", 1)
 }
 
 /// Runs one exchange against the Python server in `mode` while `agent` watches; returns the
 /// server's comm (the `process` label) and the pid that served.
 fn exchange(mode: &str, model: &str) -> (String, u32) {
     let mut cmd = Command::new(venv_python().expect("venv"));
-    cmd.args(["-c", SERVER, mode, &completion(model)]);
+    cmd.args(["-c", SERVER, mode, &response(model)]);
     let mut server = Proc::spawn("python server", cmd).expect("python server");
     let port: u16 = server
         .wait_for_line(SETTLE, |s, l| {

@@ -7,3 +7,4 @@ pub mod http;
 pub mod process;
 pub mod quiesce;
 pub mod stack;
+pub mod wire;
