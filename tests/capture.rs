@@ -634,17 +634,7 @@ fn connection_opened_before_load_is_seeded() {
         (server, Direction::Egress, Syscall::Write, &resp),
         (client, Direction::Ingress, Syscall::Read, &resp),
     ] {
-        let events = c.stream(conn, dir);
-        let mut pos = 0;
-        for d in &events {
-            assert!(
-                d.pos == pos && d.kind == DataKind::Bytes && d.syscall == sys,
-                "{conn:?} {dir:?}: expected {sys:?} bytes at pos {pos}:\n{}",
-                dump(&events)
-            );
-            pos += d.payload.len() as u64;
-        }
-        assert_eq!(&concat(&events), bytes, "{conn:?} {dir:?} bytes");
+        assert_bytes_from_zero(c, conn, dir, sys, bytes);
     }
     // Every data event of the child carries the seed generation (none came under another).
     let others: Vec<_> = c
@@ -666,6 +656,21 @@ fn connection_opened_before_load_is_seeded() {
         "seeded {} socket(s) of child {child_tgid} with generation {generation}; exchange captured from pos 0",
         seeded.len()
     );
+}
+
+/// `conn`'s `dir` stream is exactly `bytes`, moved by `sys` calls, with positions from 0.
+fn assert_bytes_from_zero(c: &Collector, conn: ConnId, dir: Direction, sys: Syscall, bytes: &[u8]) {
+    let events = c.stream(conn, dir);
+    let mut pos = 0;
+    for d in &events {
+        assert!(
+            d.pos == pos && d.kind == DataKind::Bytes && d.syscall == sys,
+            "{conn:?} {dir:?}: expected {sys:?} bytes at pos {pos}:\n{}",
+            dump(&events)
+        );
+        pos += d.payload.len() as u64;
+    }
+    assert_eq!(concat(&events), bytes, "{conn:?} {dir:?} bytes");
 }
 
 // ---- 5. fd reuse ----------------------------------------------------------------------------
@@ -1286,4 +1291,133 @@ fn mmsg_beyond_the_iovec_limit_keeps_positions_exact() {
         (last.syscall, last.pos, &last.payload[..]),
         (Syscall::Write, total as u64, &after[..])
     );
+}
+
+// ---- fork inheritance -----------------------------------------------------------------------
+
+/// Every process: a forked child is another process, which `target_pid` would filter out. Tests
+/// below filter the events to this process and its children by tgid.
+fn every_process_config() -> CaptureConfig {
+    CaptureConfig {
+        target_pid: None,
+        ignore_pid: None,
+        ..own_process_config()
+    }
+}
+
+#[test]
+fn a_forked_child_is_captured_on_the_sockets_it_inherits() {
+    let Some(mut live) = Live::start(&every_process_config()) else {
+        return;
+    };
+    let pair = Pair::new().expect("loopback pair");
+    let (cfd, sfd) = (pair.cfd(), pair.sfd());
+    let (_, parent_server) = opened(&mut live.collector, &pair);
+    let req = b"POST /forked HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+    let mut scratch = vec![0u8; req.len()];
+    // SAFETY: fork in a multi-threaded process: the child below only calls async-signal-safe
+    // functions (read, write, _exit) on memory allocated before the fork.
+    let child_pid = unsafe { libc::fork() };
+    assert!(child_pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child_pid == 0 {
+        let ok = raw_read_exact(sfd, &mut scratch) && raw_write_all(sfd, &resp);
+        // SAFETY: leaves the child at once, without running the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut child = Child {
+        pid: child_pid,
+        reaped: None,
+    };
+    let kid = child_pid as u32;
+    // Pre-fork server style: the parent closes its copy at once; the child serves.
+    let Pair {
+        listener: _listener,
+        mut client,
+        server,
+    } = pair;
+    drop(server);
+    client.write_all(&req).expect("request");
+    let mut got = vec![0u8; resp.len()];
+    client.read_exact(&mut got).expect("response");
+    assert_eq!(got, resp);
+    let status = child.wait(SETTLE);
+    assert!(
+        status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0),
+        "child exchange failed: wait status {status:?}"
+    );
+    let c = &mut live.collector;
+    c.wait_until(SETTLE, |c| {
+        !c.opens(kid, sfd).is_empty()
+            && c.events
+                .iter()
+                .any(|e| matches!(e, Event::ProcExit { tgid, .. } if *tgid == kid))
+    })
+    .expect("the child's open and exit events");
+    // Both ends were inherited (the child holds copies of every fd), each once, with its role.
+    for (fd, role) in [(sfd, KernelRole::Server), (cfd, KernelRole::Client)] {
+        let opens = c.opens(kid, fd);
+        assert_eq!(opens.len(), 1, "child fd {fd}: {opens:#?}");
+        assert_eq!(
+            (opens[0].role, opens[0].inherited_from, opens[0].peer),
+            (role, Some(pid()), None),
+            "child fd {fd}"
+        );
+    }
+    assert_eq!(
+        c.closes(pid(), sfd).len(),
+        1,
+        "the parent's close of its copy"
+    );
+    let served = c.open_of(kid, sfd).expect("child server open").conn;
+    assert_ne!(served.generation, parent_server.generation);
+    wait_bytes(
+        c,
+        &[
+            (served, Direction::Ingress, req.len()),
+            (served, Direction::Egress, resp.len()),
+        ],
+    );
+    assert_bytes_from_zero(c, served, Direction::Ingress, Syscall::Read, &req);
+    assert_bytes_from_zero(c, served, Direction::Egress, Syscall::Write, &resp);
+    // The parent's connection saw none of the child's bytes.
+    assert!(
+        c.stream(parent_server, Direction::Ingress).is_empty(),
+        "parent server stream:\n{}",
+        dump(&c.stream(parent_server, Direction::Ingress))
+    );
+}
+
+#[test]
+fn a_new_thread_shares_its_process_sockets_without_copies() {
+    let Some(mut live) = Live::start(&every_process_config()) else {
+        return;
+    };
+    let pair = Pair::new().expect("loopback pair");
+    let sfd = pair.sfd();
+    let (_, server) = opened(&mut live.collector, &pair);
+    let msg = b"HTTP/1.1 204 No Content\r\n\r\n";
+    let writer = std::thread::spawn(move || {
+        // SAFETY: no arguments, cannot fail.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert!(raw_write_all(sfd, msg), "write from the new thread");
+        tid
+    });
+    let tid = writer.join().expect("writer thread");
+    let c = &mut live.collector;
+    wait_bytes(c, &[(server, Direction::Egress, msg.len())]);
+    let events = c.stream(server, Direction::Egress);
+    assert_eq!(&concat(&events), msg);
+    assert!(events.iter().all(|d| d.tid == tid), "{}", dump(&events));
+    // The thread shares the fd table: no connection was copied, under its tid or otherwise.
+    let copies: Vec<_> = c
+        .events
+        .iter()
+        .filter(|e| match e {
+            Event::Open(o) => o.conn.tgid == tid || o.inherited_from == Some(pid()),
+            _ => false,
+        })
+        .collect();
+    assert!(copies.is_empty(), "copies for a thread: {copies:#?}");
+    assert_eq!(c.opens(pid(), sfd).len(), 1);
 }

@@ -19,6 +19,7 @@ use llm_observer_tests::harness::{
     http::KeepAlive,
     quiesce::wait_quiescent,
     stack::{Agent, EmulatorProc},
+    wire::{completion, post},
 };
 use serde_json::json;
 
@@ -30,32 +31,6 @@ fn ready() -> bool {
         Some(why) => guard::skip_or_fail::<()>(&why).is_some(),
         None => true,
     }
-}
-
-fn chat(model: &str) -> String {
-    json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "a b c"}]})
-        .to_string()
-}
-
-fn post(model: &str) -> Vec<u8> {
-    let body = chat(model);
-    format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-fn completion(model: &str) -> Vec<u8> {
-    let body = json!({"id": "c1", "object": "chat.completion", "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
-    .to_string();
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }
 
 /// Reads one request (head + Content-Length body) with `read`, whatever syscall the caller parks

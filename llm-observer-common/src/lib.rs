@@ -35,7 +35,8 @@ pub const MAX_MMSG: usize = 64;
 pub enum EventKind {
     /// [`DataEvent`]: bytes sent or received on a tracked socket.
     Data = 1,
-    /// [`ConnEvent`]: a socket became tracked (accept/connect).
+    /// [`ConnEvent`]: a socket became tracked (accept/connect, or inherited across fork: then
+    /// `inherited_from` names the parent process).
     ConnOpen = 2,
     /// [`ConnEvent`]: a tracked socket was closed by its process.
     ConnClose = 3,
@@ -208,6 +209,23 @@ pub struct ConnEvent {
     /// For an accepted socket: the listening socket's fd (its local address is the connection's
     /// local address, and a listener lives long enough for /proc to tell it). -1 otherwise.
     pub listen_fd: i32,
+    /// For a socket inherited across fork(): the parent's tgid, whose connection on the same fd
+    /// this one copies (addresses, role). 0 otherwise (no user process has tgid 0).
+    pub inherited_from: u32,
+    pub _pad: u32,
+}
+
+/// Tracked fds remembered per process ([`TrackedFds`]), so that a fork can copy them to the child.
+pub const TRACKED_FDS: usize = 16;
+
+/// Value of the kernel's per-process fd list (`TGID_FDS`, keyed by tgid): the fds of that
+/// process's tracked sockets, as `fd + 1` (0 = free slot), placed by open addressing from
+/// `fd % TRACKED_FDS`. A slot may be stale (the socket untracked by user space); readers check
+/// the connection map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TrackedFds {
+    pub slot: [u32; TRACKED_FDS],
 }
 
 /// `sched:sched_process_exec`: the process `hdr.tgid` now runs another program (fd = -1).
@@ -332,10 +350,14 @@ pub enum Stat {
     LostControlEvents = 4,
     /// An in-flight syscall map (connect/accept/io, enter → exit) was full: that call was not seen.
     InflightMapFull = 5,
+    /// A tracked socket could not be remembered for fork inheritance (its process already had
+    /// [`TRACKED_FDS`] tracked sockets, or the per-process map was full): a child forked while it
+    /// is open will not be captured on it.
+    ForkListFull = 6,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 6;
+pub const STAT_COUNT: u32 = 7;
 
 /// Byte offsets of syscall tracepoint arguments (`/sys/kernel/tracing/events/syscalls/*/format`):
 /// every `sys_enter_*` has `__syscall_nr` at 8 and then 8-byte args from 16; every `sys_exit_*` has
@@ -350,8 +372,10 @@ pub const TP_RET: usize = 16;
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 const _: () = assert!(DATA_EVENT_HEADER_LEN == 64);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + MAX_PAYLOAD);
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX + 4);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX + 4 + 8);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<TrackedFds>() == 4 * TRACKED_FDS);
+const _: () = assert!(TRACKED_FDS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ConnState>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
@@ -402,4 +426,6 @@ mod user {
     unsafe impl aya::Pod for super::ConnState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TrackedFds {}
 }

@@ -18,6 +18,9 @@
 //!   probe copies `ret` bytes from the user buffers, split into events of at most MAX_PAYLOAD bytes.
 //! - close: stops tracking. `sched_process_exit` (whole group) tells user space a process is gone;
 //!   `sched_process_exec` (exec.rs) that it runs another program.
+//! - fork: `task:task_newtask` (in the parent, before the child first runs; its `clone_flags` tell
+//!   a new process from a new thread, which shares the fd table and needs nothing) copies the
+//!   parent's tracked sockets to the child, found through the per-process fd list `TGID_FDS`.
 #![no_std]
 #![no_main]
 
@@ -25,16 +28,21 @@ mod exec;
 mod floor;
 mod io;
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_loop,
+    },
     macros::{map, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use llm_observer_common::{
-    AcceptArgs, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent, ConnState, DataEvent, EventHeader,
-    EventKind, IoArgs, MAX_SEGMENTS, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat,
-    Syscall, TP_ARG0, TP_ARG1, TP_ARG2, TP_RET, conn_key,
+    AcceptArgs, CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent,
+    ConnState, DataEvent, EventHeader, EventKind, IoArgs, MAX_SEGMENTS, PROTO_OTHER, PROTO_SEEDED,
+    PROTO_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0,
+    TP_ARG1, TP_ARG2, TP_RET, TRACKED_FDS, TrackedFds, conn_key,
 };
 
 /// Every event for user space. The size here is a default; the agent sets it at load time.
@@ -51,6 +59,11 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// event was lost) are swept by user space.
 #[map]
 static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
+
+/// The fds of each process's tracked sockets, by tgid (see `TrackedFds`): what a fork copies to
+/// the child. A process with no tracked socket has no entry, so its forks cost one lookup.
+#[map]
+static TGID_FDS: HashMap<u32, TrackedFds> = HashMap::with_max_entries(16384, 0);
 
 /// Arguments of an in-flight read/write-family syscall, by pid_tgid (enter → exit).
 #[map]
@@ -150,6 +163,8 @@ struct ConnInfo {
     addrlen: u64,
     /// Listening fd of an accepted socket, else -1.
     listen_fd: i32,
+    /// Parent tgid of a socket inherited across fork, else 0.
+    inherited_from: u32,
 }
 
 impl ConnInfo {
@@ -159,6 +174,7 @@ impl ConnInfo {
             addr: 0,
             addrlen: 0,
             listen_fd: -1,
+            inherited_from: 0,
         }
     }
 }
@@ -171,6 +187,7 @@ fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnIn
         addr,
         addrlen,
         listen_fd,
+        inherited_from,
     } = c;
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         stat_add(Stat::LostControlEvents, 1);
@@ -184,6 +201,8 @@ fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnIn
         peer_len: 0,
         peer: [0u8; SOCKADDR_MAX],
         listen_fd,
+        inherited_from,
+        _pad: 0,
     };
     if addr != 0 && addrlen > 0 {
         let n = if addrlen as usize > SOCKADDR_MAX {
@@ -217,6 +236,7 @@ fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: 
         stat_add(Stat::ConnMapFull, 1);
         return;
     }
+    remember_fd((pid_tgid >> 32) as u32, fd);
     emit_conn(
         EventKind::ConnOpen,
         pid_tgid,
@@ -227,8 +247,80 @@ fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: 
             addr,
             addrlen,
             listen_fd,
+            inherited_from: 0,
         },
     );
+}
+
+/// `fd + 1` as stored in a `TrackedFds` slot (0 is a free slot).
+#[inline(always)]
+fn fd_slot(fd: i32) -> u32 {
+    (fd as u32).wrapping_add(1)
+}
+
+/// Adds `fd` to its process's fd list, so a fork can find it. Open addressing from
+/// `fd % TRACKED_FDS`; a slot whose socket is no longer tracked (untracked by user space, or a
+/// close we never saw) is reused. Two threads of one process tracking sockets at the same instant
+/// may race for one slot (plain stores: one of the two fds is then not inherited by a later fork).
+#[inline(always)]
+fn remember_fd(tgid: u32, fd: i32) {
+    let want = fd_slot(fd);
+    let list = match TGID_FDS.get_ptr_mut(tgid) {
+        Some(p) => p,
+        None => {
+            let empty = TrackedFds {
+                slot: [0; TRACKED_FDS],
+            };
+            // BPF_NOEXIST: another thread of this process may have created it meanwhile.
+            let _ = TGID_FDS.insert(tgid, empty, 1);
+            match TGID_FDS.get_ptr_mut(tgid) {
+                Some(p) => p,
+                None => {
+                    stat_add(Stat::ForkListFull, 1);
+                    return;
+                }
+            }
+        }
+    };
+    for i in 0..TRACKED_FDS {
+        // SAFETY: map value pointer; index masked into bounds.
+        if unsafe { (*list).slot[i] } == want {
+            return;
+        }
+    }
+    let home = fd as u32 as usize;
+    for i in 0..TRACKED_FDS {
+        let s = (home + i) & (TRACKED_FDS - 1);
+        // SAFETY: as above.
+        let v = unsafe { (*list).slot[s] };
+        let free = v == 0
+            || CONNS
+                .get_ptr(conn_key(tgid, v.wrapping_sub(1) as i32))
+                .is_none();
+        if free {
+            // SAFETY: as above.
+            unsafe { (*list).slot[s] = want };
+            return;
+        }
+    }
+    stat_add(Stat::ForkListFull, 1);
+}
+
+/// Removes `fd` from its process's fd list.
+#[inline(always)]
+fn forget_fd(tgid: u32, fd: i32) {
+    let Some(list) = TGID_FDS.get_ptr_mut(tgid) else {
+        return;
+    };
+    let want = fd_slot(fd);
+    for i in 0..TRACKED_FDS {
+        // SAFETY: map value pointer, index in bounds.
+        unsafe {
+            if (*list).slot[i] == want {
+                (*list).slot[i] = 0;
+            }
+        }
+    }
 }
 
 // ---- connect ---------------------------------------------------------------------------------
@@ -404,6 +496,7 @@ fn close_tracked(pid_tgid: u64, fd: i32) {
         return;
     };
     let _ = CONNS.remove(key);
+    forget_fd((pid_tgid >> 32) as u32, fd);
     emit_conn(
         EventKind::ConnClose,
         pid_tgid,
@@ -431,7 +524,73 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         unsafe { ctx.read_at::<u8>(32).unwrap_or(0) != 0 }
     };
     if whole_group {
+        let _ = TGID_FDS.remove((pid_tgid >> 32) as u32);
         emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
+    }
+    0
+}
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// `task:task_newtask` (pid @8, clone_flags @32): a new task, in its parent's context, before it
+/// first runs. A new process (no `CLONE_THREAD`) holds copies of its parent's fds: each tracked
+/// one is tracked for the child too, under a fresh generation and with positions from 0, and an
+/// open event names the parent so user space copies that connection's addresses and role. A
+/// socket the parent already read or wrote is re-classified from the child's first bytes on
+/// (`PROTO_SEEDED`: the child may start mid-message); one the parent found not to be HTTP stays
+/// uncaptured. New threads share the fd table and cost one flag test; forks of processes without
+/// tracked sockets one lookup.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from the tracepoint's format file.
+    let flags = unsafe { ctx.read_at::<u64>(32).unwrap_or(CLONE_THREAD) };
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: value copied out of the map.
+    let Some(list) = (unsafe { TGID_FDS.get(parent) }).copied() else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let child = unsafe { ctx.read_at::<i32>(8).unwrap_or(0) };
+    let cfg = config();
+    if child <= 0 || !wanted(&cfg, child as u32) {
+        return 0;
+    }
+    let Some(st) = FORK_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let state = ForkState {
+        parent,
+        child: child as u32,
+        all: u32::from(cfg.flags & CONFIG_FLAG_ALL_PROTOCOLS != 0),
+        copied: 0,
+        list,
+        inherited: TrackedFds {
+            slot: [0; TRACKED_FDS],
+        },
+    };
+    // SAFETY: per-CPU scratch, owned by this program until it returns.
+    unsafe { core::ptr::write_volatile(st, state) };
+    // SAFETY: `inherit_slot` has the callback signature bpf_loop expects and ignores its context.
+    unsafe {
+        bpf_loop(
+            TRACKED_FDS as u32,
+            inherit_slot as *const () as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+    // SAFETY: as above; the callback updated it.
+    let (copied, inherited) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*st).copied),
+            core::ptr::read_volatile(&raw const (*st).inherited),
+        )
+    };
+    if copied > 0 && TGID_FDS.insert(child as u32, inherited, 0).is_err() {
+        stat_add(Stat::ForkListFull, 1);
     }
     0
 }
@@ -474,6 +633,75 @@ pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
     replaced_fd(&ctx)
+}
+
+/// Working state of one fork's copy loop (per-CPU: the loop runs under `bpf_loop`, whose body
+/// the verifier checks once when its state lives in a map; unrolled, 16 slots of lookups,
+/// inserts and ring reservations exceeded the instruction budget).
+#[repr(C)]
+struct ForkState {
+    parent: u32,
+    child: u32,
+    /// `CONFIG_FLAG_ALL_PROTOCOLS` was set.
+    all: u32,
+    /// Sockets copied so far.
+    copied: u32,
+    /// The parent's list.
+    list: TrackedFds,
+    /// The child's list, built slot by slot.
+    inherited: TrackedFds,
+}
+
+/// Per-CPU scratch of [`task_newtask`].
+#[map]
+static FORK_STATE: PerCpuArray<ForkState> = PerCpuArray::with_max_entries(1, 0);
+
+/// One slot of [`task_newtask`]'s loop: copies the parent's socket in slot `index`, if any, to
+/// the child. Returns 0 to go on.
+#[inline(never)]
+extern "C" fn inherit_slot(index: u32, _ctx: *mut c_void) -> i64 {
+    let Some(st) = FORK_STATE.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch, owned by this program until it returns.
+    let st = unsafe { &mut *st };
+    let i = (index as usize) & (TRACKED_FDS - 1);
+    let v = st.list.slot[i];
+    if v == 0 {
+        return 0;
+    }
+    let fd = v.wrapping_sub(1) as i32;
+    // SAFETY: value copied out of the map.
+    let Some(parent) = (unsafe { CONNS.get(conn_key(st.parent, fd)) }).copied() else {
+        return 0;
+    };
+    let proto = match parent.proto {
+        PROTO_UNKNOWN => PROTO_UNKNOWN,
+        PROTO_OTHER if st.all == 0 => return 0,
+        PROTO_OTHER => PROTO_OTHER,
+        _ => PROTO_SEEDED,
+    };
+    // SAFETY: helper call.
+    let generation = unsafe { bpf_ktime_get_ns() };
+    let mut state = ConnState::new(generation, parent.role);
+    state.proto = proto;
+    if CONNS.insert(conn_key(st.child, fd), state, 0).is_err() {
+        stat_add(Stat::ConnMapFull, 1);
+        return 0;
+    }
+    st.inherited.slot[i] = v;
+    st.copied += 1;
+    emit_conn(
+        EventKind::ConnOpen,
+        (u64::from(st.child) << 32) | u64::from(st.child),
+        fd,
+        generation,
+        ConnInfo {
+            inherited_from: st.parent,
+            ..ConnInfo::role(parent.role)
+        },
+    );
+    0
 }
 
 // ---- data ------------------------------------------------------------------------------------

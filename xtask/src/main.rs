@@ -2,9 +2,9 @@
 //!
 //! Every step is idempotent: the second run finds everything in place and takes seconds.
 
+mod bench;
 mod deploy_deps;
 mod image;
-mod bench;
 mod setup;
 mod util;
 

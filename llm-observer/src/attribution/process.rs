@@ -158,6 +158,32 @@ impl ProcessCache {
         self.by_tgid.contains_key(&tgid)
     }
 
+    /// Caches a forked child (seen first through a socket it inherited): its own /proc entry if it
+    /// is still there, else its parent's facts. A child keeps its parent's comm until it execs or
+    /// renames itself, and a per-connection child is often gone before its first event is applied.
+    pub fn inherit(&mut self, child: u32, parent: u32) {
+        if self.by_tgid.contains_key(&child) {
+            return;
+        }
+        let info = match read(&self.proc_root, child) {
+            Some(own) => own,
+            None => {
+                // Gone already: the parent's identity (same program, same cgroup), under the
+                // child's pid, with the parent as its parent.
+                let p = self.get(parent);
+                ProcessInfo {
+                    tgid: child,
+                    ppid: parent,
+                    start_time: 0,
+                    ..(*p).clone()
+                }
+            }
+        };
+        if self.by_tgid.len() < MAX_PROCESSES {
+            self.by_tgid.insert(child, (Arc::new(info), Instant::now()));
+        }
+    }
+
     pub fn forget(&mut self, tgid: u32) {
         self.by_tgid.remove(&tgid);
     }
@@ -240,5 +266,37 @@ mod tests {
         p.remove(200);
         assert!(!cache.contains(200));
         assert_eq!(&*cache.get(200).name, "unknown");
+    }
+
+    #[test]
+    fn a_forked_child_gone_from_proc_takes_its_parents_identity() {
+        let p = FakeProc::new("inherit");
+        p.put(
+            7,
+            1,
+            "python3",
+            "python3|-m|llama_cpp.server|",
+            500,
+            "0::/\n",
+        );
+        p.put(
+            9,
+            7,
+            "renamed",
+            "python3|-m|llama_cpp.server|",
+            600,
+            "0::/\n",
+        );
+        let mut cache = ProcessCache::new(&p.0);
+        // Child 8 has no /proc entry (exited already); child 9 still has its own.
+        cache.inherit(8, 7);
+        cache.inherit(9, 7);
+        let eight = cache.get(8);
+        assert_eq!(
+            (eight.tgid, &*eight.comm, &*eight.name, eight.ppid),
+            (8, "python3", "llama_cpp.server", 7)
+        );
+        assert_eq!(&*cache.get(9).comm, "renamed");
+        assert_eq!(&*cache.get(7).comm, "python3");
     }
 }

@@ -102,6 +102,9 @@ pub struct ConnEventData {
     pub peer: Option<SocketAddr>,
     /// For an accepted socket, the listening socket's fd.
     pub listen_fd: Option<i32>,
+    /// For a socket inherited across fork(), the parent's tgid (its connection on the same fd is
+    /// the one this process now holds a copy of).
+    pub inherited_from: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +242,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
                 role,
                 peer: parse_sockaddr(&ev.peer[..n]),
                 listen_fd: (ev.listen_fd >= 0).then_some(ev.listen_fd),
+                inherited_from: (ev.inherited_from != 0).then_some(ev.inherited_from),
             };
             Ok(if kind == EventKind::ConnOpen {
                 Event::Open(data)

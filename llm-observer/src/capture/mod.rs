@@ -6,8 +6,8 @@
 //! that names what is missing.
 
 pub mod event;
-pub mod inflight;
 pub mod floor;
+pub mod inflight;
 pub mod procfs;
 pub mod system;
 
@@ -23,7 +23,7 @@ use aya::{
 };
 use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnState, MAX_CAPTURE_PER_CALL,
-    ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, Stat, conn_key,
+    ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, Stat, TrackedFds, conn_key,
 };
 
 pub use event::{ConnId, DataEvent, DataKind, Direction, Event, EventError, KernelRole};
@@ -47,6 +47,8 @@ pub(crate) const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("syscalls", "sys_exit_accept", true),
     ("syscalls", "sys_enter_close", false),
     ("sched", "sched_process_exit", false),
+    // Fork inheritance; without it a forked child's sockets are simply not captured.
+    ("task", "task_newtask", true),
     ("oom", "mark_victim", true),
     ("sched", "sched_process_exec", false),
     ("syscalls", "sys_enter_write", false),
@@ -378,6 +380,20 @@ impl Capture {
                 removed += 1;
             }
         }
+        // The per-process fd lists (fork inheritance) of the same dead processes.
+        if let Some(map) = self.ebpf.map_mut("TGID_FDS")
+            && let Ok(mut lists) = HashMap::<_, u32, TrackedFds>::try_from(map)
+        {
+            let tgids: Vec<u32> = lists.keys().flatten().collect();
+            for tgid in tgids {
+                let live = *alive
+                    .entry(tgid)
+                    .or_insert_with(|| procfs::is_process(proc_root, tgid));
+                if !live {
+                    let _ = lists.remove(&tgid);
+                }
+            }
+        }
         (removed, keys.len() - removed)
     }
 
@@ -400,6 +416,7 @@ impl Capture {
             other_protocol_bytes: out[Stat::OtherProtoBytes as usize],
             conn_map_full: out[Stat::ConnMapFull as usize],
             inflight_map_full: out[Stat::InflightMapFull as usize],
+            fork_list_full: out[Stat::ForkListFull as usize],
         }
     }
 
@@ -418,4 +435,5 @@ pub struct KernelStats {
     pub other_protocol_bytes: u64,
     pub conn_map_full: u64,
     pub inflight_map_full: u64,
+    pub fork_list_full: u64,
 }

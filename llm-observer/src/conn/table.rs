@@ -239,6 +239,24 @@ impl ConnTable {
         local
     }
 
+    /// Addresses of `parent`'s connection on `fd` (its newest generation), for a child that
+    /// inherited it across fork: (local, peer, resolved). Unknown parent: nothing known yet.
+    fn inherited_addrs(
+        &self,
+        parent: u32,
+        fd: i32,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>, bool) {
+        let from = self
+            .by_tgid
+            .get(&parent)
+            .and_then(|m| m.keys().rev().find(|k| k.fd == fd))
+            .and_then(|id| self.conns.get(id));
+        match from {
+            Some(p) => (p.local, p.peer, p.resolved),
+            None => (None, None, false),
+        }
+    }
+
     /// Kernel-side tracking the table asks to stop, since the last call. Each names its
     /// generation, so a reused fd's new connection is not untracked by mistake.
     pub fn take_untrack(&mut self) -> Vec<ConnId> {
@@ -316,6 +334,14 @@ impl ConnTable {
                     .unwrap_or_default();
                 for id in stale {
                     self.finish(id, EndedBy::Capture(Incomplete::CloseUnseen), c.ts_ns, sink);
+                }
+                if let Some(parent) = c.inherited_from {
+                    // A fork's copy of the parent's socket: same addresses, its own decoding from
+                    // the child's first bytes.
+                    let (local, peer, resolved) = self.inherited_addrs(parent, c.conn.fd);
+                    self.processes.inherit(c.conn.tgid, parent);
+                    self.insert(c.conn, role, local, peer, resolved, c.ts_ns);
+                    return;
                 }
                 // An accepted socket's local address is its listener's: resolve that (long-lived,
                 // so /proc still has it) once per listener, instead of racing the connection.

@@ -83,6 +83,7 @@ impl Generator {
             role,
             peer: Some(peer),
             listen_fd: None,
+            inherited_from: None,
         };
         (id, Event::Open(ev))
     }
@@ -96,6 +97,7 @@ impl Generator {
             role: KernelRole::Unknown,
             peer: None,
             listen_fd: None,
+            inherited_from: None,
         })
     }
 
@@ -439,6 +441,7 @@ fn unix_sockets_accepted_without_an_address_are_dropped() {
         role: KernelRole::Server,
         peer: None,
         listen_fd: Some(3),
+        inherited_from: None,
     };
     t.apply(&Event::Open(open), &mut r);
     assert_eq!(t.len(), 0);
@@ -584,4 +587,111 @@ fn a_shed_exchange_in_flight_is_incomplete() {
         (t.len(), t.budget().total(), t.budget().shed_connections),
         (0, 0, 1)
     );
+}
+
+/// The open event of a socket that process `child` inherited from `parent` across fork().
+fn inherited_open(child: u32, fd: i32, generation: u64, parent: u32) -> (ConnId, Event) {
+    let id = ConnId {
+        tgid: child,
+        fd,
+        generation,
+    };
+    let ev = ConnEventData {
+        conn: id,
+        tid: child,
+        ts_ns: generation,
+        role: KernelRole::Server,
+        peer: None,
+        listen_fd: None,
+        inherited_from: Some(parent),
+    };
+    (id, Event::Open(ev))
+}
+
+#[test]
+fn a_forked_child_serves_the_parents_socket_with_its_addresses() {
+    // Only port 11434: a connection is kept or dropped by the addresses it inherited, since no
+    // /proc can tell them here.
+    let mut t = ConnTable::new(ConnTableConfig {
+        proc_root: "/nonexistent-proc".into(),
+        ports: vec![11434],
+        ..ConnTableConfig::default()
+    });
+    let mut r = Recorder::default();
+    let (mut parent, mut child) = (Generator::new(7), Generator::new(8));
+    let ours = ConnId {
+        tgid: 7,
+        fd: 4,
+        generation: parent.tick(1),
+    };
+    let theirs = ConnId {
+        tgid: 7,
+        fd: 5,
+        generation: parent.tick(1),
+    };
+    let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+    t.add_existing(
+        ours,
+        true,
+        addr("127.0.0.1:11434"),
+        addr("127.0.0.1:40000"),
+        1,
+    );
+    t.add_existing(
+        theirs,
+        true,
+        addr("127.0.0.1:8080"),
+        addr("127.0.0.1:40001"),
+        1,
+    );
+    // The fork: both sockets are copied to the child; the parent then closes its copies.
+    let (kid_ours, open) = inherited_open(8, 4, child.tick(1), 7);
+    t.apply(&open, &mut r);
+    let (kid_theirs, open) = inherited_open(8, 5, child.tick(1), 7);
+    t.apply(&open, &mut r);
+    t.apply(&parent.close(ours), &mut r);
+    t.apply(&parent.close(theirs), &mut r);
+    assert_eq!(t.len(), 2);
+    // The child reads a request on each: the one on another port is dropped by generation.
+    t.apply(
+        &child.bytes(kid_theirs, Direction::Ingress, REQUEST, 1),
+        &mut r,
+    );
+    assert_eq!(t.take_untrack(), vec![kid_theirs]);
+    t.apply(
+        &child.bytes(kid_ours, Direction::Ingress, REQUEST, 1),
+        &mut r,
+    );
+    for ev in [
+        HEAD.to_vec(),
+        token("a"),
+        sse_chunk("[DONE]"),
+        b"0\r\n\r\n".to_vec(),
+    ] {
+        t.apply(&child.bytes(kid_ours, Direction::Egress, &ev, 1), &mut r);
+    }
+    assert_eq!(r.started.len(), 1);
+    assert_eq!(r.started[0].0, kid_ours);
+    assert_eq!(r.started[0].2.model.as_deref(), Some("m1"));
+    let (done_id, role, ex) = &r.done[0];
+    assert_eq!(
+        (*done_id, *role, ex.status),
+        (kid_ours, Role::Server, Some(200))
+    );
+    assert_eq!(r.done.len(), 1);
+    assert_eq!((t.len(), t.stats().opened_server), (1, 4));
+}
+
+#[test]
+fn an_inherited_socket_whose_parent_is_unknown_is_still_decoded() {
+    let (mut g, mut t, mut r) = (Generator::new(8), table(), Recorder::default());
+    // The parent's connection is not in the table (opened before the agent, never seeded).
+    let (id, open) = inherited_open(8, 4, g.tick(1), 7);
+    t.apply(&open, &mut r);
+    // The kernel delivers the child's bytes from the first message start it saw.
+    g.pos.insert((id, false), 512);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    assert_eq!(r.started.len(), 1);
+    assert_eq!(r.started[0].0, id);
+    assert_eq!(t.stats().gap_bytes, 0);
 }

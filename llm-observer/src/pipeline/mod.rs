@@ -220,6 +220,10 @@ fn housekeeping(
         k.inflight_map_full,
     );
     s.set_total(
+        &s.dropped.with_label_values(&["kernel_fork_list_full"]),
+        k.fork_list_full,
+    );
+    s.set_total(
         &s.dropped.with_label_values(&["conn_table_full"]),
         t.dropped_full + k.conn_map_full,
     );

@@ -10,3 +10,4 @@ pub mod process;
 pub mod quiesce;
 pub mod rss;
 pub mod stack;
+pub mod wire;
