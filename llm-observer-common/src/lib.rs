@@ -308,6 +308,16 @@ impl ConnState {
     }
 }
 
+/// Words of the per-tgid bitmaps (`TRACKED_TGIDS`, `SEEDED_TGIDS`): one bit for each of Linux's
+/// possible pids (`PID_MAX_LIMIT`, 2^22 on 64-bit), 512 KiB each.
+pub const TGID_BITMAP_WORDS: u32 = (1 << 22) / 64;
+
+/// Word index and bit of `tgid` in a per-tgid bitmap.
+#[inline(always)]
+pub const fn tgid_bit(tgid: u32) -> (u32, u64) {
+    (tgid >> 6, 1u64 << (tgid & 63))
+}
+
 /// Key of the connection map: tgid in the high half, fd in the low half.
 #[inline(always)]
 pub fn conn_key(tgid: u32, fd: i32) -> u64 {
@@ -326,6 +336,10 @@ pub struct Config {
     pub max_bytes_per_call: u32,
     /// `CONFIG_FLAG_*` bits.
     pub flags: u32,
+    /// Data events wake the agent only once this many bytes wait in the ring (the agent drains
+    /// it on a timer below that); 0 = the kernel's adaptive rule, a wakeup whenever the agent has
+    /// caught up (one per record at moderate rates).
+    pub wake_bytes: u32,
 }
 
 /// Copy payloads of every tracked TCP connection, HTTP or not (debugging; defeats early filtering).
@@ -377,7 +391,7 @@ const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48);
 const _: () = assert!(core::mem::size_of::<TrackedFds>() == 4 * TRACKED_FDS);
 const _: () = assert!(TRACKED_FDS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ConnState>() == 32);
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 20);
 
 /// Arguments of an in-flight read/write-family syscall, saved at enter for its exit (map
 /// `ACTIVE_IO`, keyed by pid_tgid). User space writes it too, for a call that was already blocked

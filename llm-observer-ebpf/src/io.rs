@@ -9,6 +9,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
         generated::bpf_loop,
@@ -23,7 +24,8 @@ use llm_observer_common::{
 };
 
 use crate::{
-    ACTIVE_IO, CONNS, EVENTS, SCRATCH, SEGMENTS, config, header, stat_add, syscall_args, wanted,
+    ACTIVE_IO, CONNS, EVENTS, SCRATCH, SEGMENTS, config, ctx_load, header, may_track, stat_add,
+    syscall_args, wanted,
 };
 
 /// Per-CPU working state of one data syscall's exit: its gathered segments and the copy loop's
@@ -94,10 +96,14 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     if !wanted(&config(), tgid) {
         return 0;
     }
+    // A process with no tracked socket costs one array load.
+    if !may_track(tgid) {
+        return 0;
+    }
     // Every data syscall has fd, buffer (or iovec / msghdr array), count first.
     let (fd, buf, count) = syscall_args(ctx);
     let fd = fd as i32;
-    // One hash lookup is all an untracked fd (files, pipes, UDP) ever costs.
+    // One hash lookup is all an untracked fd of such a process (files, pipes, UDP) costs.
     let Some(conn) = CONNS.get_ptr(conn_key(tgid, fd)) else {
         return 0;
     };
@@ -106,9 +112,7 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     // recv flags: recvfrom's and recvmmsg's 4th argument, recvmsg's 3rd (in the `count` slot).
     let flags = match sys {
         // SAFETY: offset from the format files.
-        Syscall::Recvfrom | Syscall::Recvmmsg => unsafe {
-            ctx.read_at::<u64>(TP_ARG3).unwrap_or(0)
-        },
+        Syscall::Recvfrom | Syscall::Recvmmsg => unsafe { ctx_load::<u64>(ctx, TP_ARG3) },
         Syscall::Recvmsg => count,
         _ => 0,
     } as u32;
@@ -136,6 +140,10 @@ const EPIPE: i64 = 32;
 
 pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // No entry can exist for a process without the bit (see `may_track`).
+    if !may_track((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     // SAFETY: value copied out before removal.
     let Some(args) = (unsafe { ACTIVE_IO.get(pid_tgid) }).copied() else {
         return 0;
@@ -147,7 +155,7 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
         return 0;
     }
     // SAFETY: `ret` offset from the format file.
-    let ret = unsafe { ctx.read_at::<i64>(TP_RET).unwrap_or(-1) };
+    let ret = unsafe { ctx_load::<i64>(ctx, TP_RET) };
     let Some(conn) = CONNS.get_ptr_mut(conn_key((pid_tgid >> 32) as u32, args.fd)) else {
         return 0;
     };
@@ -278,6 +286,23 @@ struct Meta {
     sys: Syscall,
 }
 
+/// Notification flags for a data event. With `Config::wake_bytes` set the agent drains the ring
+/// on a timer and is woken only when that many bytes wait: a wakeup per record (irq_work, then a
+/// context switch on the agent's CPU and often an IPI) cost more than the copy itself. Records
+/// keep their kernel timestamps, so delivering them milliseconds later changes no measured value.
+#[inline(always)]
+fn wake_flags() -> u64 {
+    let wake = config().wake_bytes;
+    if wake == 0 {
+        return 0;
+    }
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(wake) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
 /// A zero-payload event: EOF, or TRUNCATED with `msg_len` = bytes not captured from `pos`.
 fn marker(m: &Meta, flags: u16, missing: u64) {
     let Some(p) = SCRATCH.get_ptr_mut(0) else {
@@ -298,7 +323,7 @@ fn marker(m: &Meta, flags: u16, missing: u64) {
     ev.flags = flags;
     // SAFETY: the header part of the scratch event is initialised above.
     let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, DATA_EVENT_HEADER_LEN) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
         // Counted apart from data events: a marker usually follows a lost data event, which
         // `LostEvents` already counted once.
         stat_add(Stat::LostControlEvents, 1);
@@ -388,7 +413,7 @@ extern "C" fn copy_chunk(_index: u32, _ctx: *mut c_void) -> i64 {
     }
     // SAFETY: header and the first `n` payload bytes are initialised.
     let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, DATA_EVENT_HEADER_LEN + n) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
         stat_add(Stat::LostEvents, 1);
         return 1;
     }

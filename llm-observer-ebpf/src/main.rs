@@ -23,6 +23,7 @@
 //!   parent's tracked sockets to the child, found through the per-process fd list `TGID_FDS`.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod exec;
 mod floor;
@@ -31,6 +32,7 @@ mod io;
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_loop,
     },
@@ -41,8 +43,9 @@ use aya_ebpf::{
 use llm_observer_common::{
     AcceptArgs, CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent,
     ConnState, DataEvent, EventHeader, EventKind, IoArgs, MAX_SEGMENTS, PROTO_OTHER, PROTO_SEEDED,
-    PROTO_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall, TP_ARG0,
-    TP_ARG1, TP_ARG2, TP_RET, TRACKED_FDS, TrackedFds, conn_key,
+    PROTO_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall,
+    TGID_BITMAP_WORDS, TP_ARG0, TP_ARG1, TP_ARG2, TP_RET, TRACKED_FDS, TrackedFds, conn_key,
+    tgid_bit,
 };
 
 /// Every event for user space. The size here is a default; the agent sets it at load time.
@@ -64,6 +67,19 @@ static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
 /// the child. A process with no tracked socket has no entry, so its forks cost one lookup.
 #[map]
 static TGID_FDS: HashMap<u32, TrackedFds> = HashMap::with_max_entries(16384, 0);
+
+/// One bit per tgid that holds (or held) a socket the kernel tracks: set before the socket enters
+/// `CONNS`, cleared when the process exits. Every syscall on the node passes the data and close
+/// tracepoints; a process without the bit (files, pipes, the node's other programs) is turned
+/// away with one inlined array load instead of hash lookups in both the enter and the exit probe.
+/// Set with an atomic OR: 64 processes share a word and their CPUs may set bits at once.
+#[map]
+static TRACKED_TGIDS: Array<u64> = Array::with_max_entries(TGID_BITMAP_WORDS, 0);
+
+/// The same for the sockets user space seeded at start (opened before the agent). A map of its
+/// own because user space updates words by read-modify-write; it is their only writer.
+#[map]
+static SEEDED_TGIDS: Array<u64> = Array::with_max_entries(TGID_BITMAP_WORDS, 0);
 
 /// Arguments of an in-flight read/write-family syscall, by pid_tgid (enter → exit).
 #[map]
@@ -104,17 +120,85 @@ const EINPROGRESS: i64 = 115;
 const IPPROTO_TCP: u16 = 6;
 const TCP_SYN_SENT: i32 = 2;
 
-/// The first three arguments of a `sys_enter_*` tracepoint (fd, pointer, count/length for every
-/// syscall captured here); `u64::MAX` where unreadable, which matches no fd and no user pointer.
+/// The first three arguments of a `sys_enter_*` tracepoint of a syscall that has at least three
+/// (fd, pointer, count/length for every data syscall, connect and accept).
 #[inline(always)]
 pub(crate) fn syscall_args(ctx: &TracePointContext) -> (u64, u64, u64) {
     // SAFETY: offsets from the format files: args are 8-byte slots from offset 16.
     unsafe {
         (
-            ctx.read_at::<u64>(TP_ARG0).unwrap_or(u64::MAX),
-            ctx.read_at::<u64>(TP_ARG1).unwrap_or(u64::MAX),
-            ctx.read_at::<u64>(TP_ARG2).unwrap_or(u64::MAX),
+            ctx_load::<u64>(ctx, TP_ARG0),
+            ctx_load::<u64>(ctx, TP_ARG1),
+            ctx_load::<u64>(ctx, TP_ARG2),
         )
+    }
+}
+
+/// The first argument of a `sys_enter_*` tracepoint (close has only one: a load past the end of
+/// a tracepoint's record makes the attach fail with EACCES).
+#[inline(always)]
+fn syscall_arg0(ctx: &TracePointContext) -> u64 {
+    // SAFETY: as above.
+    unsafe { ctx_load::<u64>(ctx, TP_ARG0) }
+}
+
+/// The first two arguments (dup2, dup3).
+#[inline(always)]
+fn syscall_args2(ctx: &TracePointContext) -> (u64, u64) {
+    // SAFETY: as above.
+    unsafe { (ctx_load::<u64>(ctx, TP_ARG0), ctx_load::<u64>(ctx, TP_ARG1)) }
+}
+
+/// A field of the tracepoint record, loaded directly: the verifier checks a constant-offset,
+/// aligned read of a tracepoint's context, so the `bpf_probe_read` helper call that
+/// `TracePointContext::read_at` makes is not needed on the paths every syscall takes.
+///
+/// # Safety
+/// `off` must be the aligned offset of a field of type `T` in the tracepoint's format.
+#[inline(always)]
+pub(crate) unsafe fn ctx_load<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    // SAFETY: see above; the verifier rejects the program otherwise.
+    unsafe {
+        core::ptr::read_volatile((EbpfContext::as_ptr(ctx) as *const u8).add(off) as *const T)
+    }
+}
+
+/// Whether `tgid` may hold a tracked socket (see `TRACKED_TGIDS`). Never false for a process
+/// with an entry in `CONNS`: both bits are set before its sockets are inserted, and cleared only
+/// when it is gone.
+#[inline(always)]
+pub(crate) fn may_track(tgid: u32) -> bool {
+    let (word, bit) = tgid_bit(tgid);
+    match (TRACKED_TGIDS.get(word), SEEDED_TGIDS.get(word)) {
+        (Some(k), Some(u)) => (*k | *u) & bit != 0,
+        // Outside the bitmap (no such pid on Linux): the lookups decide.
+        _ => true,
+    }
+}
+
+#[inline(always)]
+fn mark_tgid(tgid: u32) {
+    let (word, bit) = tgid_bit(tgid);
+    if let Some(p) = TRACKED_TGIDS.get_ptr_mut(word) {
+        // SAFETY: a map value, 8-byte aligned; other CPUs update it only atomically. Rust's core
+        // has no read-modify-write atomics for BPF, hence the instruction itself (BPF_ATOMIC |
+        // BPF_OR, Linux ≥ 5.12).
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({p} + 0) |= {b}", p = in(reg) p, b = in(reg) bit,
+                options(nostack));
+        }
+    }
+}
+
+#[inline(always)]
+fn unmark_tgid(tgid: u32) {
+    let (word, bit) = tgid_bit(tgid);
+    if let Some(p) = TRACKED_TGIDS.get_ptr_mut(word) {
+        // SAFETY: as in `mark_tgid` (BPF_ATOMIC | BPF_AND).
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({p} + 0) &= {b}", p = in(reg) p, b = in(reg) !bit,
+                options(nostack));
+        }
     }
 }
 
@@ -229,6 +313,7 @@ fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: 
     // SAFETY: helper call.
     let generation = unsafe { bpf_ktime_get_ns() };
     let state = ConnState::new(generation, role);
+    mark_tgid((pid_tgid >> 32) as u32);
     if CONNS
         .insert(conn_key((pid_tgid >> 32) as u32, fd), state, 0)
         .is_err()
@@ -482,7 +567,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let (fd, _, _) = syscall_args(&ctx);
+    let fd = syscall_arg0(&ctx);
     close_tracked(pid_tgid, fd as i32);
     0
 }
@@ -490,6 +575,9 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 /// Stops tracking `fd` of the current process, if it is tracked, and tells user space.
 #[inline(always)]
 fn close_tracked(pid_tgid: u64, fd: i32) {
+    if !may_track((pid_tgid >> 32) as u32) {
+        return;
+    }
     let key = conn_key((pid_tgid >> 32) as u32, fd);
     // SAFETY: value copied out before removal.
     let Some(state) = (unsafe { CONNS.get(key) }).copied() else {
@@ -525,6 +613,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     };
     if whole_group {
         let _ = TGID_FDS.remove((pid_tgid >> 32) as u32);
+        unmark_tgid((pid_tgid >> 32) as u32);
         emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
     }
     0
@@ -617,7 +706,7 @@ pub fn mark_victim(ctx: TracePointContext) -> u32 {
 /// `dup2`/`dup3` onto a tracked fd closes that socket without a close() call.
 fn replaced_fd(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let (oldfd, newfd, _) = syscall_args(ctx);
+    let (oldfd, newfd) = syscall_args2(ctx);
     if oldfd == newfd {
         return 0;
     }
@@ -685,6 +774,7 @@ extern "C" fn inherit_slot(index: u32, _ctx: *mut c_void) -> i64 {
     let generation = unsafe { bpf_ktime_get_ns() };
     let mut state = ConnState::new(generation, parent.role);
     state.proto = proto;
+    mark_tgid(st.child);
     if CONNS.insert(conn_key(st.child, fd), state, 0).is_err() {
         stat_add(Stat::ConnMapFull, 1);
         return 0;

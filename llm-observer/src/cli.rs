@@ -95,6 +95,13 @@ pub struct CaptureArgs {
     #[arg(long, env = "LLM_OBSERVER_RING_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
     pub ring_bytes: u32,
 
+    /// How often, in milliseconds, the agent drains the ring on its own; the kernel wakes it
+    /// sooner only when an eighth of the ring is waiting. 0 = woken for every record (costs a
+    /// context switch per record on busy nodes; timestamps are the kernel's either way).
+    #[arg(long, env = "LLM_OBSERVER_RING_POLL_MS", default_value_t = 5, global = true,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub ring_poll_ms: u64,
+
     /// Payload bytes copied per syscall at most (1 to 1048576); the rest is counted as truncated.
     #[arg(long, env = "LLM_OBSERVER_MAX_CAPTURE_BYTES", default_value_t = 1024 * 1024, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]

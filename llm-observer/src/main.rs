@@ -55,6 +55,7 @@ fn capture_config(a: &CaptureArgs) -> CaptureConfig {
         target_pid: a.pid,
         ignore_pid: Some(procfs::own_pid(&a.proc_root)),
         all_protocols: a.all_protocols,
+        poll_interval: Duration::from_millis(a.ring_poll_ms),
     }
 }
 

@@ -10,10 +10,12 @@ pub mod floor;
 pub mod inflight;
 pub mod procfs;
 pub mod system;
+mod tgid_bits;
 
 use std::{
     os::fd::{AsFd, AsRawFd},
     path::Path,
+    time::Duration,
 };
 
 use aya::{
@@ -25,6 +27,7 @@ use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnState, MAX_CAPTURE_PER_CALL,
     ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, Stat, TrackedFds, conn_key,
 };
+use tgid_bits::TgidBits;
 
 pub use event::{ConnId, DataEvent, DataKind, Direction, Event, EventError, KernelRole};
 
@@ -91,6 +94,10 @@ pub struct CaptureConfig {
     pub ignore_pid: Option<u32>,
     /// Copy payloads of non-HTTP connections too (debugging).
     pub all_protocols: bool,
+    /// How often the reader drains the ring on its own; data records then wake it only when an
+    /// eighth of the ring is waiting. Zero: a wakeup whenever the reader has caught up (the
+    /// kernel's adaptive rule; one per record at moderate rates).
+    pub poll_interval: Duration,
 }
 
 impl Default for CaptureConfig {
@@ -101,9 +108,13 @@ impl Default for CaptureConfig {
             target_pid: None,
             ignore_pid: Some(std::process::id()),
             all_protocols: false,
+            poll_interval: DEFAULT_POLL_INTERVAL,
         }
     }
 }
+
+/// The CLI's default `--ring-poll-ms`.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -137,6 +148,8 @@ pub struct Capture {
     ring: Option<RingBuf<MapData>>,
     attached: Vec<String>,
     seed_generation: u64,
+    poll_interval: Duration,
+    seeded_tgids: TgidBits,
 }
 
 impl Capture {
@@ -167,6 +180,11 @@ impl Capture {
             } else {
                 CONFIG_FLAG_EXIT_BY_LEADER
             },
+            wake_bytes: if cfg.poll_interval.is_zero() {
+                0
+            } else {
+                cfg.ring_bytes / 8
+            },
         };
         {
             let map = ebpf
@@ -190,6 +208,10 @@ impl Capture {
             name: "EVENTS",
             source,
         })?;
+        let seeded_tgids = ebpf
+            .take_map("SEEDED_TGIDS")
+            .and_then(TgidBits::new)
+            .ok_or(CaptureError::MissingMap("SEEDED_TGIDS"))?;
         let mut attached = Vec::new();
         for &(category, name, optional) in TRACEPOINTS {
             if optional && !system::tracepoint_exists(category, name) {
@@ -222,12 +244,20 @@ impl Capture {
             ring: Some(ring),
             attached,
             seed_generation: 0,
+            poll_interval: cfg.poll_interval,
+            seeded_tgids,
         })
     }
 
     /// The tracepoints attached, as `category:name`.
     pub fn attached(&self) -> &[String] {
         &self.attached
+    }
+
+    /// How often the reader must drain the ring without a wakeup (zero: it is woken for every
+    /// record once it has caught up).
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
     }
 
     /// Takes the event ring (once) for the reader task.
@@ -245,6 +275,7 @@ impl Capture {
     ) -> Vec<procfs::ExistingSocket> {
         let skip = std::process::id();
         let sockets = procfs::existing_sockets(proc_root, only, skip);
+        let seeded_tgids = &mut self.seeded_tgids;
         let Some(map) = self.ebpf.map_mut("CONNS") else {
             return Vec::new();
         };
@@ -262,6 +293,10 @@ impl Capture {
             }
             let role = if s.server { ROLE_SERVER } else { ROLE_CLIENT };
             let state = ConnState::seeded(generation, role);
+            // The probes look at a process's sockets only once its bit is set: before the insert.
+            if !seeded_tgids.set(s.tgid, true) {
+                continue;
+            }
             if conns.insert(key, state, 0).is_ok() {
                 seeded.push(s);
             }
@@ -378,6 +413,12 @@ impl Capture {
                 .or_insert_with(|| procfs::is_process(proc_root, tgid));
             if !live && conns.remove(key).is_ok() {
                 removed += 1;
+            }
+        }
+        // Their seeded bits (the kernel clears its own at exit).
+        for (&tgid, &live) in &alive {
+            if !live {
+                self.seeded_tgids.set(tgid, false);
             }
         }
         // The per-process fd lists (fork inheritance) of the same dead processes.

@@ -103,7 +103,16 @@ pub async fn run(
         }
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_ts = 0u64;
+    let polling = !capture.poll_interval().is_zero();
+    let mut poll = tokio::time::interval(capture.poll_interval().max(Duration::from_millis(1)));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut state = Drain {
+        table: &mut table,
+        sink,
+        counters,
+        metrics: metrics.as_deref(),
+        last_ts: 0,
+    };
     let mut ticks = 0u64;
     tokio::pin!(shutdown);
     loop {
@@ -111,61 +120,87 @@ pub async fn run(
             () = &mut shutdown => break,
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let r = guard.get_inner_mut();
-                let mut drained = true;
-                // Bounded batches keep housekeeping and shutdown responsive under load.
-                for _ in 0..8192 {
-                    let Some(item) = r.next() else {
-                        break;
-                    };
-                    match event::decode(&item) {
-                        Ok(ev) => {
-                            last_ts = last_ts.max(ev.ts_ns());
-                            if let Some(c) = &counters {
-                                match &ev {
-                                    event::Event::Data(_) => c.data.inc(),
-                                    event::Event::Open(_) => c.open.inc(),
-                                    event::Event::Close(_) => c.close.inc(),
-                                    event::Event::ProcExit { .. } => c.exit.inc(),
-                                    event::Event::OomVictim { .. } => c.oom.inc(),
-                                    event::Event::ProcExec { .. } => c.exec.inc(),
-                                }
-                            }
-                            drop(item);
-                            table.apply(&ev, sink);
-                        }
-                        Err(e) => {
-                            log::warn!("undecodable ring record: {e}");
-                            if let Some(c) = &counters {
-                                c.bad.inc();
-                            }
-                        }
-                    }
-                    drained = false;
-                }
-                if drained {
+                if drain(guard.get_inner_mut(), &mut state) {
                     guard.clear_ready();
                 }
-                // After the batch is applied: a reader that sees a time here knows every event
-                // captured before it has been applied (the ring is consumed in order).
-                if let Some(m) = &metrics {
-                    m.self_metrics().last_event_seconds.set(last_ts as f64 / 1e9);
-                    // With the batch, so a reader that waited for quiescence sees them too.
-                    budget_metrics(&table, m);
-                }
+                state.publish();
+            }
+            // Data records wake the reader only past a fill threshold (`CaptureConfig::poll_interval`):
+            // below it, this timer drains them.
+            _ = poll.tick(), if polling => {
+                drain(ring.get_mut(), &mut state);
+                state.publish();
             }
             _ = tick.tick() => {
                 ticks += 1;
-                housekeeping(&mut capture, &mut table, sink, metrics.as_deref());
+                housekeeping(&mut capture, state.table, state.sink, metrics.as_deref());
                 if ticks.is_multiple_of(SWEEP_TICKS) {
-                    let (removed, left) = capture.sweep_dead(table.proc_root());
+                    let (removed, left) = capture.sweep_dead(state.table.proc_root());
                     log::debug!("kernel connection map: {left} entries, {removed} of gone processes removed");
                 }
             }
         }
     }
-    housekeeping(&mut capture, &mut table, sink, metrics.as_deref());
+    housekeeping(&mut capture, state.table, state.sink, metrics.as_deref());
     Ok(())
+}
+
+/// What the ring's reader keeps between batches.
+struct Drain<'a> {
+    table: &'a mut ConnTable,
+    sink: &'a mut dyn Sink,
+    counters: Option<EventCounters>,
+    metrics: Option<&'a Metrics>,
+    /// Newest kernel timestamp applied.
+    last_ts: u64,
+}
+
+impl Drain<'_> {
+    /// After a batch is applied: a reader that sees a time here knows every event captured
+    /// before it has been applied (the ring is consumed in order).
+    fn publish(&self) {
+        if let Some(m) = self.metrics {
+            m.self_metrics()
+                .last_event_seconds
+                .set(self.last_ts as f64 / 1e9);
+            // With the batch, so a reader that waited for quiescence sees them too.
+            budget_metrics(self.table, m);
+        }
+    }
+}
+
+/// Applies up to one batch of records; true when the ring was found empty. Bounded batches keep
+/// housekeeping and shutdown responsive under load.
+fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
+    for _ in 0..8192 {
+        let Some(item) = r.next() else {
+            return true;
+        };
+        match event::decode(&item) {
+            Ok(ev) => {
+                s.last_ts = s.last_ts.max(ev.ts_ns());
+                if let Some(c) = &s.counters {
+                    match &ev {
+                        event::Event::Data(_) => c.data.inc(),
+                        event::Event::Open(_) => c.open.inc(),
+                        event::Event::Close(_) => c.close.inc(),
+                        event::Event::ProcExit { .. } => c.exit.inc(),
+                        event::Event::OomVictim { .. } => c.oom.inc(),
+                        event::Event::ProcExec { .. } => c.exec.inc(),
+                    }
+                }
+                drop(item);
+                s.table.apply(&ev, s.sink);
+            }
+            Err(e) => {
+                log::warn!("undecodable ring record: {e}");
+                if let Some(c) = &s.counters {
+                    c.bad.inc();
+                }
+            }
+        }
+    }
+    false
 }
 
 fn budget_metrics(table: &ConnTable, m: &Metrics) {

@@ -34,6 +34,9 @@ pub fn own_process_config() -> CaptureConfig {
         target_pid: Some(std::process::id()),
         ignore_pid: None,
         all_protocols: false,
+        // The product's default: data records wake the reader only past a fill threshold; the
+        // collector polls the ring at least every 20 ms anyway.
+        poll_interval: llm_observer::capture::DEFAULT_POLL_INTERVAL,
     }
 }
 
