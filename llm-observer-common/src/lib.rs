@@ -226,6 +226,19 @@ pub const TRACKED_FDS: usize = 16;
 #[derive(Debug, Clone, Copy)]
 pub struct TrackedFds {
     pub slot: [u32; TRACKED_FDS],
+    /// Set once a socket of this process found no free slot: a fork from then on may miss some
+    /// of its sockets (counted per fork; a busy server with many connections that never forks
+    /// loses nothing).
+    pub overflow: u32,
+    pub _pad: u32,
+}
+
+impl TrackedFds {
+    pub const EMPTY: TrackedFds = TrackedFds {
+        slot: [0; TRACKED_FDS],
+        overflow: 0,
+        _pad: 0,
+    };
 }
 
 /// `sched:sched_process_exec`: the process `hdr.tgid` now runs another program (fd = -1).
@@ -388,7 +401,7 @@ const _: () = assert!(DATA_EVENT_HEADER_LEN == 64);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + MAX_PAYLOAD);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX + 4 + 8);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48);
-const _: () = assert!(core::mem::size_of::<TrackedFds>() == 4 * TRACKED_FDS);
+const _: () = assert!(core::mem::size_of::<TrackedFds>() == 4 * TRACKED_FDS + 8);
 const _: () = assert!(TRACKED_FDS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ConnState>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 20);

@@ -88,10 +88,19 @@ impl ConnDecoder {
         out.push(Output::Error(DecodeError::Gap { missing }));
         match stream {
             Stream::Request => {
+                // Between messages a gap may have swallowed whole requests; inside one, that
+                // request is the one that lost bytes (and is accounted for as such).
+                if !self.req.in_body() && !self.pairs.req_loss_counted {
+                    self.pairs.req_gap_unaccounted = true;
+                }
                 self.req
                     .gap(missing, ts_ns, &mut ReqSide::new(&mut self.pairs, out))
             }
             Stream::Response => {
+                if self.pairs.open_requests() == 0 && !self.pairs.req_loss_counted {
+                    // Response bytes with no request waiting for them: that request was lost.
+                    self.pairs.req_gap_unaccounted = true;
+                }
                 self.resp
                     .gap(missing, ts_ns, &mut RespSide::new(&mut self.pairs, out));
                 if self.resp.is_resyncing() {

@@ -141,3 +141,59 @@ fn a_candidate_request_lost_before_recognition_is_incomplete() {
     d.gap(Stream::Request, 99, 2, &mut out);
     assert!(!out.iter().any(|o| matches!(o, Output::Incomplete { .. })));
 }
+
+/// A gap between requests may have swallowed a whole request, head included: the response that
+/// then arrives unmatched, or the end of a connection that answered nothing, is one incomplete
+/// exchange (the capture's loss), not an unmatched-response decode error.
+#[test]
+fn a_request_lost_whole_to_a_gap_is_one_incomplete_exchange() {
+    use llm_observer_decode::{DecodeError, EndedBy, Incomplete};
+    let incompletes = |out: &[Output]| {
+        out.iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Incomplete {
+                        why: Incomplete::CaptureGap,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let unmatched = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Error(DecodeError::UnmatchedResponse)))
+            .count()
+    };
+    let resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    // The whole request lost, its response seen.
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.gap(Stream::Request, 4096, 1, &mut out);
+    d.feed(Stream::Response, resp.as_bytes(), 2, &mut out);
+    d.end(EndedBy::Client, 3, &mut out);
+    assert_eq!((incompletes(&out), unmatched(&out)), (1, 0));
+    // Request and response both lost: the connection's end accounts for one.
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.gap(Stream::Request, 4096, 1, &mut out);
+    d.gap(Stream::Response, 512, 2, &mut out);
+    d.end(EndedBy::Client, 3, &mut out);
+    assert_eq!((incompletes(&out), unmatched(&out)), (1, 0));
+    // Without a gap an unmatched response stays a decode error.
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.feed(Stream::Response, resp.as_bytes(), 2, &mut out);
+    d.end(EndedBy::Client, 3, &mut out);
+    assert_eq!((incompletes(&out), unmatched(&out)), (0, 1));
+    // A gap inside a non-candidate upload is that upload's, not an LLM exchange lost.
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    let head =
+        "POST /upload HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    d.feed(Stream::Request, head.as_bytes(), 1, &mut out);
+    d.gap(Stream::Request, 99, 2, &mut out);
+    d.end(EndedBy::Client, 3, &mut out);
+    assert_eq!(incompletes(&out), 0);
+}

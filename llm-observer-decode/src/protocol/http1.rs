@@ -153,6 +153,11 @@ impl Parser {
         matches!(self.state, State::Resync)
     }
 
+    /// Inside a message body (a gap now falls inside that message, which accounts for it).
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Body(_))
+    }
+
     /// Stops parsing for good, releasing buffers.
     pub fn stop(&mut self) {
         self.state = State::Dead;

@@ -82,6 +82,13 @@ pub(crate) struct Pairing {
     inflight: Option<InFlight>,
     /// The response stream lost its framing: pair the next response head by capture time.
     pub(crate) resp_resynced: bool,
+    /// The request stream lost bytes, and no response or incomplete exchange has accounted for
+    /// them since: the gap may have held a whole request (head included), which then ends as one
+    /// incomplete exchange when its response arrives unmatched or the connection ends.
+    pub(crate) req_gap_unaccounted: bool,
+    /// A lost request was accounted for and no request head has been parsed since: further
+    /// gaps are more of the same lost bytes, not another exchange (at most one count each).
+    pub(crate) req_loss_counted: bool,
     /// How the connection ended, for bodies it cut.
     pub(crate) ended_by: EndedBy,
     /// Give up on the connection (not HTTP, unsupported protocol, too many pending).
@@ -103,6 +110,8 @@ impl Pairing {
             pending: VecDeque::new(),
             inflight: None,
             resp_resynced: false,
+            req_gap_unaccounted: false,
+            req_loss_counted: false,
             ended_by: EndedBy::Capture(Incomplete::CloseUnseen),
             stop: false,
             stop_why: Incomplete::Undecodable,
@@ -127,6 +136,15 @@ impl Pairing {
     /// No more input: every exchange still open gets its `Done`.
     pub(crate) fn close_all(&mut self, by: EndedBy, ts_ns: u64, out: &mut Vec<Output>) {
         self.incoming = None;
+        if std::mem::take(&mut self.req_gap_unaccounted) {
+            // Request bytes were lost and nothing came back for them: at least one exchange.
+            self.req_loss_counted = true;
+            let seq = self.next_seq();
+            out.push(Output::Incomplete {
+                seq,
+                why: Incomplete::CaptureGap,
+            });
+        }
         if let Some(f) = self.inflight.take() {
             finish(out, f.seq, f.decoder, BodyEnd::Cut(by), ts_ns, 0, false);
         }
@@ -205,6 +223,8 @@ impl Handler for ReqSide<'_> {
         let Head::Request(r) = head else {
             return BodyPlan::default();
         };
+        // A new request: a gap from here on may be another exchange lost.
+        self.p.req_loss_counted = false;
         let seq = self.p.next_seq();
         let candidate = (self.p.candidate)(&r.method, &r.path, &r.headers);
         self.p.incoming = Some(Incoming {
@@ -240,6 +260,11 @@ impl Handler for ReqSide<'_> {
             return;
         };
         let no_body = inc.method.eq_ignore_ascii_case("HEAD");
+        if matches!(end.outcome, Outcome::Lost | Outcome::Aborted) {
+            // The gap fell inside this request: it is the one that lost bytes.
+            self.p.req_gap_unaccounted = false;
+            self.p.req_loss_counted = true;
+        }
         if inc.candidate && matches!(end.outcome, Outcome::Lost | Outcome::Aborted) {
             // Lost before it could be recognised: account for it as the capture's loss.
             self.out.push(Output::Incomplete {
@@ -337,8 +362,19 @@ impl Handler for RespSide<'_> {
         let Head::Response(r) = head else {
             return BodyPlan::default();
         };
+        let lost_request = std::mem::take(&mut self.p.req_gap_unaccounted);
         let Some(req) = self.p.request_for(start_ns, self.out) else {
-            self.out.push(Output::Error(DecodeError::UnmatchedResponse));
+            if lost_request {
+                // Its request was in bytes the capture lost.
+                self.p.req_loss_counted = true;
+                let seq = self.p.next_seq();
+                self.out.push(Output::Incomplete {
+                    seq,
+                    why: Incomplete::CaptureGap,
+                });
+            } else {
+                self.out.push(Output::Error(DecodeError::UnmatchedResponse));
+            }
             return BodyPlan::default();
         };
         let Some(mut decoder) = req.decoder else {

@@ -121,6 +121,10 @@ struct Conn {
     last_ts: u64,
     /// Buffered bytes charged to the [`Budget`] for this connection.
     charged: usize,
+    /// The kernel tracked it from its accept/connect, so its bytes start at position 0: a first
+    /// event further on means the capture lost its start. (A socket seeded from /proc or
+    /// inherited across fork starts wherever the kernel began delivering.)
+    from_start: bool,
 }
 
 impl Conn {
@@ -273,16 +277,16 @@ impl ConnTable {
         ts_ns: u64,
     ) {
         let role = if server { Role::Server } else { Role::Client };
-        self.insert(id, role, Some(local), Some(peer), true, ts_ns);
+        self.insert(id, role, (Some(local), Some(peer)), true, false, ts_ns);
     }
 
     fn insert(
         &mut self,
         id: ConnId,
         role: Role,
-        local: Option<SocketAddr>,
-        peer: Option<SocketAddr>,
+        (local, peer): (Option<SocketAddr>, Option<SocketAddr>),
         resolved: bool,
+        from_start: bool,
         ts_ns: u64,
     ) -> bool {
         if self.conns.len() >= self.cfg.max_connections {
@@ -309,6 +313,7 @@ impl ConnTable {
                 peer_eof: false,
                 last_ts: ts_ns,
                 charged: 0,
+                from_start,
             },
         );
         self.by_tgid.entry(id.tgid).or_default().insert(id, ());
@@ -340,7 +345,7 @@ impl ConnTable {
                     // the child's first bytes.
                     let (local, peer, resolved) = self.inherited_addrs(parent, c.conn.fd);
                     self.processes.inherit(c.conn.tgid, parent);
-                    self.insert(c.conn, role, local, peer, resolved, c.ts_ns);
+                    self.insert(c.conn, role, (local, peer), resolved, false, c.ts_ns);
                     return;
                 }
                 // An accepted socket's local address is its listener's: resolve that (long-lived,
@@ -361,9 +366,9 @@ impl ConnTable {
                 self.insert(
                     c.conn,
                     role,
-                    local,
-                    c.peer,
+                    (local, c.peer),
                     local.is_some() && c.peer.is_some(),
+                    true,
                     c.ts_ns,
                 );
             }
@@ -444,7 +449,11 @@ impl ConnTable {
         conn.last_ts = d.ts_ns;
         let di = dir_index(d.direction);
         let stream = conn.stream(d.direction);
-        if matches!(conn.proto, Proto::Unknown) && d.kind == DataKind::Bytes {
+        // The ring lost this connection's first bytes (its request head, say): decode it from
+        // here as HTTP (the kernel delivers payloads only of connections that may be) with a gap
+        // in front, so what was lost is accounted for.
+        let lost_start = conn.from_start && matches!(conn.proto, Proto::Unknown) && d.pos > 0;
+        if matches!(conn.proto, Proto::Unknown) && d.kind == DataKind::Bytes && !lost_start {
             // The first bytes seen of this direction start wherever the kernel began delivering:
             // a socket seeded from /proc is skipped until a message starts.
             conn.next_pos[di] = d.pos;
@@ -453,10 +462,11 @@ impl ConnTable {
         // HTTP/1.x (every other TCP connection on the node costs nothing here). /proc is read only
         // when the ports the kernel's events gave cannot decide; a connection whose port stays
         // unknown (it ended before /proc was read) is kept rather than silently dropped.
-        let first_http = matches!(conn.proto, Proto::Unknown)
-            && d.kind == DataKind::Bytes
-            && !d.payload.is_empty()
-            && (d.payload.len() < 4 || looks_like_http1(&d.payload));
+        let first_http = lost_start
+            || matches!(conn.proto, Proto::Unknown)
+                && d.kind == DataKind::Bytes
+                && !d.payload.is_empty()
+                && (d.payload.len() < 4 || looks_like_http1(&d.payload));
         if first_http && !self.cfg.ports.is_empty() {
             let wanted = |c: &Conn| {
                 [c.local, c.peer]
@@ -479,11 +489,23 @@ impl ConnTable {
                 return;
             }
         }
+        if lost_start {
+            conn.proto = Proto::Http(Box::new(ConnDecoder::new(self.cfg.limits)));
+        }
         sink.raw(event, Some(&conn.view()));
         match d.kind {
             DataKind::Eof | DataKind::Reset => {
+                // The marker's position is where the stream ended: bytes before it that never
+                // arrived were lost (a whole request, say).
+                let expected = conn.next_pos[di];
+                if d.pos > expected {
+                    self.stats.gap_bytes += d.pos - expected;
+                    if let Proto::Http(dec) = &mut conn.proto {
+                        dec.gap(stream, d.pos - expected, d.ts_ns, &mut self.out);
+                    }
+                    conn.next_pos[di] = d.pos;
+                }
                 conn.peer_eof = true;
-                return;
             }
             DataKind::Truncated { missing } => {
                 // Bytes lost before the marker itself (an earlier slice and its marker both

@@ -24,6 +24,7 @@ struct Recorder {
     errors: Vec<&'static str>,
     unsupported: Vec<Unsupported>,
     oom: Vec<u32>,
+    incomplete: Vec<Incomplete>,
 }
 
 impl Sink for Recorder {
@@ -44,6 +45,9 @@ impl Sink for Recorder {
     }
     fn oom_killed(&mut self, process: &crate::attribution::process::ProcessInfo) {
         self.oom.push(process.tgid);
+    }
+    fn incomplete(&mut self, _conn: &ConnView<'_>, why: Incomplete) {
+        self.incomplete.push(why);
     }
 }
 
@@ -694,4 +698,41 @@ fn an_inherited_socket_whose_parent_is_unknown_is_still_decoded() {
     assert_eq!(r.started.len(), 1);
     assert_eq!(r.started[0].0, id);
     assert_eq!(t.stats().gap_bytes, 0);
+}
+
+/// The ring lost a connection's first bytes (its whole request): the first event the agent sees
+/// is further on. Its response is then one incomplete exchange, not dropped as "not HTTP" nor an
+/// unmatched response; a seeded socket starting mid-stream stays silent as before.
+#[test]
+fn a_connection_whose_start_the_ring_lost_is_an_incomplete_exchange() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, &mut r);
+    // The request (and its slice events) never reached user space.
+    g.pos.insert((id, false), REQUEST.len() as u64);
+    t.apply(&g.bytes(id, Direction::Egress, HEAD, 1), &mut r);
+    for ev in [token("a"), sse_chunk("[DONE]"), b"0\r\n\r\n".to_vec()] {
+        t.apply(&g.bytes(id, Direction::Egress, &ev, 1), &mut r);
+    }
+    // The client's close: the EOF marker's position shows the request bytes that never came.
+    t.apply(
+        &g.data(id, Direction::Ingress, DataKind::Eof, b"", 1),
+        &mut r,
+    );
+    let close = g.close(id);
+    t.apply(&close, &mut r);
+    assert!(r.done.is_empty());
+    assert_eq!(r.incomplete, vec![Incomplete::CaptureGap]);
+    assert_eq!(t.stats().other_protocol, 0);
+
+    // Both directions' starts lost, and only the response's middle seen.
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(5, KernelRole::Server, "127.0.0.1:40001");
+    t.apply(&open, &mut r);
+    g.pos.insert((id, false), REQUEST.len() as u64);
+    g.pos.insert((id, true), HEAD.len() as u64);
+    t.apply(&g.bytes(id, Direction::Egress, &token("a"), 1), &mut r);
+    let close = g.close(id);
+    t.apply(&close, &mut r);
+    assert_eq!(r.incomplete, vec![Incomplete::CaptureGap]);
 }
