@@ -353,6 +353,9 @@ pub struct Config {
     /// it on a timer below that); 0 = the kernel's adaptive rule, a wakeup whenever the agent has
     /// caught up (one per record at moderate rates).
     pub wake_bytes: u32,
+    /// Payload events may fill the ring only up to this many bytes (0 = all of it); the rest is
+    /// headroom for open/close/exit events and markers.
+    pub data_limit: u32,
 }
 
 /// Copy payloads of every tracked TCP connection, HTTP or not (debugging; defeats early filtering).
@@ -404,7 +407,7 @@ const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48);
 const _: () = assert!(core::mem::size_of::<TrackedFds>() == 4 * TRACKED_FDS + 8);
 const _: () = assert!(TRACKED_FDS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ConnState>() == 32);
-const _: () = assert!(core::mem::size_of::<Config>() == 20);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
 /// Arguments of an in-flight read/write-family syscall, saved at enter for its exit (map
 /// `ACTIVE_IO`, keyed by pid_tgid). User space writes it too, for a call that was already blocked

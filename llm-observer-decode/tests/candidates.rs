@@ -181,6 +181,17 @@ fn a_request_lost_whole_to_a_gap_is_one_incomplete_exchange() {
     d.gap(Stream::Response, 512, 2, &mut out);
     d.end(EndedBy::Client, 3, &mut out);
     assert_eq!((incompletes(&out), unmatched(&out)), (1, 0));
+    // The lost request's body after the gap does not parse as a head: the place it holds is
+    // that lost request, accounted once when its response arrives.
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.gap(Stream::Request, 8192, 1, &mut out);
+    let body = vec![b'w'; Limits::default().max_head_bytes + 1];
+    d.feed(Stream::Request, &body, 2, &mut out);
+    d.feed(Stream::Response, resp.as_bytes(), 3, &mut out);
+    d.gap(Stream::Request, 4096, 4, &mut out);
+    d.end(EndedBy::Client, 5, &mut out);
+    assert_eq!((incompletes(&out), unmatched(&out)), (1, 0));
     // Without a gap an unmatched response stays a decode error.
     let mut d = ConnDecoder::new(Limits::default());
     let mut out = Vec::new();

@@ -303,6 +303,27 @@ fn wake_flags() -> u64 {
     }
 }
 
+/// Ring flags for a data event of `len` bytes, or `None` when it must not be written: payloads
+/// may fill the ring only up to `Config::data_limit`; the rest is kept for open, close and exit
+/// events and markers, so a flood of payload loses payload (counted, with exact gaps) but not the
+/// records that say which connections existed and how far their streams went.
+#[inline(always)]
+fn data_flags(len: usize) -> Option<u64> {
+    let cfg = config();
+    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    // 8: the ring's record header.
+    if cfg.data_limit != 0 && pending + len as u64 + 8 > u64::from(cfg.data_limit) {
+        return None;
+    }
+    Some(if cfg.wake_bytes == 0 {
+        0
+    } else if pending >= u64::from(cfg.wake_bytes) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    })
+}
+
 /// A zero-payload event: EOF, or TRUNCATED with `msg_len` = bytes not captured from `pos`.
 fn marker(m: &Meta, flags: u16, missing: u64) {
     let Some(p) = SCRATCH.get_ptr_mut(0) else {
@@ -413,7 +434,11 @@ extern "C" fn copy_chunk(_index: u32, _ctx: *mut c_void) -> i64 {
     }
     // SAFETY: header and the first `n` payload bytes are initialised.
     let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, DATA_EVENT_HEADER_LEN + n) };
-    if EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
+    let Some(flags) = data_flags(bytes.len()) else {
+        stat_add(Stat::LostEvents, 1);
+        return 1;
+    };
+    if EVENTS.output::<[u8]>(bytes, flags).is_err() {
         stat_add(Stat::LostEvents, 1);
         return 1;
     }

@@ -292,7 +292,7 @@ fn session() -> Metrics {
     sm.events.with_label_values(&["data"]).inc_by(120);
     sm.events.with_label_values(&["conn_open"]).inc_by(6);
     sm.events.with_label_values(&["conn_close"]).inc_by(5);
-    sm.set_lost_events(3);
+    sm.set_lost_events(3, 1);
     sm.truncated_bytes.inc_by(4096);
     sm.other_protocol_bytes.inc_by(777);
     let ingress = sm.captured_bytes.with_label_values(&["ingress"]);

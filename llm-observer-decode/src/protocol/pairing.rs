@@ -43,6 +43,9 @@ struct Pending {
     /// A `HEAD` request: its response has no body.
     no_body: bool,
     start_ns: u64,
+    /// A place held for a request the capture lost (bytes after a gap that did not parse): its
+    /// exchange is incomplete, accounted when its response arrives or the connection ends.
+    lost: bool,
 }
 
 /// The request being received.
@@ -149,6 +152,12 @@ impl Pairing {
             finish(out, f.seq, f.decoder, BodyEnd::Cut(by), ts_ns, 0, false);
         }
         for q in self.pending.drain(..) {
+            if q.lost {
+                out.push(Output::Incomplete {
+                    seq: q.seq,
+                    why: Incomplete::CaptureGap,
+                });
+            }
             if let Some(d) = q.decoder {
                 finish(out, q.seq, d, BodyEnd::NoResponse(by), ts_ns, 0, false);
             }
@@ -185,6 +194,12 @@ impl Pairing {
             let latest = self.pending.iter().rposition(|q| q.start_ns <= start_ns)?;
             // Responses of the earlier ones were in the lost bytes.
             for q in self.pending.drain(..latest) {
+                if q.lost {
+                    out.push(Output::Incomplete {
+                        seq: q.seq,
+                        why: Incomplete::CaptureGap,
+                    });
+                }
                 if let Some(d) = q.decoder {
                     let end = BodyEnd::Cut(EndedBy::Capture(Incomplete::CaptureGap));
                     finish(out, q.seq, d, end, start_ns, 0, true);
@@ -310,6 +325,7 @@ impl Handler for ReqSide<'_> {
             decoder,
             no_body,
             start_ns: inc.start_ns,
+            lost: false,
         };
         self.p.enqueue(pending, self.out);
     }
@@ -320,11 +336,17 @@ impl Handler for ReqSide<'_> {
             DecodeError::HeadTooLarge { .. } => {
                 // A request we cannot read still gets a response: hold its place in the queue.
                 let seq = self.p.next_seq();
+                // Right after a gap, the "head" is most likely the rest of a lost request.
+                let lost = std::mem::take(&mut self.p.req_gap_unaccounted);
+                if lost {
+                    self.p.req_loss_counted = true;
+                }
                 let pending = Pending {
                     seq,
                     decoder: None,
                     no_body: false,
                     start_ns: self.p.ts_ns,
+                    lost,
                 };
                 self.out.push(Output::Error(err));
                 self.p.enqueue(pending, self.out);
@@ -377,6 +399,12 @@ impl Handler for RespSide<'_> {
             }
             return BodyPlan::default();
         };
+        if req.lost {
+            self.out.push(Output::Incomplete {
+                seq: req.seq,
+                why: Incomplete::CaptureGap,
+            });
+        }
         let Some(mut decoder) = req.decoder else {
             return BodyPlan {
                 deliver: false,

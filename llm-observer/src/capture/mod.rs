@@ -185,6 +185,8 @@ impl Capture {
             } else {
                 cfg.ring_bytes / 8
             },
+            // A sixteenth of the ring is kept for the records that are not payload.
+            data_limit: cfg.ring_bytes - cfg.ring_bytes / 16,
         };
         {
             let map = ebpf

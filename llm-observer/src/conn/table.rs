@@ -452,7 +452,9 @@ impl ConnTable {
         // The ring lost this connection's first bytes (its request head, say): decode it from
         // here as HTTP (the kernel delivers payloads only of connections that may be) with a gap
         // in front, so what was lost is accounted for.
-        let lost_start = conn.from_start && matches!(conn.proto, Proto::Unknown) && d.pos > 0;
+        let lost_start = conn.from_start
+            && matches!(conn.proto, Proto::Unknown)
+            && (d.pos > 0 || matches!(d.kind, DataKind::Truncated { .. }));
         if matches!(conn.proto, Proto::Unknown) && d.kind == DataKind::Bytes && !lost_start {
             // The first bytes seen of this direction start wherever the kernel began delivering:
             // a socket seeded from /proc is skipped until a message starts.

@@ -725,6 +725,29 @@ fn a_connection_whose_start_the_ring_lost_is_an_incomplete_exchange() {
     assert_eq!(r.incomplete, vec![Incomplete::CaptureGap]);
     assert_eq!(t.stats().other_protocol, 0);
 
+    // The first record is the kernel's TRUNCATED marker at position 0 (the head's slices lost).
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(6, KernelRole::Server, "127.0.0.1:40002");
+    t.apply(&open, &mut r);
+    t.apply(
+        &g.data(
+            id,
+            Direction::Ingress,
+            DataKind::Truncated {
+                missing: REQUEST.len() as u64,
+            },
+            b"",
+            1,
+        ),
+        &mut r,
+    );
+    for ev in [HEAD.to_vec(), token("a"), b"0\r\n\r\n".to_vec()] {
+        t.apply(&g.bytes(id, Direction::Egress, &ev, 1), &mut r);
+    }
+    let close = g.close(id);
+    t.apply(&close, &mut r);
+    assert_eq!(r.incomplete, vec![Incomplete::CaptureGap]);
+
     // Both directions' starts lost, and only the response's middle seen.
     let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
     let (id, open) = g.open(5, KernelRole::Server, "127.0.0.1:40001");

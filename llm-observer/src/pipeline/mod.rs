@@ -164,7 +164,7 @@ impl Drain<'_> {
                 .last_event_seconds
                 .set(self.last_ts as f64 / 1e9);
             // With the batch, so a reader that waited for quiescence sees them too.
-            budget_metrics(self.table, m);
+            table_metrics(self.table, m);
         }
     }
 }
@@ -203,8 +203,28 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
     false
 }
 
-fn budget_metrics(table: &ConnTable, m: &Metrics) {
+/// The self-metrics the connection table keeps, set with each applied batch: a reader that waited
+/// for quiescence sees them current (the kernel's counters are read once a second).
+fn table_metrics(table: &ConnTable, m: &Metrics) {
     let s = m.self_metrics();
+    let t = table.stats();
+    s.set_total(
+        &s.captured_bytes.with_label_values(&["ingress"]),
+        t.captured_bytes_ingress,
+    );
+    s.set_total(
+        &s.captured_bytes.with_label_values(&["egress"]),
+        t.captured_bytes_egress,
+    );
+    s.set_total(
+        &s.connections.with_label_values(&["server"]),
+        t.opened_server,
+    );
+    s.set_total(
+        &s.connections.with_label_values(&["client"]),
+        t.opened_client,
+    );
+    s.connections_tracked.set(table.len() as i64);
     let budget = table.budget();
     s.buffered_bytes
         .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
@@ -231,25 +251,9 @@ fn housekeeping(
     let s = m.self_metrics();
     let k = capture.kernel_stats();
     let t = table.stats();
-    s.set_lost_events(k.lost_events + k.lost_control_events);
+    s.set_lost_events(k.lost_events + k.lost_control_events, k.lost_control_events);
     s.set_total(&s.truncated_bytes, k.truncated_bytes);
     s.set_total(&s.other_protocol_bytes, k.other_protocol_bytes);
-    s.set_total(
-        &s.captured_bytes.with_label_values(&["ingress"]),
-        t.captured_bytes_ingress,
-    );
-    s.set_total(
-        &s.captured_bytes.with_label_values(&["egress"]),
-        t.captured_bytes_egress,
-    );
-    s.set_total(
-        &s.connections.with_label_values(&["server"]),
-        t.opened_server,
-    );
-    s.set_total(
-        &s.connections.with_label_values(&["client"]),
-        t.opened_client,
-    );
     s.set_total(
         &s.dropped.with_label_values(&["kernel_inflight_full"]),
         k.inflight_map_full,
@@ -262,6 +266,5 @@ fn housekeeping(
         &s.dropped.with_label_values(&["conn_table_full"]),
         t.dropped_full + k.conn_map_full,
     );
-    s.connections_tracked.set(table.len() as i64);
-    budget_metrics(table, m);
+    table_metrics(table, m);
 }

@@ -487,11 +487,11 @@ fn mcp_routed_to_mcp_families_only() {
 fn lost_events_absolute_total() {
     let m = metrics(MetricsConfig::default());
     let sm = m.self_metrics();
-    sm.set_lost_events(5);
-    sm.set_lost_events(5);
-    sm.set_lost_events(9);
+    sm.set_lost_events(5, 0);
+    sm.set_lost_events(5, 0);
+    sm.set_lost_events(9, 0);
     assert_eq!(sm.lost_events.get(), 9);
-    sm.set_lost_events(2); // the kernel counters restarted from 0
+    sm.set_lost_events(2, 0); // the kernel counters restarted from 0
     assert_eq!(sm.lost_events.get(), 11);
 
     // Children of one vec keep separate totals.

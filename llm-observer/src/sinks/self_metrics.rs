@@ -71,6 +71,8 @@ pub struct SelfMetrics {
     pub events: IntCounterVec,
     /// Events the kernel could not put into the ring buffer. Set with [`SelfMetrics::set_lost_events`].
     pub lost_events: IntCounter,
+    /// Of those, the records that are not payload (open, close, exit, markers).
+    pub lost_control_events: IntCounter,
     /// Payload bytes not copied because an event hit the per-event capture cap.
     pub truncated_bytes: IntCounter,
     /// Bytes of connections classified as not HTTP/1 (counted, not decoded).
@@ -113,6 +115,10 @@ impl SelfMetrics {
             lost_events: reg.counter(
                 "llm_observer_lost_events_total",
                 "Events the kernel dropped because the ring buffer was full (summed over CPUs).",
+            )?,
+            lost_control_events: reg.counter(
+                "llm_observer_lost_control_events_total",
+                "Of llm_observer_lost_events_total, the connection open/close, process and marker records (payload may fill only 15/16 of the ring, so these are lost only when that headroom fills too).",
             )?,
             truncated_bytes: reg.counter(
                 "llm_observer_truncated_bytes_total",
@@ -222,9 +228,11 @@ impl SelfMetrics {
         counter.inc_by(delta);
     }
 
-    /// `llm_observer_lost_events_total` := `total` (see [`SelfMetrics::set_total`]).
-    pub fn set_lost_events(&self, total: u64) {
+    /// `llm_observer_lost_events_total` := `total`, `llm_observer_lost_control_events_total` :=
+    /// `control` (see [`SelfMetrics::set_total`]).
+    pub fn set_lost_events(&self, total: u64, control: u64) {
         self.set_total(&self.lost_events, total);
+        self.set_total(&self.lost_control_events, control);
     }
 
     /// One exchange of `role`'s view ended incomplete.
