@@ -27,4 +27,5 @@ floor_probes! {
     floor_sys_exit_recvmsg, floor_sys_enter_recvmmsg, floor_sys_exit_recvmmsg,
     floor_sys_enter_sendfile64, floor_sys_exit_sendfile64,
     floor_sys_enter_dup2, floor_sys_enter_dup3,
+    floor_task_newtask, floor_mark_victim, floor_sched_process_exec,
 }

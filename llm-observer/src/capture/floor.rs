@@ -61,3 +61,28 @@ impl Floor {
         &self.attached
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tracepoint the agent attaches has its floor program (and the agent's own), so the
+    /// bench measures the floor of exactly the agent's set. The object's symbol table names them.
+    #[test]
+    fn every_agent_tracepoint_has_a_floor_program() {
+        if EBPF_OBJECT.is_empty() {
+            eprintln!("skipped: built without the eBPF object (no bpf-linker)");
+            return;
+        }
+        let has = |name: &str| {
+            EBPF_OBJECT
+                .windows(name.len() + 1)
+                .any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0)
+        };
+        for &(_, name, _) in TRACEPOINTS {
+            assert!(has(name), "program {name} missing from the object");
+            let floor = format!("floor_{name}");
+            assert!(has(&floor), "program {floor} missing from the object");
+        }
+    }
+}

@@ -55,8 +55,20 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // Closing stdin first lets the floor and idle drivers leave on their own.
+        // Closing stdin first lets the floor and idle drivers leave on their own. Then SIGTERM,
+        // which nginx's master passes on to its workers (a SIGKILLed master leaves them running,
+        // holding CPU through every later phase); SIGKILL only if that is not enough.
         drop(self.child.stdin.take());
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
