@@ -1,11 +1,7 @@
 //! [`ConnTable`]: the connection state machine between capture events and decoder outputs.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-};
+use foldhash::HashMap;
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use llm_observer_common::starts_like_http1;
 use llm_observer_decode::{
@@ -195,10 +191,10 @@ impl ConnTable {
         let budget = Budget::new(cfg.max_buffered_bytes);
         ConnTable {
             cfg,
-            conns: HashMap::new(),
-            by_tgid: HashMap::new(),
+            conns: HashMap::default(),
+            by_tgid: HashMap::default(),
             processes,
-            listeners: HashMap::new(),
+            listeners: HashMap::default(),
             oom_victims: std::collections::HashSet::new(),
             stats: TableStats::default(),
             budget,
