@@ -47,11 +47,32 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 /// Panels whose data cannot exist in this test, with why; their queries still run (so their
 /// syntax and variables are checked by Prometheus) but may return nothing.
-const NO_DATA_HERE: [(&str, &str, &str); 1] = [(
-    "LLM Inference",
-    "OOM kills in range",
-    "needs a server process killed by the kernel's OOM killer",
-)];
+const NO_DATA_HERE: [(&str, &str, &str); 6] = [
+    (
+        "LLM Inference",
+        "OOM kills in range",
+        "needs a server process killed by the kernel's OOM killer",
+    ),
+    ("LLM Inference", "GPU memory by serving unit", NEEDS_GPU),
+    (
+        "LLM Inference",
+        "GPU utilization by serving unit",
+        NEEDS_GPU,
+    ),
+    (
+        "LLM Inference",
+        "GPU devices: memory used / total",
+        NEEDS_GPU,
+    ),
+    (
+        "LLM Inference",
+        "GPU devices: utilization and power",
+        NEEDS_GPU,
+    ),
+    ("LLM Inference", "Energy per output token", NEEDS_GPU),
+];
+
+const NEEDS_GPU: &str = "needs an NVIDIA GPU and NVML (none on this machine); syntax checked";
 
 fn missing_piece() -> Option<String> {
     if let Some(why) = guard::agent_missing() {
