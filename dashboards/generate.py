@@ -8,7 +8,7 @@ file differs from what the script produces (tests/dashboards.rs runs it).
 Every panel reads only families the agent registers today (docs/metrics.md) or Prometheus's own
 per-target series (`up`, `scrape_*`). Every query goes through the `${datasource}` variable; no
 datasource uid is written anywhere. Template variables: `node` (the scrape target, `instance`),
-`api` (provider), `model`, `process`, and `peer` for the client view.
+`api` (provider), `model`, `process`, `namespace`, `pod`, `container`, and `peer` for the client view.
 """
 
 import json
@@ -20,9 +20,12 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 
 # Label matchers shared by the panels of one dashboard.
-SERVER = 'instance=~"$node", api=~"$api", model=~"$model", process=~"$process"'
-CLIENT = 'instance=~"$node", api=~"$api", model=~"$model", process=~"$process", peer=~"$peer"'
-CLIENT_MCP = 'instance=~"$node", process=~"$process", peer=~"$peer"'
+# Where the process runs: empty outside containers (the cAdvisor convention), which "All" (.*)
+# and a variable without values both match.
+PLACE = 'namespace=~"$namespace", pod=~"$pod", container=~"$container"'
+SERVER = 'instance=~"$node", api=~"$api", model=~"$model", process=~"$process", ' + PLACE
+CLIENT = 'instance=~"$node", api=~"$api", model=~"$model", process=~"$process", peer=~"$peer", ' + PLACE
+CLIENT_MCP = 'instance=~"$node", process=~"$process", peer=~"$peer", ' + PLACE
 NODE = 'instance=~"$node"'
 
 
@@ -154,12 +157,22 @@ def node_var():
     return query_var("node", "Node", "label_values(llm_observer_build_info, instance)")
 
 
+def place_vars(family):
+    """Namespace, pod and container of the processes in `family` (Kubernetes and compose)."""
+    return [
+        query_var("namespace", "Namespace", f'label_values({family}{{instance=~"$node"}}, namespace)'),
+        query_var("pod", "Pod", f'label_values({family}{{instance=~"$node", namespace=~"$namespace"}}, pod)'),
+        query_var("container", "Container", f'label_values({family}{{instance=~"$node", namespace=~"$namespace", pod=~"$pod"}}, container)'),
+    ]
+
+
 def inference():
     vars_ = [
         node_var(),
         query_var("api", "Provider (API)", 'label_values(llm_requests_total{instance=~"$node"}, api)'),
         query_var("model", "Model", 'label_values(llm_requests_total{instance=~"$node", api=~"$api"}, model)'),
         query_var("process", "Server process", 'label_values(llm_requests_total{instance=~"$node", api=~"$api"}, process)'),
+        *place_vars("llm_requests_total"),
     ]
     s = SERVER
     items = [
@@ -240,6 +253,7 @@ def agents():
         query_var("model", "Model", 'label_values(llm_client_requests_total{instance=~"$node", process=~"$process", api=~"$api"}, model)'),
         query_var("peer", "Peer (server)",
                   'label_values({__name__=~"llm_client_requests_total|llm_client_mcp_requests_total", instance=~"$node", process=~"$process"}, peer)'),
+        *place_vars("llm_client_requests_total"),
     ]
     c, m = CLIENT, CLIENT_MCP
     items = [
