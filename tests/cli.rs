@@ -121,3 +121,82 @@ fn agent_without_privileges_fails_fast_naming_them() {
         "{msg}"
     );
 }
+
+/// Writes `text` to a fresh config file named after the test.
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("llmo-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+#[test]
+fn config_file_sits_between_the_environment_and_the_defaults() {
+    let bin = agent_bin();
+    if !bin.exists() {
+        guard::skip_or_fail::<()>(&format!("no agent at {}", bin.display()));
+        return;
+    }
+    let path = config_file(
+        "precedence",
+        "metrics-addr = \"127.0.0.1:9300\"\nmax-models = 7\nport = [11434, 8000]\nall_protocols = true\n",
+    );
+    let out = Command::new(&bin)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "--port", "5"])
+        .env("LLM_OBSERVER_MAX_MODELS", "9")
+        .env_remove("LLM_OBSERVER_PORT")
+        .env_remove("LLM_OBSERVER_METRICS_ADDR")
+        .env_remove("LLM_OBSERVER_ALL_PROTOCOLS")
+        .env_remove("LLM_OBSERVER_MAX_PEERS")
+        .output()
+        .expect("config runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let p = path.display();
+    for want in [
+        format!("metrics-addr = \"127.0.0.1:9300\"  # {p}:1"),
+        "max-models = 9  # env LLM_OBSERVER_MAX_MODELS".to_owned(),
+        "port = [5]  # flag".to_owned(),
+        format!("all-protocols = true  # {p}:4"),
+        "max-peers = 32  # default".to_owned(),
+    ] {
+        assert!(
+            lines.contains(&want.as_str()),
+            "no line {want:?} in:\n{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+#[test]
+fn a_bad_config_file_stops_the_agent_naming_its_line() {
+    let bin = agent_bin();
+    if !bin.exists() {
+        guard::skip_or_fail::<()>(&format!("no agent at {}", bin.display()));
+        return;
+    }
+    let path = config_file("bad", "max-models = 7\n\nmax-modles = 4\n");
+    let out = Command::new(&bin)
+        .arg("--config")
+        .arg(&path)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .expect("the agent runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let want = format!(
+        "error: --config {}:3: unknown key `max-modles`: not a flag of llm-observer (keys are the long flag names, see --help)",
+        path.display()
+    );
+    assert_eq!(err.lines().next(), Some(want.as_str()), "{err}");
+    assert!(!err.contains("attached"), "it started capturing: {err}");
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}

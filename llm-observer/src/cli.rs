@@ -1,8 +1,14 @@
-//! Command line: every tunable is a flag with an `LLM_OBSERVER_*` environment twin.
+//! Command line: every tunable is a flag with an `LLM_OBSERVER_*` environment twin and a key of
+//! the `--config` file ([`config_file`]); precedence flag > environment > file > default.
 
-use std::{net::SocketAddr, path::PathBuf};
+pub mod config_file;
+mod effective;
 
-use clap::{Args, Parser, Subcommand};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf};
+
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+
+pub use effective::effective_settings;
 
 /// eBPF node agent: exact per-request LLM metrics (requests, latency, time to first token, tokens)
 /// from kernel-captured traffic of LLM servers and agents, served for Prometheus. No client,
@@ -26,6 +32,50 @@ pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or env_logger syntax).
     #[arg(long, env = "LLM_OBSERVER_LOG", default_value = "info", global = true)]
     pub log: String,
+
+    /// TOML file setting any flag by its long name (`metrics-addr = "0.0.0.0:9202"`); flags and
+    /// environment variables override it. See docs/configuration.md.
+    #[arg(long, env = "LLM_OBSERVER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// Parses `args` (the program name first), folding in the `--config` file when one is named.
+/// The file is checked whole first; any error names its line and nothing of it is applied.
+pub fn parse_from<I, T>(args: I) -> Result<Parsed, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // First pass without the file, only to learn its name (no flag is required, so this fails
+    // only when the command line itself is wrong — which it then reports).
+    let first = Cli::try_parse_from(&args)?;
+    let mut cmd = Cli::command();
+    let mut file = None;
+    if let Some(path) = &first.config {
+        let loaded = config_file::ConfigFile::load(path)
+            .and_then(|f| Ok((f.apply(cmd.clone())?, f)))
+            .map_err(|e| cmd.error(clap::error::ErrorKind::ValueValidation, e))?;
+        cmd = loaded.0;
+        file = Some(loaded.1);
+    }
+    let matches = cmd.clone().try_get_matches_from(&args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok(Parsed {
+        cli,
+        cmd,
+        matches,
+        file,
+    })
+}
+
+/// A parsed command line with what it was parsed from (for `llm-observer config`).
+pub struct Parsed {
+    pub cli: Cli,
+    /// The command definition with the file's values as defaults.
+    pub cmd: clap::Command,
+    pub matches: clap::ArgMatches,
+    pub file: Option<config_file::ConfigFile>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +88,9 @@ pub enum Command {
     /// Print one JSON line per decoded exchange (or, with --raw, per captured event): a tcpdump
     /// for LLM traffic.
     Trace(TraceArgs),
+    /// Print the settings the agent would run with (flags > environment > --config file >
+    /// defaults), one TOML line each with where it came from; a valid --config file.
+    Config,
 }
 
 #[derive(Debug, Clone, Args)]

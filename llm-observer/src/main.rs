@@ -3,11 +3,10 @@
 use std::{io::Write, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use llm_observer::{
     attribution::{self, names::Names},
     capture::{ATTACH_MODE, Capture, CaptureConfig, procfs, system},
-    cli::{AttributionArgs, CaptureArgs, Cli, Command, RunArgs, TraceArgs},
+    cli::{self, AttributionArgs, CaptureArgs, Command, RunArgs, TraceArgs},
     conn::{ConnTable, ConnTableConfig},
     pipeline::{self, gpu_sampler, metrics_sink::MetricsSink, trace_sink::TraceSink},
     sinks::{
@@ -19,13 +18,18 @@ use llm_observer::{
 use llm_observer_decode::Limits;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let parsed = cli::parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let cli = &parsed.cli;
     env_logger::Builder::new()
         .parse_filters(&cli.log)
         .format_target(false)
         .init();
     let result = match &cli.command {
         Some(Command::Check) => return check(),
+        Some(Command::Config) => {
+            print!("{}", cli::effective_settings(&parsed));
+            return std::process::ExitCode::SUCCESS;
+        }
         Some(Command::Trace(t)) => runtime().and_then(|rt| rt.block_on(trace(&cli.capture, t))),
         Some(Command::Run) | None => {
             runtime().and_then(|rt| rt.block_on(run(&cli.run, &cli.capture, &cli.attribution)))
