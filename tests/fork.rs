@@ -1,7 +1,8 @@
 //! Root tests: a connection accepted by one process and served by a forked child (pre-fork /
-//! inetd-style servers) is counted once, in the server view, under the child; a new thread of a
-//! process with tracked sockets creates no second connection. Every comparison happens once, after
-//! the agent is quiescent.
+//! inetd-style servers), or passed over a unix socket to a worker that serves it (SCM_RIGHTS), is
+//! counted once, in the server view, under the process that serves; a new thread of a process with
+//! tracked sockets creates no second connection. Every comparison happens once, after the agent is
+//! quiescent.
 //!
 //! Needs root, BPF, the release agent (`LLM_OBSERVER_BIN`) and the test venv's Python
 //! (`LLM_OBSERVER_VENV`); under `CI=true` a missing piece fails the test instead of skipping it.
@@ -22,16 +23,28 @@ use llm_observer_tests::harness::{
 const SETTLE: Duration = Duration::from_secs(30);
 
 /// A one-connection Python server: `fork` accepts, forks, closes its copy and lets the child
-/// serve (then exits with the child's status); `thread` serves from a new thread. It prints
-/// `port N` when listening and `served-by P` with the serving process's pid.
+/// serve (then exits with the child's status); `thread` serves from a new thread; `pass` forks a
+/// worker first, then accepts and hands the connection to it over a unix socket pair
+/// (`socket.send_fds`: sendmsg with SCM_RIGHTS), closing its own copy. It prints `port N` when
+/// listening and `served-by P` with the serving process's pid.
 const SERVER: &str = r#"
 import os, socket, sys, threading
 mode, response = sys.argv[1], sys.argv[2].encode()
 ls = socket.socket()
 ls.bind(("127.0.0.1", 0))
 ls.listen(1)
+worker = None
+if mode == "pass":
+    parent_end, worker_end = socket.socketpair()
+    worker = os.fork()
+    if worker == 0:
+        parent_end.close()
+        _, fds, _, _ = socket.recv_fds(worker_end, 16, 1)
+        serve_conn = socket.socket(fileno=fds[0])
 print("port", ls.getsockname()[1], flush=True)
-conn, _ = ls.accept()
+conn = None
+if worker != 0:
+    conn, _ = ls.accept()
 
 def serve(c):
     buf = b""
@@ -45,6 +58,14 @@ def serve(c):
     c.sendall(response)
     c.close()
 
+if mode == "pass":
+    if worker == 0:
+        serve(serve_conn)
+        os._exit(0)
+    socket.send_fds(parent_end, [b"c"], [conn.fileno()])
+    conn.close()
+    _, status = os.waitpid(worker, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
 if mode == "fork":
     pid = os.fork()
     if pid == 0:
@@ -126,13 +147,19 @@ fn exactly_once(model: &str, comm: &str) -> Expected {
 
 /// One exchange served in `mode`, counted once in both views under the server's comm.
 fn counted_once(mode: &str) {
+    counted_once_and(mode, Expected::new());
+}
+
+fn counted_once_and(mode: &str, more: Expected) {
     if !ready() {
         return;
     }
     let agent = Agent::start(&[]).expect("agent");
     let model = format!("{mode}:{}", std::process::id());
     let (comm, served_by) = exchange(mode, &model);
-    wait_for_expected(agent.addr(), &exactly_once(&model, &comm), SETTLE)
+    let mut want = exactly_once(&model, &comm);
+    want.0.extend(more.0);
+    wait_for_expected(agent.addr(), &want, SETTLE)
         .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.proc.output()));
     println!("{mode}: served by pid {served_by} ({comm}), counted once in both views");
 }
@@ -145,4 +172,12 @@ fn a_connection_served_by_a_forked_child_is_counted_once() {
 #[test]
 fn a_connection_served_by_a_new_thread_is_counted_once() {
     counted_once("thread");
+}
+
+#[test]
+fn a_connection_passed_to_a_worker_over_a_unix_socket_is_counted_once() {
+    counted_once_and(
+        "pass",
+        Expected::new().exactly("llm_observer_passed_connections_total", &[], 1.0),
+    );
 }

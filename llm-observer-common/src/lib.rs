@@ -35,8 +35,9 @@ pub const MAX_MMSG: usize = 64;
 pub enum EventKind {
     /// [`DataEvent`]: bytes sent or received on a tracked socket.
     Data = 1,
-    /// [`ConnEvent`]: a socket became tracked (accept/connect, or inherited across fork: then
-    /// `inherited_from` names the parent process).
+    /// [`ConnEvent`]: a socket became tracked (accept/connect; inherited across fork: then
+    /// `inherited_from` names the parent process; passed over a unix socket: then it names the
+    /// sender and `passed_fd` its fd).
     ConnOpen = 2,
     /// [`ConnEvent`]: a tracked socket was closed by its process.
     ConnClose = 3,
@@ -210,9 +211,11 @@ pub struct ConnEvent {
     /// local address, and a listener lives long enough for /proc to tell it). -1 otherwise.
     pub listen_fd: i32,
     /// For a socket inherited across fork(): the parent's tgid, whose connection on the same fd
-    /// this one copies (addresses, role). 0 otherwise (no user process has tgid 0).
+    /// this one copies (addresses, role); for a socket passed over a unix socket (`SCM_RIGHTS`):
+    /// the sender's tgid. 0 otherwise (no user process has tgid 0).
     pub inherited_from: u32,
-    pub _pad: u32,
+    /// For a passed socket: the sender's fd of it (whose connection this one continues), else -1.
+    pub passed_fd: i32,
 }
 
 /// Tracked fds remembered per process ([`TrackedFds`]), so that a fork can copy them to the child.

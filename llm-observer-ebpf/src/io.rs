@@ -20,12 +20,13 @@ use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET,
     DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs, MAX_CAPTURE_PER_CALL,
     MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER,
-    PROTO_SEEDED, PROTO_UNKNOWN, Stat, Syscall, TP_ARG3, TP_RET, conn_key, starts_like_http1,
+    PROTO_SEEDED, PROTO_UNKNOWN, Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET, conn_key,
+    starts_like_http1,
 };
 
 use crate::{
-    ACTIVE_IO, CONNS, EVENTS, SCRATCH, SEGMENTS, config, ctx_load, header, may_track, stat_add,
-    syscall_args, wanted,
+    ACTIVE_IO, CONNS, EVENTS, SCRATCH, SEGMENTS, config, ctx_load, header, may_track, passed,
+    stat_add, syscall_args, wanted,
 };
 
 /// Per-CPU working state of one data syscall's exit: its gathered segments and the copy loop's
@@ -96,6 +97,12 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     if !wanted(&config(), tgid) {
         return 0;
     }
+    // Any process may be handed a tracked socket (`sys` is a constant per program: the other
+    // syscalls do not have this branch).
+    if let Syscall::Recvmsg = sys {
+        // SAFETY: offset from the format files.
+        passed::on_recv_enter(pid_tgid, unsafe { ctx_load::<u64>(ctx, TP_ARG1) });
+    }
     // A process with no tracked socket costs one array load.
     if !may_track(tgid) {
         return 0;
@@ -105,6 +112,10 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     let fd = fd as i32;
     // One hash lookup is all an untracked fd of such a process (files, pipes, UDP) costs.
     let Some(conn) = CONNS.get_ptr(conn_key(tgid, fd)) else {
+        // A tracked process's message on another socket may pass one of its tracked sockets.
+        if let Syscall::Sendmsg = sys {
+            passed::on_send(tgid, buf);
+        }
         return 0;
     };
     // SAFETY: map value pointer, plain integers.
@@ -140,6 +151,9 @@ const EPIPE: i64 = 32;
 
 pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if let Syscall::Recvmsg = sys {
+        passed::on_recv_exit(ctx, pid_tgid);
+    }
     // No entry can exist for a process without the bit (see `may_track`).
     if !may_track((pid_tgid >> 32) as u32) {
         return 0;

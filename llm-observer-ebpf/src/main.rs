@@ -21,6 +21,8 @@
 //! - fork: `task:task_newtask` (in the parent, before the child first runs; its `clone_flags` tell
 //!   a new process from a new thread, which shares the fd table and needs nothing) copies the
 //!   parent's tracked sockets to the child, found through the per-process fd list `TGID_FDS`.
+//! - fd passing: a tracked socket sent over a unix socket (`SCM_RIGHTS`) is tracked in the process
+//!   that receives it (passed.rs).
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
@@ -28,6 +30,7 @@
 mod exec;
 mod floor;
 mod io;
+mod passed;
 
 use core::ffi::c_void;
 
@@ -247,8 +250,10 @@ struct ConnInfo {
     addrlen: u64,
     /// Listening fd of an accepted socket, else -1.
     listen_fd: i32,
-    /// Parent tgid of a socket inherited across fork, else 0.
+    /// Parent tgid of a socket inherited across fork, or the sender of a passed one, else 0.
     inherited_from: u32,
+    /// The sender's fd of a socket passed over a unix socket, else -1.
+    passed_fd: i32,
 }
 
 impl ConnInfo {
@@ -259,6 +264,7 @@ impl ConnInfo {
             addrlen: 0,
             listen_fd: -1,
             inherited_from: 0,
+            passed_fd: -1,
         }
     }
 }
@@ -272,6 +278,7 @@ fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnIn
         addrlen,
         listen_fd,
         inherited_from,
+        passed_fd,
     } = c;
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         stat_add(Stat::LostControlEvents, 1);
@@ -286,7 +293,7 @@ fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnIn
         peer: [0u8; SOCKADDR_MAX],
         listen_fd,
         inherited_from,
-        _pad: 0,
+        passed_fd,
     };
     if addr != 0 && addrlen > 0 {
         let n = if addrlen as usize > SOCKADDR_MAX {
@@ -310,9 +317,24 @@ fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnIn
 /// Start tracking `fd` of the current process.
 #[inline(always)]
 fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: i32) {
+    track_with(
+        pid_tgid,
+        fd,
+        ConnInfo {
+            addr,
+            addrlen,
+            listen_fd,
+            ..ConnInfo::role(role)
+        },
+    );
+}
+
+/// Start tracking `fd` of the current process; `c` is what its open event tells user space.
+#[inline(always)]
+fn track_with(pid_tgid: u64, fd: i32, c: ConnInfo) {
     // SAFETY: helper call.
     let generation = unsafe { bpf_ktime_get_ns() };
-    let state = ConnState::new(generation, role);
+    let state = ConnState::new(generation, c.role);
     mark_tgid((pid_tgid >> 32) as u32);
     if CONNS
         .insert(conn_key((pid_tgid >> 32) as u32, fd), state, 0)
@@ -322,19 +344,7 @@ fn track(pid_tgid: u64, fd: i32, role: u32, addr: u64, addrlen: u64, listen_fd: 
         return;
     }
     remember_fd((pid_tgid >> 32) as u32, fd);
-    emit_conn(
-        EventKind::ConnOpen,
-        pid_tgid,
-        fd,
-        generation,
-        ConnInfo {
-            role,
-            addr,
-            addrlen,
-            listen_fd,
-            inherited_from: 0,
-        },
-    );
+    emit_conn(EventKind::ConnOpen, pid_tgid, fd, generation, c);
 }
 
 /// `fd + 1` as stored in a `TrackedFds` slot (0 is a free slot).

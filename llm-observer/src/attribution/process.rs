@@ -158,9 +158,10 @@ impl ProcessCache {
         self.by_tgid.contains_key(&tgid)
     }
 
-    /// Caches a forked child (seen first through a socket it inherited): its own /proc entry if it
-    /// is still there, else its parent's facts. A child keeps its parent's comm until it execs or
-    /// renames itself, and a per-connection child is often gone before its first event is applied.
+    /// Caches a forked child (seen first through a socket it inherited, or one its parent passed it
+    /// over a unix socket): its own /proc entry if it is still there, else its parent's facts. A
+    /// child keeps its parent's comm until it execs or renames itself, and a per-connection child
+    /// is often gone before its first event is applied.
     pub fn inherit(&mut self, child: u32, parent: u32) {
         if self.by_tgid.contains_key(&child) {
             return;

@@ -103,8 +103,10 @@ pub struct ConnEventData {
     /// For an accepted socket, the listening socket's fd.
     pub listen_fd: Option<i32>,
     /// For a socket inherited across fork(), the parent's tgid (its connection on the same fd is
-    /// the one this process now holds a copy of).
+    /// the one this process now holds a copy of); for a passed socket, the sender's.
     pub inherited_from: Option<u32>,
+    /// For a socket passed over a unix socket (`SCM_RIGHTS`), the sender's fd of it.
+    pub passed_fd: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +245,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
                 peer: parse_sockaddr(&ev.peer[..n]),
                 listen_fd: (ev.listen_fd >= 0).then_some(ev.listen_fd),
                 inherited_from: (ev.inherited_from != 0).then_some(ev.inherited_from),
+                passed_fd: (ev.inherited_from != 0 && ev.passed_fd >= 0).then_some(ev.passed_fd),
             };
             Ok(if kind == EventKind::ConnOpen {
                 Event::Open(data)

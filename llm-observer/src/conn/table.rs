@@ -85,6 +85,8 @@ pub struct TableStats {
     pub opened_client: u64,
     pub closed: u64,
     pub expired: u64,
+    /// Sockets received from another process over a unix socket (SCM_RIGHTS).
+    pub passed: u64,
     /// Connections refused because the table was full.
     pub dropped_full: u64,
     /// Data events for connections the table does not know (opened before a restart, evicted).
@@ -335,6 +337,34 @@ impl ConnTable {
                     .unwrap_or_default();
                 for id in stale {
                     self.finish(id, EndedBy::Capture(Incomplete::CloseUnseen), c.ts_ns, sink);
+                }
+                if let (Some(sender), Some(sender_fd)) = (c.inherited_from, c.passed_fd) {
+                    // A socket passed over a unix socket: decoded from the receiver's first bytes,
+                    // under the receiver's own identity. The kernel matched sender and receiver
+                    // by time; /proc confirms it is the sender's connection (a mismatch — two
+                    // passes at once — or no TCP socket at all is untracked). When the receiver
+                    // has closed it already, the sender's addresses stand.
+                    let (s_local, s_peer, s_resolved) = self.inherited_addrs(sender, sender_fd);
+                    let (local, peer, resolved) =
+                        match procfs::resolve(&self.cfg.proc_root, c.conn.tgid, c.conn.fd) {
+                            Some((l, p)) => {
+                                let differs = |mine: SocketAddr, theirs: Option<SocketAddr>| {
+                                    theirs.is_some_and(|t| t != mine)
+                                };
+                                if differs(l, s_local) || differs(p, s_peer) {
+                                    self.untrack.push(c.conn);
+                                    return;
+                                }
+                                (Some(l), Some(p), true)
+                            }
+                            None => (s_local, s_peer, s_resolved),
+                        };
+                    self.stats.passed += 1;
+                    // A receiver gone before this is applied is named like its sender: they are
+                    // nearly always one program (a master and its pre-forked worker).
+                    self.processes.inherit(c.conn.tgid, sender);
+                    self.insert(c.conn, role, (local, peer), resolved, false, c.ts_ns);
+                    return;
                 }
                 if let Some(parent) = c.inherited_from {
                     // A fork's copy of the parent's socket: same addresses, its own decoding from

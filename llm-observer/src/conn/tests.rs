@@ -88,6 +88,7 @@ impl Generator {
             peer: Some(peer),
             listen_fd: None,
             inherited_from: None,
+            passed_fd: None,
         };
         (id, Event::Open(ev))
     }
@@ -102,6 +103,7 @@ impl Generator {
             peer: None,
             listen_fd: None,
             inherited_from: None,
+            passed_fd: None,
         })
     }
 
@@ -446,6 +448,7 @@ fn unix_sockets_accepted_without_an_address_are_dropped() {
         peer: None,
         listen_fd: Some(3),
         inherited_from: None,
+        passed_fd: None,
     };
     t.apply(&Event::Open(open), &mut r);
     assert_eq!(t.len(), 0);
@@ -608,6 +611,7 @@ fn inherited_open(child: u32, fd: i32, generation: u64, parent: u32) -> (ConnId,
         peer: None,
         listen_fd: None,
         inherited_from: Some(parent),
+        passed_fd: None,
     };
     (id, Event::Open(ev))
 }
@@ -758,4 +762,51 @@ fn a_connection_whose_start_the_ring_lost_is_an_incomplete_exchange() {
     let close = g.close(id);
     t.apply(&close, &mut r);
     assert_eq!(r.incomplete, vec![Incomplete::CaptureGap]);
+}
+
+#[test]
+fn a_socket_passed_to_another_process_is_decoded_there_with_the_senders_addresses() {
+    // Only port 11434, and no /proc: the receiver's connection is kept by the sender's addresses.
+    let mut t = ConnTable::new(ConnTableConfig {
+        proc_root: "/nonexistent-proc".into(),
+        ports: vec![11434],
+        ..ConnTableConfig::default()
+    });
+    let mut r = Recorder::default();
+    let (mut master, mut worker) = (Generator::new(7), Generator::new(9));
+    let accepted = ConnId {
+        tgid: 7,
+        fd: 6,
+        generation: master.tick(1),
+    };
+    let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+    t.add_existing(
+        accepted,
+        true,
+        addr("127.0.0.1:11434"),
+        addr("127.0.0.1:40000"),
+        1,
+    );
+    // The master passes fd 6; the worker receives it as fd 3, then the master closes its copy.
+    let (id, open) = inherited_open(9, 3, worker.tick(1), 7);
+    let Event::Open(mut passed) = open else {
+        unreachable!()
+    };
+    passed.passed_fd = Some(6);
+    t.apply(&Event::Open(passed), &mut r);
+    t.apply(&master.close(accepted), &mut r);
+    t.apply(&worker.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
+    for ev in [
+        HEAD.to_vec(),
+        token("a"),
+        sse_chunk("[DONE]"),
+        b"0\r\n\r\n".to_vec(),
+    ] {
+        t.apply(&worker.bytes(id, Direction::Egress, &ev, 1), &mut r);
+    }
+    assert!(t.take_untrack().is_empty());
+    assert_eq!(r.done.len(), 1);
+    let (done_id, role, ex) = &r.done[0];
+    assert_eq!((*done_id, *role, ex.status), (id, Role::Server, Some(200)));
+    assert_eq!((t.stats().passed, t.stats().opened_server), (1, 2));
 }

@@ -224,6 +224,7 @@ fn table_metrics(table: &ConnTable, m: &Metrics) {
         &s.connections.with_label_values(&["client"]),
         t.opened_client,
     );
+    s.set_total(&s.passed_connections, t.passed);
     s.connections_tracked.set(table.len() as i64);
     let budget = table.budget();
     s.buffered_bytes

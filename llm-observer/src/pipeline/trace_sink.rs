@@ -143,6 +143,7 @@ impl<W: Write> Sink for TraceSink<W> {
                 "type": event.kind_label(), "ts_ns": c.ts_ns, "tgid": c.conn.tgid, "tid": c.tid, "fd": c.conn.fd,
                 "generation": c.conn.generation, "role": c.role, "peer": c.peer.map(|a| a.to_string()), "conn": conn,
                 "inherited_from": c.inherited_from,
+                "passed_fd": c.passed_fd,
                 })
             }
             Event::ProcExit { tgid, ts_ns } => {

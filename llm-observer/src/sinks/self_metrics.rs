@@ -75,6 +75,8 @@ pub struct SelfMetrics {
     pub lost_control_events: IntCounter,
     /// Payload bytes not copied because an event hit the per-event capture cap.
     pub truncated_bytes: IntCounter,
+    /// Tracked sockets received over a unix socket and captured in the receiving process.
+    pub passed_connections: IntCounter,
     /// Bytes of connections classified as not HTTP/1 (counted, not decoded).
     pub other_protocol_bytes: IntCounter,
     /// `direction`: one of [`DIRECTIONS`].
@@ -123,6 +125,10 @@ impl SelfMetrics {
             truncated_bytes: reg.counter(
                 "llm_observer_truncated_bytes_total",
                 "Payload bytes not copied because a syscall exceeded the per-event capture cap.",
+            )?,
+            passed_connections: reg.counter(
+                "llm_observer_passed_connections_total",
+                "Tracked sockets passed to another process over a unix socket (SCM_RIGHTS) and captured in the process that received them.",
             )?,
             other_protocol_bytes: reg.counter(
                 "llm_observer_other_protocol_bytes_total",
