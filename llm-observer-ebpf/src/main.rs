@@ -28,6 +28,7 @@
 mod exec;
 mod floor;
 mod io;
+mod tls;
 
 use core::ffi::c_void;
 

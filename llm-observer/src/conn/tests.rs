@@ -130,6 +130,7 @@ impl Generator {
             pos,
             msg_len: advance,
             kind,
+            tls: false,
             payload: Bytes::copy_from_slice(bytes),
         })
     }
