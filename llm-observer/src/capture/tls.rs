@@ -262,7 +262,7 @@ impl TlsProbes {
             Outcome::Attached(n) => {
                 self.stats.libraries += 1;
                 self.stats.probes += n;
-                log::info!("TLS capture: {n} uprobes on {}", path.display());
+                log::info!("TLS capture: {n} uprobes on {}", shown(path).display());
             }
             Outcome::NotTls if !library => {}
             Outcome::NotTls => self.failed(path, "no SSL_write/SSL_read symbol"),
@@ -271,6 +271,7 @@ impl TlsProbes {
     }
 
     fn failed(&mut self, path: &Path, why: &str) {
+        let path = &shown(path);
         self.stats.attach_failures += 1;
         let now = Instant::now();
         if self
@@ -337,6 +338,15 @@ fn attach_one(
             );
             (missing, e.to_string())
         })
+}
+
+/// The file a `/proc/<pid>/exe` or `map_files` link names (for log lines), else `path`.
+fn shown(path: &Path) -> PathBuf {
+    let link = path.parent().is_some_and(|p| p.ends_with("map_files")) || path.ends_with("exe");
+    match link.then(|| fs::read_link(path)) {
+        Some(Ok(target)) => PathBuf::from(format!("{} ({})", target.display(), path.display())),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// Whether a file name is OpenSSL's (or BoringSSL's) libssl: `libssl.so`, `libssl.so.3`, ...

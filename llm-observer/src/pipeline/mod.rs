@@ -243,6 +243,8 @@ fn table_metrics(table: &ConnTable, m: &Metrics) {
         t.opened_client,
     );
     s.connections_tracked.set(table.len() as i64);
+    s.set_total(&s.tls_connections, t.tls_connections);
+    s.set_total(&s.other_protocol_connections, t.other_protocol);
     let budget = table.budget();
     s.buffered_bytes
         .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
@@ -279,7 +281,6 @@ fn housekeeping(
     s.tls_probes
         .set(i64::try_from(tls.probes).unwrap_or(i64::MAX));
     s.set_total(&s.tls_attach_failures, tls.attach_failures);
-    s.set_total(&s.tls_connections, t.tls_connections);
     s.set_total(
         &s.dropped.with_label_values(&["kernel_inflight_full"]),
         k.inflight_map_full,

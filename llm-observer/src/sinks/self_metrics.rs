@@ -87,6 +87,8 @@ pub struct SelfMetrics {
     pub tls_attach_failures: IntCounter,
     /// Connections whose TLS plaintext was captured.
     pub tls_connections: IntCounter,
+    /// Connections whose first bytes were not HTTP/1.x.
+    pub other_protocol_connections: IntCounter,
     /// TLS plaintext bytes that could not be tied to a tracked socket.
     pub tls_unmatched_bytes: IntCounter,
     /// Connections currently in the connection table.
@@ -158,6 +160,10 @@ impl SelfMetrics {
             tls_connections: reg.counter(
                 "llm_observer_tls_connections_total",
                 "Connections whose TLS plaintext was captured (decoded like plain HTTP).",
+            )?,
+            other_protocol_connections: reg.counter(
+                "llm_observer_other_protocol_connections_total",
+                "Connections whose first bytes were not HTTP/1.x (not decoded); a TLS connection counts only when it ends without any plaintext captured.",
             )?,
             tls_unmatched_bytes: reg.counter(
                 "llm_observer_tls_unmatched_bytes_total",
