@@ -428,3 +428,67 @@ fn a_client_connected_before_the_agent_is_captured_from_its_next_call() {
     );
     expect(&agent, &s, &e);
 }
+
+/// A credential no log line or trace field could contain by chance.
+const TLS_BEARER: &str = "planted-tls-bearer-5e1d9a77";
+
+/// `llm-observer trace <args>`, once its capture is attached.
+fn start_trace(args: &[&str]) -> Proc {
+    let bin = llm_observer_tests::harness::stack::path_from_env(
+        "LLM_OBSERVER_BIN",
+        "target/release/llm-observer",
+    );
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    let mut p = Proc::spawn("llm-observer trace", cmd).expect("start the trace");
+    p.wait_for_line(TIMEOUT, |s, l| {
+        // Logged once the TLS probes are attached, after the tracepoints.
+        (s == Stream::Stderr && l.contains("TLS capture: probes on")).then_some(())
+    })
+    .expect("trace attaches");
+    p
+}
+
+/// `trace --raw` shows TLS plaintext (as `ssl_read`/`ssl_write` events) with credentials
+/// redacted; `--show-secrets` proves the header really was in the captured plaintext.
+#[test]
+#[ignore = "needs root, BPF, nginx, curl, the release agent"]
+fn raw_traces_redact_credentials_in_tls_plaintext() {
+    let s = servers("raw");
+    let pid = s.nginx.proc.id().to_string();
+    let mut redacted = start_trace(&["trace", "--raw", "--pid", &pid]);
+    let mut shown = start_trace(&["trace", "--raw", "--show-secrets", "--pid", &pid]);
+    let model = s.model("tls-raw");
+    let body = json!({"model": model, "max_tokens": 2,
+        "messages": [{"role": "user", "content": "Why is the sky blue?"}]});
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60", "-o", "/dev/null", "--cacert"])
+        .arg(s.certs.cert())
+        .args(["-H", "content-type: application/json"])
+        .args(["-H", &format!("Authorization: Bearer {TLS_BEARER}")])
+        .arg("-d")
+        .arg(body.to_string())
+        .arg(format!("{}/v1/chat/completions", s.nginx.url()));
+    let (status, _, err) = run_to_end("curl", cmd, TIMEOUT).expect("curl runs");
+    assert!(status.success(), "curl: {}", err.join("\n"));
+    // nginx read the request head through SSL_read: both traces show that event.
+    let head = |l: &str| l.contains("\"syscall\":\"ssl_read\"") && l.contains("Authorization");
+    shown
+        .wait_for_line(SETTLE, |st, l| {
+            (st == Stream::Stdout && head(l) && l.contains(TLS_BEARER)).then_some(())
+        })
+        .expect("the --show-secrets trace shows the plaintext with the credential");
+    redacted
+        .wait_for_line(SETTLE, |st, l| {
+            (st == Stream::Stdout && head(l)).then_some(())
+        })
+        .expect("the redacted trace shows the plaintext request head");
+    redacted
+        .terminate(Duration::from_secs(10))
+        .expect("trace stops");
+    let out = redacted.output();
+    assert!(
+        !out.contains(TLS_BEARER),
+        "the credential leaked into the redacted raw trace:\n{out}"
+    );
+}
