@@ -492,3 +492,83 @@ fn raw_traces_redact_credentials_in_tls_plaintext() {
         "the credential leaked into the redacted raw trace:\n{out}"
     );
 }
+
+/// A libssl the agent has never seen — a copy (another inode) in a directory of its own, loaded by
+/// a client started after the agent — is found from the client's exec and probed before the
+/// client's first call; that call is counted exactly.
+#[test]
+#[ignore = "needs root, BPF, nginx, the release agent and the clients' venv"]
+fn a_libssl_from_any_path_loaded_after_start_is_probed() {
+    let s = servers("path");
+    let lib = s.certs.dir.join("lib");
+    std::fs::create_dir_all(&lib).expect("lib dir");
+    let system = [
+        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+        "/lib64/libssl.so.3",
+        "/usr/lib64/libssl.so.3",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("a system libssl.so.3");
+    std::fs::copy(system, lib.join("libssl.so.3")).expect("copy libssl");
+    let lib_str = lib.display().to_string();
+    let mut agent = Agent::start(&[]).expect("agent starts");
+    let model = s.model("tls-path");
+    let python = venv_python().expect("venv");
+    let mut cmd = Command::new(python);
+    cmd.env("LD_LIBRARY_PATH", &lib)
+        .arg(workspace_root().join("tests/clients/tls_waiting_client.py"))
+        .arg(s.nginx.url())
+        .arg(s.certs.cert())
+        .args([model.as_str(), "2", "fresh"]);
+    let mut client = Proc::spawn("tls_waiting_client", cmd).expect("client starts");
+    client
+        .wait_for_line(TIMEOUT, |stream, line| {
+            (stream == Stream::Stdout && line == "ready").then_some(())
+        })
+        .expect("client loaded its TLS library");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", client.id())).expect("maps");
+    assert!(
+        maps.contains(&format!("{lib_str}/libssl.so.3")),
+        "the client does not use the copied libssl:\n{maps}"
+    );
+    // The agent says when it has probed the copy (found in the client's maps after its exec).
+    agent
+        .proc
+        .wait_for_line(TIMEOUT, |_, l| {
+            (l.contains("TLS capture:") && l.contains("uprobes on") && l.contains(&lib_str))
+                .then_some(())
+        })
+        .expect("the agent probes the copied libssl");
+    signal(client.id(), libc::SIGUSR1);
+    let summary: Value = client
+        .wait_for_line(TIMEOUT, |stream, line| {
+            (stream == Stream::Stdout && line.starts_with('{'))
+                .then(|| serde_json::from_str(line).ok())
+                .flatten()
+        })
+        .expect("calls after the probes");
+    client.wait_exit(TIMEOUT).expect("client exits");
+    let prompt = summary["prompt_tokens"].as_f64().expect("prompt");
+    let completion = summary["completion_tokens"].as_f64().expect("completion");
+    assert_eq!(summary["ok"].as_f64(), Some(2.0), "{summary}");
+    let (peer, m) = (s.peer(), model.as_str());
+    let mut e = Expected::new();
+    e = calls(
+        e,
+        true,
+        &[("model", m), ("peer", &peer)],
+        2.0,
+        prompt,
+        completion,
+    );
+    e = calls(
+        e,
+        false,
+        &[("model", m), ("process", "nginx")],
+        2.0,
+        prompt,
+        completion,
+    );
+    expect(&agent, &s, &e);
+}

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """An HTTPS client already running (and connected) when the agent starts: tests/tls.rs.
 
-    tls_waiting_client.py BASE_URL CACERT MODEL N
+    tls_waiting_client.py BASE_URL CACERT MODEL N [fresh]
 
 Makes one chat call with the official OpenAI SDK (CPython's ssl, so libssl.so.3) on a
-single-connection pool, prints `ready`, waits for SIGUSR1, then makes N more calls on the same
-connection and prints one JSON line {"ok": .., "prompt_tokens": .., "completion_tokens": ..}
-for those N.
+single-connection pool (none with `fresh`: then only its TLS library is loaded), prints `ready`,
+waits for SIGUSR1, then makes N more calls on the same connection and prints one JSON line
+{"ok": .., "prompt_tokens": .., "completion_tokens": ..} for those N.
 """
 
 import json
@@ -20,6 +20,7 @@ import openai
 
 def main():
     base, cacert, model, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    fresh = sys.argv[5:] == ["fresh"]
     # Blocked before anything else, so a signal sent at any time after `ready` is waited for.
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
     http = openai.DefaultHttpxClient(
@@ -33,7 +34,8 @@ def main():
             model=model, max_tokens=8,
             messages=[{"role": "user", "content": "Why is the sky blue?"}])
 
-    call()
+    if not fresh:
+        call()
     print("ready", flush=True)
     signal.sigwait([signal.SIGUSR1])
     ok = prompt = completion = 0

@@ -65,13 +65,15 @@ const LIB_DIRS: &[&str] = &[
 ];
 
 /// When a new program's maps are read again after its exec: its loader maps `DT_NEEDED`
-/// libraries within milliseconds, interpreters `dlopen` theirs (Python's `_ssl`) later.
+/// libraries within milliseconds, interpreters `dlopen` theirs (Python's `_ssl`) after their
+/// imports, which can take seconds.
 const RESCAN_AFTER: &[Duration] = &[
     Duration::from_millis(0),
     Duration::from_millis(50),
     Duration::from_millis(300),
     Duration::from_secs(1),
     Duration::from_secs(3),
+    Duration::from_secs(10),
 ];
 
 /// Most exec'd processes waiting for a rescan (an exec storm must not grow memory).

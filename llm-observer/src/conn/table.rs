@@ -584,12 +584,24 @@ impl ConnTable {
                         // A TLS handshake: the SSL probes may deliver its plaintext later.
                         conn.tls = Tls::Handshake;
                         return;
+                    } else if conn.tls == Tls::Plaintext
+                        && !conn.from_start
+                        && !payload.starts_with(b"PRI * HTTP/2.0")
+                    {
+                        // Plaintext of a TLS connection seeded from /proc: it may start mid-message;
+                        // skipped until a message starts (the kernel does the same for a seeded
+                        // plain socket, but does not classify plaintext).
+                        return;
                     } else {
                         // Not HTTP/1.x: the kernel sends nothing more of it (it only counts its
-                        // bytes), so the table keeps no state for it either.
+                        // bytes), so the table keeps no state for it either. TLS plaintext is not
+                        // classified in the kernel: stop its copying.
                         self.stats.other_protocol += 1;
                         if payload.starts_with(b"PRI * HTTP/2.0") {
                             sink.unsupported(&conn.view(), Unsupported::Http2);
+                        }
+                        if conn.tls == Tls::Plaintext {
+                            self.untrack.push(d.conn);
                         }
                         self.forget(d.conn);
                         return;
