@@ -96,6 +96,12 @@ pub const DATA_FLAG_TRUNCATED: u16 = 1;
 pub const DATA_FLAG_EOF: u16 = 2;
 /// A zero-payload marker: a call failed with ECONNRESET or EPIPE, the peer reset or went away.
 pub const DATA_FLAG_RESET: u16 = 4;
+/// The event carries TLS plaintext (captured at the return of `SSL_read`/`SSL_write` and their
+/// `_ex` variants, tied to the socket of the syscall made inside that call). Its `pos` counts
+/// plaintext bytes: the kernel restarts both directions at 0 when a connection turns out to be
+/// TLS, and never delivers that connection's ciphertext again. Markers (EOF, RESET) of such a
+/// connection carry it too.
+pub const DATA_FLAG_TLS: u16 = 8;
 
 /// Which syscall produced a [`DataEvent`] (debugging and tests; not needed to decode).
 #[repr(u8)]
@@ -113,6 +119,10 @@ pub enum Syscall {
     Recvmmsg = 10,
     /// `sendfile64` from a file to a tracked socket: counted, never copied (a TRUNCATED marker).
     Sendfile = 11,
+    /// TLS plaintext written through `SSL_write`/`SSL_write_ex` (see [`DATA_FLAG_TLS`]).
+    SslWrite = 12,
+    /// TLS plaintext read through `SSL_read`/`SSL_read_ex` (see [`DATA_FLAG_TLS`]).
+    SslRead = 13,
 }
 
 impl Syscall {
@@ -129,6 +139,8 @@ impl Syscall {
             9 => Syscall::Recvmsg,
             10 => Syscall::Recvmmsg,
             11 => Syscall::Sendfile,
+            12 => Syscall::SslWrite,
+            13 => Syscall::SslRead,
             _ => return None,
         })
     }
@@ -146,6 +158,8 @@ impl Syscall {
             Syscall::Recvmsg => "recvmsg",
             Syscall::Recvmmsg => "recvmmsg",
             Syscall::Sendfile => "sendfile",
+            Syscall::SslWrite => "ssl_write",
+            Syscall::SslRead => "ssl_read",
         }
     }
 
@@ -156,7 +170,8 @@ impl Syscall {
             | Syscall::Sendto
             | Syscall::Sendmsg
             | Syscall::Sendmmsg
-            | Syscall::Sendfile => DIR_EGRESS,
+            | Syscall::Sendfile
+            | Syscall::SslWrite => DIR_EGRESS,
             _ => DIR_INGRESS,
         }
     }
@@ -264,6 +279,10 @@ pub const PROTO_OTHER: u32 = 2;
 /// Seeded from /proc (existed before the agent): its next bytes may be mid-message, so every call
 /// is classified until one starts like HTTP/1.x; bytes before that are counted, not copied.
 pub const PROTO_SEEDED: u32 = 3;
+/// A syscall on this socket happened inside an `SSL_*` call: the socket carries TLS. Its
+/// ciphertext is never copied nor counted as other-protocol bytes; the plaintext comes from the
+/// SSL probes instead, with positions restarted at 0 (see [`DATA_FLAG_TLS`]).
+pub const PROTO_TLS: u32 = 4;
 
 /// Whether a connection's first four bytes start an HTTP/1.x message: a request method (CONNECT
 /// included; user space reports the tunnel as unsupported) or the `HTTP` of a status line. The
@@ -387,10 +406,13 @@ pub enum Stat {
     /// [`TRACKED_FDS`] tracked sockets, or the per-process map was full): a child forked while it
     /// is open will not be captured on it.
     ForkListFull = 6,
+    /// TLS plaintext bytes (returned by an `SSL_*` call) that could not be tied to a tracked
+    /// socket: no syscall inside the call touched one and the `SSL*` had no remembered socket.
+    TlsUnmatchedBytes = 7,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 7;
+pub const STAT_COUNT: u32 = 8;
 
 /// Byte offsets of syscall tracepoint arguments (`/sys/kernel/tracing/events/syscalls/*/format`):
 /// every `sys_enter_*` has `__syscall_nr` at 8 and then 8-byte args from 16; every `sys_exit_*` has

@@ -18,9 +18,10 @@ use aya_ebpf::{
 };
 use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET,
-    DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs, MAX_CAPTURE_PER_CALL,
-    MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_OTHER,
-    PROTO_SEEDED, PROTO_UNKNOWN, Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET, conn_key,
+    DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs,
+    MAX_CAPTURE_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP,
+    PROTO_OTHER, PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN, Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET,
+    conn_key,
     starts_like_http1,
 };
 
@@ -33,7 +34,7 @@ use crate::{
 /// progress.
 #[repr(C)]
 pub struct Segments {
-    n: u32,
+    pub(crate) n: u32,
     _pad: u32,
     ptr: [u64; MAX_SEGMENTS],
     len: [u64; MAX_SEGMENTS],
@@ -81,6 +82,9 @@ struct CopyState {
     fd: i32,
     dir: u32,
     sys: u32,
+    /// `DATA_FLAG_*` bits every event of this copy carries (`DATA_FLAG_TLS` or 0).
+    flags: u32,
+    _pad: u32,
 }
 
 /// `struct user_msghdr`: msg_iov @16, msg_iovlen @24. `struct mmsghdr`: msghdr + msg_len @56, 64 bytes.
@@ -120,6 +124,8 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     };
     // SAFETY: map value pointer, plain integers.
     let generation = unsafe { (*conn).generation };
+    // Inside an SSL call: this socket carries TLS (see tls.rs).
+    crate::tls::nested_syscall(pid_tgid, fd, conn);
     // recv flags: recvfrom's and recvmmsg's 4th argument, recvmsg's 3rd (in the `count` slot).
     let flags = match sys {
         // SAFETY: offset from the format files.
@@ -199,7 +205,27 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
         total: 0,
         dir,
         sys,
+        flags: 0,
     };
+    if proto == PROTO_TLS {
+        // Ciphertext: never copied, never counted as another protocol (the SSL probes deliver
+        // the plaintext). Only the end of the stream is told, at the plaintext position.
+        ev.flags = DATA_FLAG_TLS;
+        if ret == -ECONNRESET || ret == -EPIPE {
+            marker(&ev, DATA_FLAG_RESET, 0);
+        } else if ret == 0 && dir == DIR_INGRESS {
+            let asked = match sys {
+                Syscall::Read | Syscall::Recvfrom | Syscall::Readv => args.count > 0,
+                // 0 messages is not an end of stream.
+                Syscall::Recvmmsg => false,
+                _ => true,
+            };
+            if asked {
+                marker(&ev, DATA_FLAG_EOF, 0);
+            }
+        }
+        return 0;
+    }
     if ret < 0 {
         // A reset or a vanished peer ends the connection from the peer's side, like EOF: user
         // space needs it to tell a client's cancel from a server's close.
@@ -289,15 +315,17 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
     0
 }
 
-struct Meta {
-    pid_tgid: u64,
-    fd: i32,
-    generation: u64,
-    now: u64,
-    pos: u64,
-    total: u64,
-    dir: u8,
-    sys: Syscall,
+pub(crate) struct Meta {
+    pub(crate) pid_tgid: u64,
+    pub(crate) fd: i32,
+    pub(crate) generation: u64,
+    pub(crate) now: u64,
+    pub(crate) pos: u64,
+    pub(crate) total: u64,
+    pub(crate) dir: u8,
+    pub(crate) sys: Syscall,
+    /// `DATA_FLAG_*` bits every event and marker of this call carries (`DATA_FLAG_TLS` or 0).
+    pub(crate) flags: u16,
 }
 
 /// Notification flags for a data event. With `Config::wake_bytes` set the agent drains the ring
@@ -339,7 +367,7 @@ fn data_flags(len: usize) -> Option<u64> {
 }
 
 /// A zero-payload event: EOF, or TRUNCATED with `msg_len` = bytes not captured from `pos`.
-fn marker(m: &Meta, flags: u16, missing: u64) {
+pub(crate) fn marker(m: &Meta, flags: u16, missing: u64) {
     let Some(p) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -355,7 +383,7 @@ fn marker(m: &Meta, flags: u16, missing: u64) {
     ev.len = 0;
     ev.direction = m.dir;
     ev.syscall = m.sys as u8;
-    ev.flags = flags;
+    ev.flags = flags | m.flags;
     // SAFETY: the header part of the scratch event is initialised above.
     let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, DATA_EVENT_HEADER_LEN) };
     if EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
@@ -373,7 +401,7 @@ fn marker(m: &Meta, flags: u16, missing: u64) {
 /// not on the stack: map contents are opaque to the verifier, so every iteration looks the same to
 /// it and the callback's verification converges at once (stack state would be tracked precisely,
 /// iteration by iteration, and blow the instruction budget).
-fn copy_out(m: &Meta, segs: *mut Segments, cap: u64) -> u64 {
+pub(crate) fn copy_out(m: &Meta, segs: *mut Segments, cap: u64) -> u64 {
     let state = CopyState {
         pid_tgid: m.pid_tgid,
         generation: m.generation,
@@ -387,6 +415,8 @@ fn copy_out(m: &Meta, segs: *mut Segments, cap: u64) -> u64 {
         fd: m.fd,
         dir: m.dir as u32,
         sys: m.sys as u32,
+        flags: m.flags as u32,
+        _pad: 0,
     };
     // SAFETY: per-CPU scratch, owned by this program until it returns.
     unsafe { core::ptr::write_volatile(&raw mut (*segs).meta, state) };
@@ -440,7 +470,7 @@ extern "C" fn copy_chunk(_index: u32, _ctx: *mut c_void) -> i64 {
     ev.len = n as u32;
     ev.direction = c.dir as u8;
     ev.syscall = c.sys as u8;
-    ev.flags = 0;
+    ev.flags = c.flags as u16;
     let payload: &mut [u8; MAX_PAYLOAD] = &mut ev.payload;
     // SAFETY: user memory through the checked helper.
     if unsafe { bpf_probe_read_user_buf((sp + c.off) as *const u8, &mut payload[..n]) }.is_err() {
@@ -486,7 +516,7 @@ fn classify(segs: *const Segments) -> u32 {
     }
 }
 
-fn push(segs: &mut Segments, ptr: u64, len: u64) {
+pub(crate) fn push(segs: &mut Segments, ptr: u64, len: u64) {
     let i = segs.n as usize;
     if i < MAX_SEGMENTS && len > 0 {
         segs.ptr[i] = ptr;
@@ -506,7 +536,12 @@ fn gather(sys: Syscall, args: &IoArgs, ret: u64, segs: *mut Segments) -> u64 {
     let s = unsafe { &mut *segs };
     s.n = 0;
     let (iov, iovcnt, msgs, nmsg, max_iov, loops) = match sys {
-        Syscall::Write | Syscall::Read | Syscall::Sendto | Syscall::Recvfrom => {
+        Syscall::Write
+        | Syscall::Read
+        | Syscall::Sendto
+        | Syscall::Recvfrom
+        | Syscall::SslWrite
+        | Syscall::SslRead => {
             push(s, args.buf, ret);
             return ret;
         }

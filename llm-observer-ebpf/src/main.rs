@@ -31,6 +31,7 @@ mod exec;
 mod floor;
 mod io;
 mod passed;
+mod tls;
 
 use core::ffi::c_void;
 

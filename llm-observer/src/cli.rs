@@ -164,6 +164,11 @@ pub struct CaptureArgs {
     #[arg(long, env = "LLM_OBSERVER_ALL_PROTOCOLS", global = true)]
     pub all_protocols: bool,
 
+    /// Do not attach the TLS uprobes (OpenSSL/BoringSSL `SSL_read`/`SSL_write`): HTTPS traffic is
+    /// then counted as another protocol, not decoded.
+    #[arg(long, env = "LLM_OBSERVER_NO_TLS", global = true)]
+    pub no_tls: bool,
+
     /// Most connections tracked at once.
     #[arg(
         long,

@@ -60,6 +60,7 @@ fn capture_config(a: &CaptureArgs) -> CaptureConfig {
         ignore_pid: Some(procfs::own_pid(&a.proc_root)),
         all_protocols: a.all_protocols,
         poll_interval: Duration::from_millis(a.ring_poll_ms),
+        tls: !a.no_tls,
     }
 }
 
@@ -85,6 +86,8 @@ fn start_capture(a: &CaptureArgs) -> anyhow::Result<(Capture, ConnTable)> {
     );
     let mut table = ConnTable::new(table_config(a));
     pipeline::seed_existing(&mut capture, &mut table, &a.proc_root, a.pid);
+    // Before /metrics is served: a running process's next SSL call is captured once it is.
+    capture.scan_tls(&a.proc_root);
     Ok((capture, table))
 }
 

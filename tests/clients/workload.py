@@ -60,6 +60,8 @@ def parse_args(argv):
                    help="a fresh client (so a fresh TCP connection) for every request")
     p.add_argument("--client", choices=["sdk", "curl"], default="sdk")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
+    p.add_argument("--cacert", default=None,
+                   help="CA certificate (PEM) to trust for an https:// base URL (openai/anthropic SDKs)")
     a = p.parse_args(argv)
     a.endpoint = a.endpoint or DEFAULT_ENDPOINT[a.api]
     valid = {"openai": {"chat", "completions"}, "anthropic": {"messages"}, "ollama": {"chat", "generate"}}
@@ -100,6 +102,15 @@ def error_name(exc):
 # ---------------------------------------------------------------- clients
 
 
+def tls_args(a):
+    """`verify=` for the SDKs' HTTP client: the test's self-signed CA (CPython's ssl, so libssl.so.3)."""
+    if not a.cacert:
+        return {}
+    import ssl
+
+    return {"verify": ssl.create_default_context(cafile=a.cacert)}
+
+
 def make_client(a):
     limits_n = 1 if a.keepalive else max(a.concurrency, 1)
     if a.api == "openai":
@@ -108,7 +119,7 @@ def make_client(a):
 
         http = openai.DefaultHttpxClient(
             limits=httpx2.Limits(max_connections=limits_n, max_keepalive_connections=limits_n),
-            trust_env=False, timeout=a.timeout)
+            trust_env=False, timeout=a.timeout, **tls_args(a))
         return openai.OpenAI(base_url=a.base_url.rstrip("/") + "/v1", api_key="sk-emulator",
                              max_retries=0, timeout=a.timeout, http_client=http)
     if a.api == "anthropic":
@@ -117,7 +128,7 @@ def make_client(a):
 
         http = anthropic.DefaultHttpxClient(
             limits=httpx2.Limits(max_connections=limits_n, max_keepalive_connections=limits_n),
-            trust_env=False, timeout=a.timeout)
+            trust_env=False, timeout=a.timeout, **tls_args(a))
         return anthropic.Anthropic(base_url=a.base_url.rstrip("/"), api_key="sk-ant-emulator",
                                    max_retries=0, timeout=a.timeout, http_client=http)
     import httpx

@@ -7,9 +7,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use bytes::Bytes;
 use llm_observer_common::{
-    ConnEvent, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET, DATA_FLAG_TRUNCATED,
-    DIR_EGRESS, EventHeader, EventKind, ExecEvent, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER,
-    SOCKADDR_MAX, Syscall,
+    ConnEvent, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET, DATA_FLAG_TLS,
+    DATA_FLAG_TRUNCATED, DIR_EGRESS, EventHeader, EventKind, ExecEvent, MAX_PAYLOAD, ROLE_CLIENT,
+    ROLE_SERVER, SOCKADDR_MAX, Syscall,
 };
 
 /// Why a ring record could not be decoded.
@@ -89,6 +89,9 @@ pub struct DataEvent {
     /// Bytes the whole syscall moved (for a `Truncated` marker: see `DataKind`).
     pub msg_len: u64,
     pub kind: DataKind,
+    /// TLS plaintext (from the SSL probes), or a marker of a TLS connection: `pos` counts
+    /// plaintext bytes, restarted at 0 when the kernel found the connection to be TLS.
+    pub tls: bool,
     pub payload: Bytes,
 }
 
@@ -224,6 +227,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
                 pos,
                 msg_len,
                 kind,
+                tls: flags & DATA_FLAG_TLS != 0,
                 payload: Bytes::copy_from_slice(
                     &buf[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + len],
                 ),

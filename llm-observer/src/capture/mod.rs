@@ -11,6 +11,7 @@ pub mod inflight;
 pub mod procfs;
 pub mod system;
 mod tgid_bits;
+pub mod tls;
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -98,6 +99,8 @@ pub struct CaptureConfig {
     /// eighth of the ring is waiting. Zero: a wakeup whenever the reader has caught up (the
     /// kernel's adaptive rule; one per record at moderate rates).
     pub poll_interval: Duration,
+    /// Capture TLS plaintext through uprobes on OpenSSL/BoringSSL (`--tls`).
+    pub tls: bool,
 }
 
 impl Default for CaptureConfig {
@@ -109,6 +112,7 @@ impl Default for CaptureConfig {
             ignore_pid: Some(std::process::id()),
             all_protocols: false,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            tls: true,
         }
     }
 }
@@ -150,6 +154,7 @@ pub struct Capture {
     seed_generation: u64,
     poll_interval: Duration,
     seeded_tgids: TgidBits,
+    tls: tls::TlsProbes,
 }
 
 impl Capture {
@@ -241,6 +246,8 @@ impl Capture {
                 })?;
             attached.push(format!("{category}:{name}"));
         }
+        let mut tls = tls::TlsProbes::new(cfg.tls);
+        tls.load(&mut ebpf);
         Ok(Capture {
             ebpf,
             ring: Some(ring),
@@ -248,7 +255,28 @@ impl Capture {
             seed_generation: 0,
             poll_interval: cfg.poll_interval,
             seeded_tgids,
+            tls,
         })
+    }
+
+    /// Attaches the TLS probes to the libraries and executables of the host and of every running
+    /// process (see [`tls`]). Their next SSL call is captured.
+    pub fn scan_tls(&mut self, proc_root: &Path) {
+        self.tls.scan_existing(&mut self.ebpf, proc_root);
+    }
+
+    /// A process exec'd: its program and libraries are looked at for TLS functions.
+    pub fn tls_exec(&mut self, tgid: u32) {
+        self.tls.exec(tgid);
+    }
+
+    /// Rescans exec'd processes that are due (cheap when none is).
+    pub fn tls_due(&mut self) {
+        self.tls.run_due(&mut self.ebpf);
+    }
+
+    pub fn tls_stats(&self) -> tls::TlsStats {
+        self.tls.stats()
     }
 
     /// The tracepoints attached, as `category:name`.
@@ -460,6 +488,7 @@ impl Capture {
             conn_map_full: out[Stat::ConnMapFull as usize],
             inflight_map_full: out[Stat::InflightMapFull as usize],
             fork_list_full: out[Stat::ForkListFull as usize],
+            tls_unmatched_bytes: out[Stat::TlsUnmatchedBytes as usize],
         }
     }
 
@@ -479,4 +508,5 @@ pub struct KernelStats {
     pub conn_map_full: u64,
     pub inflight_map_full: u64,
     pub fork_list_full: u64,
+    pub tls_unmatched_bytes: u64,
 }

@@ -93,8 +93,11 @@ pub struct TableStats {
     pub orphan_events: u64,
     /// Bytes announced missing by the kernel or found missing by position.
     pub gap_bytes: u64,
-    /// Connections whose first bytes were not HTTP/1.x.
+    /// Connections whose first bytes were not HTTP/1.x (a TLS connection counts only when it
+    /// ends without any plaintext captured: its process's TLS library was not probed).
     pub other_protocol: u64,
+    /// Connections whose TLS plaintext was captured (they are decoded like plain HTTP).
+    pub tls_connections: u64,
     pub captured_bytes_ingress: u64,
     pub captured_bytes_egress: u64,
 }
@@ -123,6 +126,20 @@ struct Conn {
     /// event further on means the capture lost its start. (A socket seeded from /proc or
     /// inherited across fork starts wherever the kernel began delivering.)
     from_start: bool,
+    tls: Tls,
+}
+
+/// What the table knows of a connection's TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// No sign of TLS.
+    No,
+    /// Its first bytes were a TLS record (the handshake) and no plaintext came yet: kept, without
+    /// a decoder, in case the SSL probes deliver the plaintext; counted as another protocol only
+    /// if it ends without.
+    Handshake,
+    /// The kernel delivers its plaintext (`DataEvent::tls`); its ciphertext is ignored.
+    Plaintext,
 }
 
 impl Conn {
@@ -312,6 +329,7 @@ impl ConnTable {
                 last_ts: ts_ns,
                 charged: 0,
                 from_start,
+                tls: Tls::No,
             },
         );
         self.by_tgid.entry(id.tgid).or_default().insert(id, ());
@@ -473,6 +491,22 @@ impl ConnTable {
             return;
         };
         conn.last_ts = d.ts_ns;
+        if d.tls && conn.tls != Tls::Plaintext {
+            // The kernel found this connection to be TLS: what came before was ciphertext (the
+            // handshake, classified as not HTTP), and the plaintext streams start at 0.
+            conn.tls = Tls::Plaintext;
+            conn.proto = Proto::Unknown;
+            conn.next_pos = [0, 0];
+            conn.peer_eof = false;
+            self.stats.tls_connections += 1;
+            let charged = std::mem::take(&mut conn.charged);
+            self.budget.release(charged);
+        } else if !d.tls && conn.tls != Tls::No {
+            // Ciphertext of a TLS connection (the first bytes of its handshake, or every byte
+            // under --all-protocols): never decoded.
+            sink.raw(event, Some(&conn.view()));
+            return;
+        }
         let di = dir_index(d.direction);
         let stream = conn.stream(d.direction);
         // The ring lost this connection's first bytes (its request head, say): decode it from
@@ -576,12 +610,28 @@ impl ConnTable {
                 if matches!(conn.proto, Proto::Unknown) && !payload.is_empty() {
                     if payload.len() < 4 || looks_like_http1(payload) {
                         conn.proto = Proto::Http(Box::new(ConnDecoder::new(self.cfg.limits)));
+                    } else if conn.tls == Tls::No && looks_like_tls(payload) {
+                        // A TLS handshake: the SSL probes may deliver its plaintext later.
+                        conn.tls = Tls::Handshake;
+                        return;
+                    } else if conn.tls == Tls::Plaintext
+                        && !conn.from_start
+                        && !payload.starts_with(b"PRI * HTTP/2.0")
+                    {
+                        // Plaintext of a TLS connection seeded from /proc: it may start mid-message;
+                        // skipped until a message starts (the kernel does the same for a seeded
+                        // plain socket, but does not classify plaintext).
+                        return;
                     } else {
                         // Not HTTP/1.x: the kernel sends nothing more of it (it only counts its
-                        // bytes), so the table keeps no state for it either.
+                        // bytes), so the table keeps no state for it either. TLS plaintext is not
+                        // classified in the kernel: stop its copying.
                         self.stats.other_protocol += 1;
                         if payload.starts_with(b"PRI * HTTP/2.0") {
                             sink.unsupported(&conn.view(), Unsupported::Http2);
+                        }
+                        if conn.tls == Tls::Plaintext {
+                            self.untrack.push(d.conn);
                         }
                         self.forget(d.conn);
                         return;
@@ -672,6 +722,11 @@ impl ConnTable {
         if let Some(m) = self.by_tgid.get_mut(&id.tgid) {
             m.remove(&id);
         }
+        if conn.tls == Tls::Handshake {
+            // TLS whose plaintext was never captured (a TLS library without probes): as opaque
+            // as any other protocol.
+            self.stats.other_protocol += 1;
+        }
         if let Proto::Http(dec) = &mut conn.proto {
             dec.end(by, ts_ns, &mut self.out);
         }
@@ -694,6 +749,11 @@ impl ConnTable {
             self.untrack.push(id);
         }
     }
+}
+
+/// Whether `b` starts a TLS handshake record (content type 22, version 3.x).
+pub fn looks_like_tls(b: &[u8]) -> bool {
+    matches!(b, [0x16, 0x03, 0x00..=0x04, ..])
 }
 
 /// The kernel's test of a connection's first bytes ([`starts_like_http1`]), applied again here

@@ -57,6 +57,8 @@ struct Generator {
     tgid: u32,
     now: u64,
     pos: std::collections::HashMap<(ConnId, bool), u64>,
+    /// Plaintext positions of TLS connections (the kernel restarts them at 0).
+    tls_pos: std::collections::HashMap<(ConnId, bool), u64>,
 }
 
 impl Generator {
@@ -65,6 +67,7 @@ impl Generator {
             tgid,
             now: 1_000_000_000,
             pos: Default::default(),
+            tls_pos: Default::default(),
         }
     }
 
@@ -132,12 +135,39 @@ impl Generator {
             pos,
             msg_len: advance,
             kind,
+            tls: false,
             payload: Bytes::copy_from_slice(bytes),
         })
     }
 
     fn bytes(&mut self, id: ConnId, dir: Direction, bytes: &[u8], ms: u64) -> Event {
         self.data(id, dir, DataKind::Bytes, bytes, ms)
+    }
+
+    /// TLS plaintext from the SSL probes: its own positions, from 0.
+    fn tls(&mut self, id: ConnId, dir: Direction, bytes: &[u8], ms: u64) -> Event {
+        let ts_ns = self.tick(ms);
+        let key = (id, dir == Direction::Egress);
+        let pos = *self.tls_pos.get(&key).unwrap_or(&0);
+        self.tls_pos.insert(key, pos + bytes.len() as u64);
+        let syscall = if dir == Direction::Egress {
+            Syscall::SslWrite
+        } else {
+            Syscall::SslRead
+        };
+        Event::Data(DataEvent {
+            conn: id,
+            tid: self.tgid,
+            cpu: 0,
+            ts_ns,
+            direction: dir,
+            syscall,
+            pos,
+            msg_len: bytes.len() as u64,
+            kind: DataKind::Bytes,
+            tls: true,
+            payload: Bytes::copy_from_slice(bytes),
+        })
     }
 }
 
@@ -313,9 +343,11 @@ fn non_http_connections_are_dropped_and_http2_is_reported() {
         &mut r,
     );
     t.apply(&g.bytes(h2, Direction::Egress, REQUEST, 1), &mut r);
-    assert_eq!(t.stats().other_protocol, 2);
-    // The table keeps nothing for them (the kernel only counts their bytes from now on).
-    assert_eq!(t.len(), 0);
+    // The table keeps nothing for h2 (the kernel only counts its bytes from now on); the TLS
+    // handshake is kept in case its plaintext comes, and counted when it ends without any.
+    assert_eq!((t.stats().other_protocol, t.len()), (1, 1));
+    t.apply(&g.close(tls), &mut r);
+    assert_eq!((t.stats().other_protocol, t.len()), (2, 0));
     assert_eq!(r.unsupported, vec![Unsupported::Http2]);
     assert!(r.started.is_empty() && r.done.is_empty() && r.errors.is_empty());
 }
@@ -809,4 +841,74 @@ fn a_socket_passed_to_another_process_is_decoded_there_with_the_senders_addresse
     let (done_id, role, ex) = &r.done[0];
     assert_eq!((*done_id, *role, ex.status), (id, Role::Server, Some(200)));
     assert_eq!((t.stats().passed, t.stats().opened_server), (1, 2));
+}
+
+#[test]
+fn tls_plaintext_is_decoded_and_its_ciphertext_ignored() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (id, open) = g.open(4, KernelRole::Client, "10.0.0.1:443");
+    t.apply(&open, &mut r);
+    // The handshake's first bytes (a probe-less start, or the kernel's first chunk).
+    let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+    t.apply(&g.bytes(id, Direction::Egress, hello, 1), &mut r);
+    // The plaintext, from position 0 of each direction.
+    t.apply(&g.tls(id, Direction::Egress, REQUEST, 1), &mut r);
+    t.apply(&g.tls(id, Direction::Ingress, HEAD, 100), &mut r);
+    // Ciphertext of the same connection (as --all-protocols delivers it): never decoded.
+    t.apply(
+        &g.bytes(id, Direction::Ingress, b"\x17\x03\x03\x00\x20garbage", 0),
+        &mut r,
+    );
+    for ev in [
+        token("a"),
+        token("b"),
+        sse_chunk("[DONE]"),
+        b"0\r\n\r\n".to_vec(),
+    ] {
+        t.apply(&g.tls(id, Direction::Ingress, &ev, 5), &mut r);
+    }
+    assert_eq!(r.started.len(), 1);
+    let (done_id, role, ex) = &r.done[0];
+    assert_eq!((*done_id, *role), (id, Role::Client));
+    assert_eq!(ex.status, Some(200));
+    assert_eq!(ex.tokens.completion, TokenCount::counted(2));
+    assert_eq!(ex.error, None);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    t.apply(&g.close(id), &mut r);
+    let s = t.stats();
+    assert_eq!(
+        (s.other_protocol, s.tls_connections, s.gap_bytes),
+        (0, 1, 0)
+    );
+}
+
+#[test]
+fn a_seeded_tls_connection_is_decoded_from_its_first_plaintext() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let id = ConnId {
+        tgid: 7,
+        fd: 9,
+        generation: 5,
+    };
+    t.add_existing(
+        id,
+        false,
+        "127.0.0.1:50000".parse().expect("addr"),
+        "10.0.0.1:443".parse().expect("addr"),
+        g.tick(0),
+    );
+    // No handshake seen; the first plaintext is the end of a stream in flight at start (skipped),
+    // then a whole exchange.
+    t.apply(&g.tls(id, Direction::Ingress, &token("z"), 1), &mut r);
+    t.apply(&g.tls(id, Direction::Egress, REQUEST, 1), &mut r);
+    t.apply(&g.tls(id, Direction::Ingress, HEAD, 10), &mut r);
+    for ev in [token("a"), sse_chunk("[DONE]"), b"0\r\n\r\n".to_vec()] {
+        t.apply(&g.tls(id, Direction::Ingress, &ev, 5), &mut r);
+    }
+    assert_eq!(r.done.len(), 1);
+    assert_eq!(r.done[0].2.tokens.completion, TokenCount::counted(1));
+    assert_eq!(
+        (t.stats().other_protocol, t.stats().tls_connections),
+        (0, 1)
+    );
 }

@@ -112,6 +112,7 @@ pub async fn run(
         counters,
         metrics: metrics.as_deref(),
         last_ts: 0,
+        execs: Vec::new(),
     };
     let mut ticks = 0u64;
     tokio::pin!(shutdown);
@@ -124,15 +125,18 @@ pub async fn run(
                     guard.clear_ready();
                 }
                 state.publish();
+                tls_discovery(&mut capture, &mut state.execs);
             }
             // Data records wake the reader only past a fill threshold (`CaptureConfig::poll_interval`):
             // below it, this timer drains them.
             _ = poll.tick(), if polling => {
                 drain(ring.get_mut(), &mut state);
                 state.publish();
+                tls_discovery(&mut capture, &mut state.execs);
             }
             _ = tick.tick() => {
                 ticks += 1;
+                tls_discovery(&mut capture, &mut state.execs);
                 housekeeping(&mut capture, state.table, state.sink, metrics.as_deref());
                 if ticks.is_multiple_of(SWEEP_TICKS) {
                     let (removed, left) = capture.sweep_dead(state.table.proc_root());
@@ -153,6 +157,8 @@ struct Drain<'a> {
     metrics: Option<&'a Metrics>,
     /// Newest kernel timestamp applied.
     last_ts: u64,
+    /// Processes that exec'd since the last TLS discovery.
+    execs: Vec<u32>,
 }
 
 impl Drain<'_> {
@@ -190,6 +196,9 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
                     }
                 }
                 drop(item);
+                if let event::Event::ProcExec { tgid, .. } = &ev {
+                    s.execs.push(*tgid);
+                }
                 s.table.apply(&ev, s.sink);
             }
             Err(e) => {
@@ -201,6 +210,15 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
         }
     }
     false
+}
+
+/// Hands exec'd processes to the TLS discovery and runs its due rescans (outside the ring's
+/// batch: attaching reads ELF files).
+fn tls_discovery(capture: &mut Capture, execs: &mut Vec<u32>) {
+    for tgid in execs.drain(..) {
+        capture.tls_exec(tgid);
+    }
+    capture.tls_due();
 }
 
 /// The self-metrics the connection table keeps, set with each applied batch: a reader that waited
@@ -226,6 +244,8 @@ fn table_metrics(table: &ConnTable, m: &Metrics) {
     );
     s.set_total(&s.passed_connections, t.passed);
     s.connections_tracked.set(table.len() as i64);
+    s.set_total(&s.tls_connections, t.tls_connections);
+    s.set_total(&s.other_protocol_connections, t.other_protocol);
     let budget = table.budget();
     s.buffered_bytes
         .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
@@ -255,6 +275,13 @@ fn housekeeping(
     s.set_lost_events(k.lost_events + k.lost_control_events, k.lost_control_events);
     s.set_total(&s.truncated_bytes, k.truncated_bytes);
     s.set_total(&s.other_protocol_bytes, k.other_protocol_bytes);
+    s.set_total(&s.tls_unmatched_bytes, k.tls_unmatched_bytes);
+    let tls = capture.tls_stats();
+    s.tls_libraries
+        .set(i64::try_from(tls.libraries).unwrap_or(i64::MAX));
+    s.tls_probes
+        .set(i64::try_from(tls.probes).unwrap_or(i64::MAX));
+    s.set_total(&s.tls_attach_failures, tls.attach_failures);
     s.set_total(
         &s.dropped.with_label_values(&["kernel_inflight_full"]),
         k.inflight_map_full,

@@ -19,8 +19,10 @@ pub struct TraceSink<W: Write> {
     show_secrets: bool,
     pub lines: u64,
     limit: Option<(u64, tokio::sync::watch::Sender<bool>)>,
-    /// Credential redaction state per connection and direction (a header can span events).
-    redactors: HashMap<(ConnId, Direction), Redactor>,
+    /// Credential redaction state (a header can span events), by connection, direction and
+    /// whether the bytes are TLS plaintext: a connection's plaintext stream starts afresh (at a
+    /// line start), whatever its ciphertext's last bytes were.
+    redactors: HashMap<(ConnId, Direction, bool), Redactor>,
 }
 
 /// Redaction states kept at most; beyond, they are reset (a bounded trace-only cost).
@@ -125,7 +127,10 @@ impl<W: Write> Sink for TraceSink<W> {
                     if self.redactors.len() > MAX_REDACTORS {
                         self.redactors.clear();
                     }
-                    let r = self.redactors.entry((d.conn, d.direction)).or_default();
+                    let r = self
+                        .redactors
+                        .entry((d.conn, d.direction, d.tls))
+                        .or_default();
                     escape(&r.redact(&d.payload))
                 };
                 json!({
@@ -137,7 +142,9 @@ impl<W: Write> Sink for TraceSink<W> {
             }
             Event::Open(c) | Event::Close(c) => {
                 for dir in [Direction::Egress, Direction::Ingress] {
-                    self.redactors.remove(&(c.conn, dir));
+                    for tls in [false, true] {
+                        self.redactors.remove(&(c.conn, dir, tls));
+                    }
                 }
                 json!({
                 "type": event.kind_label(), "ts_ns": c.ts_ns, "tgid": c.conn.tgid, "tid": c.tid, "fd": c.conn.fd,
@@ -147,7 +154,7 @@ impl<W: Write> Sink for TraceSink<W> {
                 })
             }
             Event::ProcExit { tgid, ts_ns } => {
-                self.redactors.retain(|(id, _), _| id.tgid != *tgid);
+                self.redactors.retain(|(id, _, _), _| id.tgid != *tgid);
                 json!({"type": "proc_exit", "ts_ns": ts_ns, "tgid": tgid})
             }
             Event::OomVictim { pid, ts_ns } => {

@@ -81,6 +81,18 @@ pub struct SelfMetrics {
     pub other_protocol_bytes: IntCounter,
     /// `direction`: one of [`DIRECTIONS`].
     pub captured_bytes: IntCounterVec,
+    /// Libraries/executables with the TLS uprobes attached.
+    pub tls_libraries: IntGauge,
+    /// TLS uprobes attached.
+    pub tls_probes: IntGauge,
+    /// Files with TLS functions that could not be probed.
+    pub tls_attach_failures: IntCounter,
+    /// Connections whose TLS plaintext was captured.
+    pub tls_connections: IntCounter,
+    /// Connections whose first bytes were not HTTP/1.x.
+    pub other_protocol_connections: IntCounter,
+    /// TLS plaintext bytes that could not be tied to a tracked socket.
+    pub tls_unmatched_bytes: IntCounter,
     /// Connections currently in the connection table.
     pub connections_tracked: IntGauge,
     /// Bytes all decoders buffer now (bounded by `--max-buffered-bytes`).
@@ -138,6 +150,30 @@ impl SelfMetrics {
                 "llm_observer_captured_bytes_total",
                 "Payload bytes copied from the kernel, by direction (ingress: received by the observed process, egress: sent).",
                 &["direction"],
+            )?,
+            tls_libraries: reg.gauge(
+                "llm_observer_tls_libraries",
+                "Libraries and executables (by file) with the TLS plaintext uprobes attached (OpenSSL/BoringSSL SSL_read/SSL_write).",
+            )?,
+            tls_probes: reg.gauge(
+                "llm_observer_tls_probes",
+                "TLS uprobes attached (entry and return probes, all files together).",
+            )?,
+            tls_attach_failures: reg.counter(
+                "llm_observer_tls_attach_failures_total",
+                "Files with TLS functions (libssl, executables) the TLS probes could not be attached to; their HTTPS traffic is not decoded.",
+            )?,
+            tls_connections: reg.counter(
+                "llm_observer_tls_connections_total",
+                "Connections whose TLS plaintext was captured (decoded like plain HTTP).",
+            )?,
+            other_protocol_connections: reg.counter(
+                "llm_observer_other_protocol_connections_total",
+                "Connections whose first bytes were not HTTP/1.x (not decoded); a TLS connection counts only when it ends without any plaintext captured.",
+            )?,
+            tls_unmatched_bytes: reg.counter(
+                "llm_observer_tls_unmatched_bytes_total",
+                "TLS plaintext bytes an SSL call returned that could not be tied to a tracked TCP socket (not decoded).",
             )?,
             connections_tracked: reg.gauge(
                 "llm_observer_connections_tracked",
