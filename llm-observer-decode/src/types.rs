@@ -60,8 +60,13 @@ pub enum EndedBy {
 /// Traffic the decoder recognises but does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Unsupported {
-    /// HTTP/2 connection preface (`PRI * HTTP/2.0`).
+    /// HTTP/2 connection preface (`PRI * HTTP/2.0`) inside an HTTP/1 stream (after requests).
     Http2,
+    /// HTTP/2 frames on a connection whose start the capture did not see (no client preface; the
+    /// HPACK dynamic table is unknown), so its headers cannot be decoded.
+    Http2MidStream,
+    /// A gRPC stream (`content-type: application/grpc*`) on an HTTP/2 connection: skipped.
+    Grpc,
     /// `101 Switching Protocols` (WebSocket, h2c) — the rest of the connection is not HTTP/1.
     Upgrade,
     /// `CONNECT` tunnel.
@@ -91,6 +96,10 @@ pub enum DecodeError {
     TooManyPending,
     #[error("{missing} bytes lost by the capture")]
     Gap { missing: u64 },
+    #[error("malformed HTTP/2 frame: {0}")]
+    BadFrame(&'static str),
+    #[error("HPACK header block undecodable")]
+    Hpack,
 }
 
 impl DecodeError {
@@ -107,6 +116,8 @@ impl DecodeError {
             DecodeError::UnmatchedResponse => "unmatched_response",
             DecodeError::TooManyPending => "too_many_pending",
             DecodeError::Gap { .. } => "capture_gap",
+            DecodeError::BadFrame(_) => "bad_h2_frame",
+            DecodeError::Hpack => "hpack",
         }
     }
 }
