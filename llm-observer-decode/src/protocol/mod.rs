@@ -17,6 +17,7 @@ pub mod h2frame;
 mod h2stream;
 pub mod head;
 pub mod http1;
+pub mod jsonarray;
 pub mod ndjson;
 pub(crate) mod pairing;
 pub mod sse;
