@@ -262,6 +262,22 @@ pub const PROTO_OTHER: u32 = 2;
 /// is classified until one starts like HTTP/1.x; bytes before that are counted, not copied.
 pub const PROTO_SEEDED: u32 = 3;
 
+/// Whether a connection's first four bytes start an HTTP/2 connection: the client preface
+/// (`PRI * HTTP/2.0`, h2c with prior knowledge, or h2 plaintext after TLS), or the SETTINGS frame a
+/// server writes first (RFC 9113 §3.4; servers such as Go's and nghttp2's may send it before they
+/// read the preface): a 24-bit length under 64 KiB that is a whole number of 6-byte settings, then
+/// type 4. Both are copied so user space can decode the connection.
+pub fn starts_like_h2(head: &[u8; 4]) -> bool {
+    let len = (u16::from(head[1]) << 8) | u16::from(head[2]);
+    head == b"PRI " || (head[0] == 0 && head[3] == 4 && len % 6 == 0)
+}
+
+/// Whether the first four bytes start something the agent decodes: HTTP/1.x
+/// ([`starts_like_http1`]) or HTTP/2 ([`starts_like_h2`]).
+pub fn starts_like_http(head: &[u8; 4]) -> bool {
+    starts_like_http1(head) || starts_like_h2(head)
+}
+
 /// Whether a connection's first four bytes start an HTTP/1.x message: a request method (CONNECT
 /// included; user space reports the tunnel as unsupported) or the `HTTP` of a status line. The
 /// kernel classifies each connection's first bytes with it, user space its first delivered ones.

@@ -21,7 +21,7 @@ use crate::exchange::Stream;
 use crate::llm;
 pub use crate::llm::{Candidate, Recognizer};
 use crate::protocol::h2::H2Conn;
-use crate::protocol::h2frame::{PREFACE, looks_like_server_preface};
+use crate::protocol::h2frame::{PREFACE, looks_like_h2_frame, looks_like_server_preface};
 use crate::protocol::head::Direction;
 use crate::protocol::http1::Parser;
 use crate::protocol::pairing::{Pairing, ReqSide, RespSide};
@@ -95,6 +95,12 @@ impl ConnDecoder {
                         return;
                     }
                     let held = std::mem::take(held);
+                    if looks_like_h2_frame(&held) {
+                        // HTTP/2 frames without the preface: joined mid-way, HPACK state unknown.
+                        out.push(Output::Unsupported(crate::Unsupported::Http2MidStream));
+                        self.dead = true;
+                        return;
+                    }
                     self.mode = if held.starts_with(PREFACE) {
                         self.h2_mode()
                     } else {

@@ -209,6 +209,21 @@ fn joined_mid_way_is_counted_not_misparsed() {
     assert_eq!(out, vec![Output::Unsupported(Unsupported::Http2MidStream)]);
 }
 
+#[test]
+fn frames_without_a_preface_are_counted_mid_stream() {
+    let (segs, _) = load("concurrent");
+    // The client's second segment alone (a WINDOW_UPDATE / HEADERS after the start).
+    let later: Vec<&Seg> = segs
+        .iter()
+        .filter(|s| s.stream == Stream::Request)
+        .collect();
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.feed(Stream::Request, &later[1].bytes, BASE_NS, &mut out);
+    assert_eq!(out, vec![Output::Unsupported(Unsupported::Http2MidStream)]);
+    assert!(d.is_done());
+}
+
 // ---- hand-built frames ----
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {

@@ -2,9 +2,10 @@
 // h2c (HTTP/2 over cleartext TCP, prior knowledge) peers for llm-observer's HTTP/2 tests, on
 // Node's own `http2` module (nghttp2): real frames, real HPACK with its dynamic table.
 //
-//   node h2c.js server PORT_FILE          deterministic OpenAI-compatible SSE server on an ephemeral
-//                                         port (written to PORT_FILE); runs until killed
-//   node h2c.js client PORT N TOKENS      N concurrent streamed chat completions on ONE connection;
+//   node h2c.js server                    deterministic OpenAI-compatible SSE server on an ephemeral
+//                                         port; prints `listening on 127.0.0.1:PORT`, runs until killed
+//   node h2c.js client PORT N TOKENS [MODEL]
+//                                         N concurrent streamed chat completions on ONE connection;
 //                                         prints one JSON line: what the client saw
 //   node h2c.js record DIR NAME N TOKENS CONCURRENT
 //                                         server + recording TCP relay + client: writes the exact
@@ -14,7 +15,7 @@
 // each in its own DATA frame 2 ms apart, after a role-only chunk; then the finish chunk, a usage
 // chunk when `stream_options.include_usage` is set, and `data: [DONE]`. prompt_tokens is the
 // number of characters of the last message's content; completion_tokens is max_tokens. Non-stream
-// requests get one JSON body with the same usage. Gemini's :streamGenerateContent is answered too
+// requests get one JSON body with the same usage. Responses name the request's model. Gemini's :streamGenerateContent is answered too
 // (SSE with ?alt=sse, a streamed JSON array without), with usageMetadata.
 'use strict';
 const http2 = require('http2');
@@ -22,9 +23,10 @@ const net = require('net');
 const fs = require('fs');
 const path = require('path');
 
-const MODEL = 'h2-model';
+const DEFAULT_MODEL = 'h2-model';
 
 function openaiStream(stream, req) {
+  const MODEL = req.model || DEFAULT_MODEL;
   const n = req.max_tokens || 4;
   const prompt = promptTokens(req);
   const id = 'chatcmpl-h2';
@@ -45,6 +47,7 @@ function openaiStream(stream, req) {
 }
 
 function openaiJson(stream, req) {
+  const MODEL = req.model || DEFAULT_MODEL;
   const n = req.max_tokens || 4;
   const prompt = promptTokens(req);
   const content = Array.from({ length: n }, (_, i) => `t${i} `).join('');
@@ -58,6 +61,7 @@ function openaiJson(stream, req) {
 }
 
 function gemini(stream, req, sse) {
+  const MODEL = DEFAULT_MODEL;
   const n = (req.generationConfig && req.generationConfig.maxOutputTokens) || 4;
   const contents = req.contents || [];
   const last = contents.length ? contents[contents.length - 1] : { parts: [] };
@@ -122,17 +126,17 @@ function serve(onListen) {
 }
 
 // N chat completions on one session: `concurrent` at a time (all at once when it equals N).
-function client(port, n, tokens, concurrent, done) {
+function client(port, n, tokens, concurrent, done, model = DEFAULT_MODEL) {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   session.on('error', (e) => { console.error(e); process.exit(1); });
-  const seen = { requests: 0, ok: 0, content_chunks: 0, prompt_tokens: 0, completion_tokens: 0, ids: [] };
+  const seen = { requests: 0, ok: 0, content_chunks: 0, prompt_tokens: 0, completion_tokens: 0 };
   let started = 0;
   let finished = 0;
   const one = (i) => {
     started++;
     const stream = i % 4 !== 3 || concurrent > 1;
     const body = JSON.stringify({
-      model: MODEL, stream, max_tokens: tokens + (i % 3),
+      model, stream, max_tokens: tokens + (i % 3),
       stream_options: stream ? { include_usage: true } : undefined,
       messages: [{ role: 'user', content: `hello number ${i}` }],
     });
@@ -204,14 +208,14 @@ function record(dir, name, n, tokens, concurrent) {
 
 const [mode, ...args] = process.argv.slice(2);
 if (mode === 'server') {
-  serve((_s, port) => { fs.writeFileSync(args[0], String(port)); });
+  serve((_s, port) => { console.log(`listening on 127.0.0.1:${port}`); });
 } else if (mode === 'client') {
-  const [port, n, tokens] = args.map(Number);
-  client(port, n, tokens, n, (seen) => { console.log(JSON.stringify(seen)); });
+  const [port, n, tokens] = args.slice(0, 3).map(Number);
+  client(port, n, tokens, n, (seen) => { console.log(JSON.stringify(seen)); }, args[3]);
 } else if (mode === 'record') {
   const [dir, name, n, tokens, concurrent] = args;
   record(dir, name, Number(n), Number(tokens), Number(concurrent));
 } else {
-  console.error('usage: h2c.js server PORT_FILE | client PORT N TOKENS | record DIR NAME N TOKENS CONCURRENT');
+  console.error('usage: h2c.js server | client PORT N TOKENS [MODEL] | record DIR NAME N TOKENS CONCURRENT');
   process.exit(2);
 }

@@ -58,6 +58,21 @@ pub fn looks_like_server_preface(b: &[u8]) -> bool {
     h.kind == SETTINGS && h.stream == 0 && h.flags == 0 && h.len % 6 == 0 && h.len <= 16_384
 }
 
+/// Whether `b` starts with something shaped like an HTTP/2 frame header of a known type (length
+/// under 64 KiB; stream 0 only for connection-level types). No HTTP/1 request starts with a NUL.
+pub fn looks_like_h2_frame(b: &[u8]) -> bool {
+    let Some(h) = b.first_chunk::<9>().map(FrameHeader::parse) else {
+        return false;
+    };
+    // SETTINGS, PING, GOAWAY live on stream 0; WINDOW_UPDATE on any; the rest on a stream.
+    let allowed = match h.kind {
+        SETTINGS | 0x6 | GOAWAY => h.stream == 0,
+        0x8 => true,
+        _ => h.stream != 0,
+    };
+    b[0] == 0 && h.kind <= CONTINUATION && allowed
+}
+
 /// What [`FrameReader::feed`] reports, in wire order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameEvent<'a> {
@@ -422,5 +437,9 @@ mod tests {
         assert!(!looks_like_server_preface(&frame(SETTINGS, 1, 0, b"")));
         assert!(!looks_like_server_preface(b"HTTP/1.1 200 OK\r\n"));
         assert!(!looks_like_server_preface(&s[..8]));
+        assert!(looks_like_h2_frame(&s));
+        assert!(looks_like_h2_frame(&frame(HEADERS, END_HEADERS, 3, b"x")));
+        assert!(!looks_like_h2_frame(&frame(HEADERS, END_HEADERS, 0, b"x")));
+        assert!(!looks_like_h2_frame(b"POST /v1/chat HTTP/1.1\r\n"));
     }
 }
