@@ -37,7 +37,17 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Upper bound of [`ConnDecoder::buffered_bytes`] under these limits.
+    /// Upper bound of [`ConnDecoder::buffered_bytes`] for an HTTP/2 connection: per direction one
+    /// partial frame and one header block being collected (each at most `max_head_bytes`), and per
+    /// open stream (at most `max_pending_requests`) either its request body or its response
+    /// decoder's buffer (each at most `max_body_bytes` / `max_event_bytes`), plus the held preface.
+    pub fn max_buffered_bytes_h2(&self) -> usize {
+        4 * self.max_head_bytes
+            + self.max_pending_requests * (self.max_body_bytes.max(self.max_event_bytes) + 2)
+            + 24
+    }
+
+    /// Upper bound of [`ConnDecoder::buffered_bytes`] for an HTTP/1 connection under these limits.
     pub fn max_buffered_bytes(&self) -> usize {
         // Two heads, two resync tails (< 24 bytes each), two deflate sniff bytes, one request body.
         2 * self.max_head_bytes + self.max_body_bytes + 2 * 24 + 2
@@ -122,6 +132,9 @@ impl DecodeError {
     }
 }
 
+/// Longest `Host` value passed on in [`Output::Started`] (DNS names are at most 253 bytes).
+pub const MAX_HOST_BYTES: usize = 255;
+
 /// What the decoder emits. `seq` numbers the requests of one connection from 0, so `Started`,
 /// `FirstToken` and `Done` of one request can be matched.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +147,9 @@ pub enum Output {
         model: Option<String>,
         stream: bool,
         ts_ns: u64,
+        /// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2), at most
+        /// [`MAX_HOST_BYTES`] bytes; the agent derives the client view's `provider` from it.
+        host: Option<String>,
     },
     /// The first content-bearing response event of request `seq` arrived (TTFT marker).
     FirstToken {

@@ -224,6 +224,7 @@ impl H2Stream {
                 model: s.model,
                 stream: s.stream,
                 ts_ns,
+                host: crate::llm::request_host(&self.headers),
             });
         }
     }

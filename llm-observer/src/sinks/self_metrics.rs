@@ -63,6 +63,7 @@ pub const APIS: &[Api] = &[
     Api::Tgi,
     Api::Llamacpp,
     Api::Mcp,
+    Api::Gemini,
 ];
 
 /// The agent's self-metrics. Fields are plain prometheus handles; helpers cover the updates that
@@ -155,7 +156,7 @@ impl SelfMetrics {
             )?,
             unsupported: reg.counter_vec(
                 "llm_observer_unsupported_total",
-                "Connections recognised but not decoded, by kind (http2, upgrade, connect).",
+                "Connections or HTTP/2 streams recognised but not decoded, by kind (http2: a preface inside HTTP/1, http2_midstream: HTTP/2 joined mid-way, grpc: a gRPC stream, upgrade, connect).",
                 &["kind"],
             )?,
             exchanges: reg.counter_vec(
