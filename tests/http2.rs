@@ -118,7 +118,13 @@ fn h2c_concurrent_streams_on_one_connection_are_counted_exactly() {
         .exactly("llm_client_response_tokens_total", &reported, c)
         .exactly("llm_client_errors_total", &view, 0.0)
         .exactly("llm_client_time_to_first_token_seconds_count", &view, n)
-        .exactly("llm_client_active_requests", &view, 0.0);
+        .exactly("llm_client_active_requests", &view, 0.0)
+        // A loopback server is no cloud provider's.
+        .exactly(
+            "llm_client_requests_total",
+            &with(("provider", "self_hosted")),
+            n,
+        );
     let e = wait_for_expected(agent.addr(), &expected, SETTLE).unwrap_or_else(|e| {
         panic!(
             "{e:#}\nagent log (tail):\n{}",
