@@ -475,3 +475,24 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TrackedFds {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_classification() {
+        // HTTP/2: the client preface, and a server's SETTINGS frame (here 3 settings, 18 bytes).
+        assert!(starts_like_http(b"PRI "));
+        assert!(starts_like_h2(&[0, 0, 18, 4]));
+        assert!(starts_like_h2(&[0, 0, 0, 4]));
+        // Not a SETTINGS frame: wrong type, or a length that is no whole number of settings.
+        assert!(!starts_like_h2(&[0, 0, 18, 1]));
+        assert!(!starts_like_h2(&[0, 0, 7, 4]));
+        // TLS records and other protocols stay uncopied.
+        assert!(!starts_like_http(&[0x16, 0x03, 0x01, 0x02]));
+        assert!(!starts_like_http(b"\x00\x00\x00\x01"));
+        assert!(starts_like_http(b"POST"));
+        assert!(starts_like_http(b"HTTP"));
+    }
+}
