@@ -1,8 +1,9 @@
-//! Root end-to-end test of HTTP/2 (h2c with prior knowledge): the real agent (BPF loaded) watches
+//! Root end-to-end tests of HTTP/2 (h2c with prior knowledge): the real agent (BPF loaded) watches
 //! a Node `http2` server (tests/support/h2c.js: a deterministic OpenAI-compatible SSE server) and a
 //! Node `http2` client making N concurrent streamed chat completions on ONE connection. After the
 //! agent is provably quiescent, both views must show exactly what the client saw: N requests, the
-//! reported prompt and completion tokens, one TTFT per stream, gauges back at 0.
+//! reported prompt and completion tokens, one TTFT per stream, gauges back at 0. A second test
+//! does the same with Gemini `streamGenerateContent` (SSE and streamed JSON array) over h2c.
 //!
 //! Needs root, a BPF-capable kernel, the release agent (`LLM_OBSERVER_BIN`) and `node`; under
 //! `CI=true` a missing piece fails the test instead of skipping it.
@@ -39,14 +40,15 @@ fn node_missing() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[test]
-fn h2c_concurrent_streams_on_one_connection_are_counted_exactly() {
+/// The agent and the Node h2c server, or `None` when the test cannot run here (skipped; under
+/// `CI=true` that fails instead). Tests run one at a time (`--test-threads=1`), as the agents are
+/// node-wide.
+fn stack() -> Option<(Agent, Proc, u16)> {
     if !guard::agent_ready() {
-        return;
+        return None;
     }
     if node_missing() {
-        guard::skip_or_fail::<()>("no node on PATH (cargo xtask setup installs nodejs)");
-        return;
+        return guard::skip_or_fail("no node on PATH (cargo xtask setup installs nodejs)");
     }
     let agent = Agent::start(&[]).expect("agent starts and serves /metrics");
     let mut cmd = Command::new("node");
@@ -64,20 +66,33 @@ fn h2c_concurrent_streams_on_one_connection_are_counted_exactly() {
                 .flatten()
         })
         .expect("server listening");
-    // A model name no other traffic on the node uses.
-    let model = format!("h2-e2e:{port}");
+    Some((agent, server, port))
+}
+
+/// Runs the Node client in `mode` and returns the JSON line it printed (what it saw).
+fn client(mode: &str, port: u16, model: &str) -> Value {
     let mut cmd = Command::new("node");
     cmd.arg(script()).args([
-        "client",
+        mode,
         &port.to_string(),
         &N.to_string(),
         &TOKENS.to_string(),
-        &model,
+        model,
     ]);
     let (status, out, err) =
         run_to_end("h2c client", cmd, Duration::from_secs(60)).expect("client runs");
     assert!(status.success(), "client failed: {err:?}");
-    let seen: Value = serde_json::from_str(out.last().expect("one JSON line")).expect("JSON");
+    serde_json::from_str(out.last().expect("one JSON line")).expect("JSON")
+}
+
+#[test]
+fn h2c_concurrent_streams_on_one_connection_are_counted_exactly() {
+    let Some((agent, mut server, port)) = stack() else {
+        return;
+    };
+    // A model name no other traffic on the node uses.
+    let model = format!("h2-e2e:{port}");
+    let seen = client("client", port, &model);
     // What the client saw, from the server's deterministic rules: 14 characters per prompt
     // ("hello number i"), TOKENS + i % 3 content chunks per stream.
     let completion: u64 = (0..N as u64).map(|i| TOKENS + i % 3).sum();
@@ -146,5 +161,61 @@ fn h2c_concurrent_streams_on_one_connection_are_counted_exactly() {
             "{kind}"
         );
     }
+    let _ = server.terminate(Duration::from_secs(5));
+}
+
+/// Gemini over h2c: N concurrent `streamGenerateContent` calls on one connection, half as SSE
+/// (`?alt=sse`), half as a streamed JSON array; the server reports usageMetadata on the last chunk.
+#[test]
+fn gemini_streams_over_h2c_sse_and_json_array() {
+    let Some((agent, mut server, port)) = stack() else {
+        return;
+    };
+    let model = format!("gemini-e2e-{port}");
+    let seen = client("gemini", port, &model);
+    let completion: u64 = (0..N as u64).map(|i| TOKENS + i % 3).sum();
+    let prompt = 14 * N as u64;
+    assert_eq!(seen["ok"], N as u64, "{seen}");
+    assert_eq!(seen["prompt_tokens"], prompt, "{seen}");
+    assert_eq!(seen["completion_tokens"], completion, "{seen}");
+    assert_eq!(seen["content_chunks"], completion, "{seen}");
+    let (n, p, c) = (N as f64, prompt as f64, completion as f64);
+    let view = [
+        ("api", "gemini"),
+        ("operation", "chat"),
+        ("model", model.as_str()),
+    ];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut v = view.to_vec();
+        v.push(extra);
+        v
+    };
+    let (ok, reported) = (with(("status", "2xx")), with(("source", "reported")));
+    let expected = Expected::new()
+        .exactly("llm_requests_total", &ok, n)
+        .exactly("llm_prompt_tokens_total", &reported, p)
+        .exactly("llm_response_tokens_total", &reported, c)
+        .exactly("llm_inference_errors_total", &view, 0.0)
+        // One content event per chunk, in both framings: TTFT and TPOT for every stream.
+        .exactly("llm_time_to_first_token_seconds_count", &view, n)
+        .exactly("llm_time_per_output_token_seconds_count", &view, n)
+        .exactly("llm_active_requests", &view, 0.0)
+        .exactly("llm_client_requests_total", &ok, n)
+        .exactly("llm_client_prompt_tokens_total", &reported, p)
+        .exactly("llm_client_response_tokens_total", &reported, c)
+        .exactly("llm_client_errors_total", &view, 0.0);
+    wait_for_expected(agent.addr(), &expected, SETTLE).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nagent log (tail):\n{}",
+            agent
+                .proc
+                .output()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
     let _ = server.terminate(Duration::from_secs(5));
 }

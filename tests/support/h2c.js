@@ -7,6 +7,10 @@
 //   node h2c.js client PORT N TOKENS [MODEL]
 //                                         N concurrent streamed chat completions on ONE connection;
 //                                         prints one JSON line: what the client saw
+//   node h2c.js gemini PORT N TOKENS MODEL
+//                                         N concurrent Gemini streamGenerateContent calls on ONE
+//                                         connection, even ones with ?alt=sse (SSE), odd ones without
+//                                         (a streamed JSON array); prints what the client saw
 //   node h2c.js record DIR NAME N TOKENS CONCURRENT
 //                                         server + recording TCP relay + client: writes the exact
 //                                         bytes of each direction and a segment timeline (fixtures)
@@ -60,8 +64,8 @@ function openaiJson(stream, req) {
   stream.end(body);
 }
 
-function gemini(stream, req, sse) {
-  const MODEL = DEFAULT_MODEL;
+function gemini(stream, req, sse, model) {
+  const MODEL = model;
   const n = (req.generationConfig && req.generationConfig.maxOutputTokens) || 4;
   const contents = req.contents || [];
   const last = contents.length ? contents[contents.length - 1] : { parts: [] };
@@ -115,8 +119,8 @@ function serve(onListen) {
       if (p.startsWith('/v1/chat/completions')) {
         return req.stream ? openaiStream(stream, req) : openaiJson(stream, req);
       }
-      const m = /^\/v1beta\/models\/[^/:]+:streamGenerateContent/.exec(p);
-      if (m) return gemini(stream, req, p.includes('alt=sse'));
+      const m = /^\/v1beta\/models\/([^/:]+):streamGenerateContent/.exec(p);
+      if (m) return gemini(stream, req, p.includes('alt=sse'), decodeURIComponent(m[1]));
       stream.respond({ ':status': 404, 'content-type': 'application/json' });
       stream.end('{"error":{"message":"not found","type":"not_found_error"}}');
     });
@@ -172,6 +176,42 @@ function client(port, n, tokens, concurrent, done, model = DEFAULT_MODEL) {
   for (let i = 0; i < Math.min(concurrent, n); i++) one(i);
 }
 
+// N Gemini streamed calls on one session, all at once.
+function geminiClient(port, n, tokens, model, done) {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', (e) => { console.error(e); process.exit(1); });
+  const seen = { requests: 0, ok: 0, content_chunks: 0, prompt_tokens: 0, completion_tokens: 0 };
+  let finished = 0;
+  for (let i = 0; i < n; i++) {
+    const sse = i % 2 === 0;
+    const path = `/v1beta/models/${encodeURIComponent(model)}:streamGenerateContent${sse ? '?alt=sse' : ''}`;
+    const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json',
+      'x-goog-api-key': 'fixture-secret-key' });
+    let status = 0;
+    let buf = '';
+    req.on('response', (h) => { status = h[':status']; });
+    req.setEncoding('utf8');
+    req.on('data', (d) => { buf += d; });
+    req.on('end', () => {
+      seen.requests++;
+      if (status === 200) seen.ok++;
+      const chunks = sse
+        ? buf.split('\r\n\r\n').filter((e) => e.startsWith('data: ')).map((e) => JSON.parse(e.slice(6)))
+        : JSON.parse(buf);
+      for (const c of chunks) {
+        if (c.candidates[0].content.parts[0].text) seen.content_chunks++;
+        if (c.usageMetadata) {
+          seen.prompt_tokens += c.usageMetadata.promptTokenCount;
+          seen.completion_tokens += c.usageMetadata.candidatesTokenCount;
+        }
+      }
+      if (++finished === n) session.close(() => done(seen));
+    });
+    req.end(JSON.stringify({ contents: [{ role: 'user', parts: [{ text: `hello number ${i}` }] }],
+      generationConfig: { maxOutputTokens: tokens + (i % 3) } }));
+  }
+}
+
 function record(dir, name, n, tokens, concurrent) {
   serve((server, port) => {
     const t0 = { v: null };
@@ -212,6 +252,9 @@ if (mode === 'server') {
 } else if (mode === 'client') {
   const [port, n, tokens] = args.slice(0, 3).map(Number);
   client(port, n, tokens, n, (seen) => { console.log(JSON.stringify(seen)); }, args[3]);
+} else if (mode === 'gemini') {
+  const [port, n, tokens] = args.slice(0, 3).map(Number);
+  geminiClient(port, n, tokens, args[3], (seen) => { console.log(JSON.stringify(seen)); });
 } else if (mode === 'record') {
   const [dir, name, n, tokens, concurrent] = args;
   record(dir, name, Number(n), Number(tokens), Number(concurrent));
