@@ -42,9 +42,12 @@ impl Limits {
     /// open stream (at most `max_pending_requests`) either its request body or its response
     /// decoder's buffer (each at most `max_body_bytes` / `max_event_bytes`), plus the held preface.
     pub fn max_buffered_bytes_h2(&self) -> usize {
+        // Frame headers in progress (9 bytes a direction) and the held preface (24); a stream
+        // decoder holds at most an event and a partial line, plus a few sniffed bytes.
         4 * self.max_head_bytes
-            + self.max_pending_requests * (self.max_body_bytes.max(self.max_event_bytes) + 2)
+            + 2 * 9
             + 24
+            + self.max_pending_requests * (self.max_body_bytes.max(2 * self.max_event_bytes) + 8)
     }
 
     /// Upper bound of [`ConnDecoder::buffered_bytes`] for an HTTP/1 connection under these limits.

@@ -65,11 +65,13 @@ fn run(segs: &[Seg], piece: usize) -> Vec<Output> {
     for s in segs {
         for p in s.bytes.chunks(piece.max(1)) {
             d.feed(s.stream, p, s.ts_ns, &mut out);
+            assert!(d.buffered_bytes() <= Limits::default().max_buffered_bytes_h2());
         }
     }
     assert!(d.is_http2(), "selected by content");
     let end = segs.last().map_or(BASE_NS, |s| s.ts_ns) + 1_000_000;
     d.end(EndedBy::Client, end, &mut out);
+    assert_eq!(d.buffered_bytes(), 0);
     out
 }
 
@@ -371,9 +373,15 @@ fn goaway_ends_streams_it_did_not_process() {
 
 #[test]
 fn connection_close_mid_stream() {
-    let (mut out, mut d) = cut_with(Vec::new(), Stream::Request);
+    // The connection ends with part of a SETTINGS frame received (held by the frame reader).
+    let (mut out, mut d) = cut_with(
+        frame(4, 0, 0, &[0, 3, 0, 0, 0, 100])[..12].to_vec(),
+        Stream::Response,
+    );
+    assert!(d.buffered_bytes() > 0);
     d.end(EndedBy::Server, BASE_NS + 30, &mut out);
     assert_eq!(done(&out)[0].1.error, Some(ErrorKind::ServerClosed));
+    assert_eq!(d.buffered_bytes(), 0, "nothing held after the end");
 }
 
 #[test]

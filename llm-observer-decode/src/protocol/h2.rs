@@ -140,7 +140,10 @@ impl H2Conn {
                 self.event(d, ev, out);
             }
         });
-        self.frames[d] = reader;
+        // A decoder that stopped keeps no partial frame.
+        if !self.dead {
+            self.frames[d] = reader;
+        }
     }
 
     /// Bytes of one direction were lost: the HPACK state can no longer be trusted.
@@ -152,6 +155,7 @@ impl H2Conn {
     pub fn stop(&mut self, by: EndedBy, ts_ns: u64, out: &mut Vec<Output>) {
         self.dead = true;
         self.collecting = [None, None];
+        self.frames = [FrameReader::new(0), FrameReader::new(0)];
         for (_, s) in std::mem::take(&mut self.streams) {
             s.finish(BodyEnd::Cut(by), ts_ns, out);
         }
