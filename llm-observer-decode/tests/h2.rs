@@ -9,6 +9,9 @@
 //!   `include_usage`, the 4th not): the later HEADERS blocks use the HPACK dynamic table.
 //! - `concurrent`: 4 streamed chat completions at once on one connection, their DATA frames
 //!   interleaved.
+//! - `httpx`: Python httpx 0.28 with `h2` 4.4 (hpack 4.2) as the client, through the same relay
+//!   (`node tests/support/h2c.js relay DIR httpx` + `tests/support/h2_httpx_client.py PORT
+//!   DIR/httpx.client.json`): the 4 requests of `sequential`, two at a time.
 //!
 //! The server's rules make every count known: prompt_tokens = characters of the message ("hello
 //! number i": 14), completion_tokens = max_tokens = TOKENS + i % 3, one content chunk per token.
@@ -178,6 +181,13 @@ fn sequential_requests_share_the_hpack_dynamic_table() {
 #[test]
 fn concurrent_streams_on_one_connection() {
     check_fixture("concurrent", 5, &[true, true, true, true]);
+}
+
+/// A second, independent HTTP/2 stack as the client: Python httpx over the `h2` package (its own
+/// framing and HPACK encoder), two streams at a time (tests/support/h2_httpx_client.py).
+#[test]
+fn python_h2_client_against_node() {
+    check_fixture("httpx", 3, &[true, true, true, false]);
 }
 
 #[test]

@@ -11,6 +11,9 @@
 //                                         N concurrent Gemini streamGenerateContent calls on ONE
 //                                         connection, even ones with ?alt=sse (SSE), odd ones without
 //                                         (a streamed JSON array); prints what the client saw
+//   node h2c.js relay DIR NAME           server + recording relay for another client: prints
+//                                         `listening on 127.0.0.1:PORT` (the relay) and writes the
+//                                         fixture files when that client's connection closes
 //   node h2c.js record DIR NAME N TOKENS CONCURRENT
 //                                         server + recording TCP relay + client: writes the exact
 //                                         bytes of each direction and a segment timeline (fixtures)
@@ -212,7 +215,9 @@ function geminiClient(port, n, tokens, model, done) {
   }
 }
 
-function record(dir, name, n, tokens, concurrent) {
+// Server + a TCP relay that records the first connection through it; `ready(port)` gets the
+// relay's port, `closed()` runs once the recorded connection closed and the files are written.
+function recorder(dir, name, ready, closed) {
   serve((server, port) => {
     const t0 = { v: null };
     const bytes = { c2s: [], s2c: [] };
@@ -236,14 +241,19 @@ function record(dir, name, n, tokens, concurrent) {
           't_s\tdir\tbytes\n' + timeline.map((r) => r.join('\t')).join('\n') + '\n');
         relay.close();
         server.close();
+        closed();
       });
     });
-    relay.listen(0, '127.0.0.1', () => {
-      client(relay.address().port, n, tokens, concurrent, (seen) => {
-        fs.writeFileSync(path.join(dir, `${name}.client.json`), JSON.stringify(seen) + '\n');
-      });
-    });
+    relay.listen(0, '127.0.0.1', () => ready(relay.address().port));
   });
+}
+
+function record(dir, name, n, tokens, concurrent) {
+  recorder(dir, name, (port) => {
+    client(port, n, tokens, concurrent, (seen) => {
+      fs.writeFileSync(path.join(dir, `${name}.client.json`), JSON.stringify(seen) + '\n');
+    });
+  }, () => {});
 }
 
 const [mode, ...args] = process.argv.slice(2);
@@ -255,10 +265,12 @@ if (mode === 'server') {
 } else if (mode === 'gemini') {
   const [port, n, tokens] = args.slice(0, 3).map(Number);
   geminiClient(port, n, tokens, args[3], (seen) => { console.log(JSON.stringify(seen)); });
+} else if (mode === 'relay') {
+  recorder(args[0], args[1], (port) => { console.log(`listening on 127.0.0.1:${port}`); }, () => {});
 } else if (mode === 'record') {
   const [dir, name, n, tokens, concurrent] = args;
   record(dir, name, Number(n), Number(tokens), Number(concurrent));
 } else {
-  console.error('usage: h2c.js server | client PORT N TOKENS [MODEL] | record DIR NAME N TOKENS CONCURRENT');
+  console.error('usage: h2c.js server | client PORT N TOKENS [MODEL] | gemini PORT N TOKENS MODEL | relay DIR NAME | record DIR NAME N TOKENS CONCURRENT');
   process.exit(2);
 }
