@@ -206,10 +206,15 @@ impl ConnDecoder {
         if self.dead {
             return;
         }
-        if let Mode::Http2(h2) = &mut self.mode {
-            h2.stop(by, ts_ns, out);
-            self.dead = true;
-            return;
+        match &mut self.mode {
+            Mode::Http2(h2) => {
+                h2.stop(by, ts_ns, out);
+                self.dead = true;
+                return;
+            }
+            // The start of a preface that never finished: nothing to decode, nothing to keep.
+            Mode::Sniff(held) => *held = Vec::new(),
+            Mode::Http1 => {}
         }
         self.pairs.ts_ns = ts_ns;
         self.pairs.ended_by = by;

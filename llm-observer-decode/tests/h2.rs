@@ -511,3 +511,20 @@ fn http1_still_goes_to_http1() {
         "{out:?}"
     );
 }
+
+/// Found by the conn_decoder fuzz target: a connection that ended after the first bytes of a
+/// preface kept them.
+#[test]
+fn a_preface_cut_short_is_not_kept_after_the_end() {
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.feed(Stream::Request, b"PRI", BASE_NS, &mut out);
+    assert_eq!(d.buffered_bytes(), 3);
+    d.end(
+        EndedBy::Capture(Incomplete::CaptureGap),
+        BASE_NS + 1,
+        &mut out,
+    );
+    assert_eq!(d.buffered_bytes(), 0);
+    assert!(out.is_empty(), "{out:?}");
+}
