@@ -258,8 +258,8 @@ def agents():
     c, m = CLIENT, CLIENT_MCP
     items = [
         row("LLM calls"),
-        ts("Calls/s by agent process and provider", "LLM API requests sent by each observed process, per API.",
-           [target(f"sum by (process, api) (rate(llm_client_requests_total{{{c}}}[{RATE}]))", "{{process}} {{api}}")], "reqps"),
+        ts("Calls/s by agent process and provider", "LLM API requests sent by each observed process, per provider (from the request's host: openai, anthropic, gemini, ..., self_hosted) and API.",
+           [target(f"sum by (process, provider, api) (rate(llm_client_requests_total{{{c}}}[{RATE}]))", "{{process}} {{provider}} ({{api}})")], "reqps"),
         ts("Calls/s by model", "LLM API requests sent, per model and peer.",
            [target(f"sum by (model, peer) (rate(llm_client_requests_total{{{c}}}[{RATE}]))", "{{model}} → {{peer}}")], "reqps"),
         ts("Failed calls/s by type", "Client requests that failed, by error type.",

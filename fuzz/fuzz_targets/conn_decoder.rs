@@ -1,6 +1,7 @@
 //! The whole per-connection decoder, with the real API decoders: arbitrary bytes on both
 //! directions at random splits, capture gaps and connection ends. Never panics, never buffers past
-//! `Limits::max_buffered_bytes`, and every `Started` gets exactly one `Done`.
+//! `Limits::max_buffered_bytes` (`max_buffered_bytes_h2` once the bytes made it HTTP/2), and every
+//! `Started` gets exactly one `Done`.
 //!
 //! Input: 8 bytes of split seed, then ops. Op byte `o`: `o % 8` 0–2 feed the request stream,
 //! 3–5 the response stream (next 2 bytes: little-endian length, then that many bytes); 6 a gap
@@ -32,6 +33,13 @@ fuzz_target!(|input: &[u8]| {
     let mut out = Vec::new();
     let mut ts = 0u64;
     let mut ended = false;
+    let bound = |d: &ConnDecoder| {
+        if d.is_http2() {
+            LIMITS.max_buffered_bytes_h2()
+        } else {
+            LIMITS.max_buffered_bytes()
+        }
+    };
     while let Some((&op, rest)) = ops.split_first() {
         ops = rest;
         ts += 1;
@@ -51,7 +59,7 @@ fuzz_target!(|input: &[u8]| {
                 for piece in splits.cut(data) {
                     d.feed(stream, piece, ts, &mut out);
                     ts += 1;
-                    assert!(d.buffered_bytes() <= LIMITS.max_buffered_bytes());
+                    assert!(d.buffered_bytes() <= bound(&d));
                 }
             }
             6 => {
@@ -72,7 +80,7 @@ fuzz_target!(|input: &[u8]| {
                 break;
             }
         }
-        assert!(d.buffered_bytes() <= LIMITS.max_buffered_bytes());
+        assert!(d.buffered_bytes() <= bound(&d));
     }
     if !ended {
         d.end(EndedBy::Capture(Incomplete::CaptureGap), ts + 1, &mut out);

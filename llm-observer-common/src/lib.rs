@@ -284,6 +284,22 @@ pub const PROTO_SEEDED: u32 = 3;
 /// SSL probes instead, with positions restarted at 0 (see [`DATA_FLAG_TLS`]).
 pub const PROTO_TLS: u32 = 4;
 
+/// Whether a connection's first four bytes start an HTTP/2 connection: the client preface
+/// (`PRI * HTTP/2.0`, h2c with prior knowledge, or h2 plaintext after TLS), or the SETTINGS frame a
+/// server writes first (RFC 9113 §3.4; servers such as Go's and nghttp2's may send it before they
+/// read the preface): a 24-bit length under 64 KiB that is a whole number of 6-byte settings, then
+/// type 4. Both are copied so user space can decode the connection.
+pub fn starts_like_h2(head: &[u8; 4]) -> bool {
+    let len = (u16::from(head[1]) << 8) | u16::from(head[2]);
+    head == b"PRI " || (head[0] == 0 && head[3] == 4 && len % 6 == 0)
+}
+
+/// Whether the first four bytes start something the agent decodes: HTTP/1.x
+/// ([`starts_like_http1`]) or HTTP/2 ([`starts_like_h2`]).
+pub fn starts_like_http(head: &[u8; 4]) -> bool {
+    starts_like_http1(head) || starts_like_h2(head)
+}
+
 /// Whether a connection's first four bytes start an HTTP/1.x message: a request method (CONNECT
 /// included; user space reports the tunnel as unsupported) or the `HTTP` of a status line. The
 /// kernel classifies each connection's first bytes with it, user space its first delivered ones.
@@ -483,4 +499,25 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TrackedFds {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_classification() {
+        // HTTP/2: the client preface, and a server's SETTINGS frame (here 3 settings, 18 bytes).
+        assert!(starts_like_http(b"PRI "));
+        assert!(starts_like_h2(&[0, 0, 18, 4]));
+        assert!(starts_like_h2(&[0, 0, 0, 4]));
+        // Not a SETTINGS frame: wrong type, or a length that is no whole number of settings.
+        assert!(!starts_like_h2(&[0, 0, 18, 1]));
+        assert!(!starts_like_h2(&[0, 0, 7, 4]));
+        // TLS records and other protocols stay uncopied.
+        assert!(!starts_like_http(&[0x16, 0x03, 0x01, 0x02]));
+        assert!(!starts_like_http(b"\x00\x00\x00\x01"));
+        assert!(starts_like_http(b"POST"));
+        assert!(starts_like_http(b"HTTP"));
+    }
 }

@@ -10,16 +10,20 @@
 //! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, falling back to wall time
 //! where that fails), so the figures are per core even on a busy shared machine.
 //!
+//! `h2_openai_sse`: the OpenAI stream as the response of one HTTP/2 stream (preface, HPACK
+//! HEADERS, one DATA frame per event) through the whole `ConnDecoder`, against the same stream over
+//! HTTP/1.1 chunked (`h1_openai_sse`): the cost of the HTTP/2 layer per event.
+//!
 //! Run: `cargo bench -p llm-observer-decode --bench decode`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use llm_observer_decode::DecodeError;
 use llm_observer_decode::llm::{self, BodyEnd, Headers, Request, ResponseHead};
 use llm_observer_decode::protocol::ndjson::NdjsonParser;
 use llm_observer_decode::protocol::sse::SseParser;
+use llm_observer_decode::{ConnDecoder, DecodeError, EndedBy, Limits, Output, Stream};
 
 const CHUNKS: usize = 1_000;
 
@@ -215,5 +219,103 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut v = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+    v.extend_from_slice(&stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The OpenAI stream as one connection's two directions, per protocol: (request bytes, response
+/// pieces — one per event after the head).
+fn conn_bytes(h2: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let body: &[u8] = br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}"#;
+    let events = openai_events();
+    if h2 {
+        let mut enc = loona_hpack::Encoder::new();
+        let req_block = enc.encode([
+            (&b":method"[..], &b"POST"[..]),
+            (b":path", b"/v1/chat/completions"),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/json"),
+        ]);
+        let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        req.extend(frame(4, 0, 0, &[]));
+        req.extend(frame(1, 4, 1, &req_block));
+        req.extend(frame(0, 1, 1, body));
+        let mut enc = loona_hpack::Encoder::new();
+        let resp_block = enc.encode([
+            (&b":status"[..], &b"200"[..]),
+            (b"content-type", b"text/event-stream"),
+        ]);
+        let mut pieces = vec![[frame(4, 0, 0, &[]), frame(1, 4, 1, &resp_block)].concat()];
+        let last = events.len() - 1;
+        for (i, e) in events.iter().enumerate() {
+            pieces.push(frame(0, if i == last { 1 } else { 0 }, 1, e));
+        }
+        (req, pieces)
+    } else {
+        let mut req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        let mut pieces = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+        ];
+        for e in &events {
+            let mut c = format!("{:x}\r\n", e.len()).into_bytes();
+            c.extend_from_slice(e);
+            c.extend_from_slice(b"\r\n");
+            pieces.push(c);
+        }
+        pieces.push(b"0\r\n\r\n".to_vec());
+        (req, pieces)
+    }
+}
+
+/// One connection decoded whole; returns the content events of its one exchange.
+fn decode_conn(req: &[u8], pieces: &[Vec<u8>]) -> u64 {
+    let mut d = ConnDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.feed(Stream::Request, req, 1, &mut out);
+    for (i, p) in pieces.iter().enumerate() {
+        d.feed(Stream::Response, p, 2 + i as u64, &mut out);
+    }
+    d.end(EndedBy::Client, u64::MAX, &mut out);
+    out.iter()
+        .find_map(|o| match o {
+            Output::Done { exchange, .. } => Some(exchange.timings.content_events),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn bench_conn(c: &mut Criterion) {
+    for (name, h2) in [("h1_openai_sse", false), ("h2_openai_sse", true)] {
+        let (req, pieces) = conn_bytes(h2);
+        assert!(decode_conn(&req, &pieces) >= (CHUNKS - 3) as u64, "{name}");
+        let bytes: usize = req.len() + pieces.iter().map(Vec::len).sum::<usize>();
+        for (unit, throughput) in [
+            ("bytes", Throughput::Bytes(bytes as u64)),
+            ("events", Throughput::Elements(CHUNKS as u64)),
+        ] {
+            let mut g = c.benchmark_group(format!("{name}/{unit}"));
+            g.throughput(throughput);
+            g.bench_function("conn_per_event", |b| {
+                b.iter_custom(|n| {
+                    timed(n, || {
+                        black_box(decode_conn(&req, &pieces));
+                    })
+                })
+            });
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench, bench_conn);
 criterion_main!(benches);

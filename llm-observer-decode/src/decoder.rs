@@ -20,6 +20,8 @@
 use crate::exchange::Stream;
 use crate::llm;
 pub use crate::llm::{Candidate, Recognizer};
+use crate::protocol::h2::H2Conn;
+use crate::protocol::h2frame::{PREFACE, looks_like_h2_frame, looks_like_server_preface};
 use crate::protocol::head::Direction;
 use crate::protocol::http1::Parser;
 use crate::protocol::pairing::{Pairing, ReqSide, RespSide};
@@ -34,6 +36,20 @@ pub struct ConnDecoder {
     pairs: Pairing,
     /// Ended, or gave up (not HTTP, unsupported protocol, too many pending): input is ignored.
     dead: bool,
+    /// Which protocol the connection speaks, decided by its first bytes.
+    mode: Mode,
+    recognize: Recognizer,
+    candidate: Candidate,
+}
+
+/// HTTP/1.x or HTTP/2, told apart by content (the client preface, or a server's SETTINGS frame
+/// written before the preface was read), never by port.
+#[derive(Debug)]
+enum Mode {
+    /// Nothing decisive yet; holds request bytes that are a prefix of the HTTP/2 preface.
+    Sniff(Vec<u8>),
+    Http1,
+    Http2(Box<H2Conn>),
 }
 
 impl ConnDecoder {
@@ -54,6 +70,9 @@ impl ConnDecoder {
             resp: Parser::new(Direction::Response, limits),
             pairs: Pairing::new(limits, recognize, candidate),
             dead: false,
+            mode: Mode::Sniff(Vec::new()),
+            recognize,
+            candidate,
         }
     }
 
@@ -64,6 +83,60 @@ impl ConnDecoder {
     /// Bytes of `stream`, captured at `ts_ns`, in order.
     pub fn feed(&mut self, stream: Stream, data: &[u8], ts_ns: u64, out: &mut Vec<Output>) {
         if self.dead {
+            return;
+        }
+        if let Mode::Sniff(held) = &mut self.mode {
+            match stream {
+                Stream::Request => {
+                    held.extend_from_slice(data);
+                    let n = held.len().min(PREFACE.len());
+                    if held.get(..n) == PREFACE.get(..n) && n < PREFACE.len() {
+                        // Still a prefix of the preface: wait for more.
+                        return;
+                    }
+                    let held = std::mem::take(held);
+                    if looks_like_h2_frame(&held) {
+                        // HTTP/2 frames without the preface: joined mid-way, HPACK state unknown.
+                        out.push(Output::Unsupported(crate::Unsupported::Http2MidStream));
+                        self.dead = true;
+                        return;
+                    }
+                    self.mode = if held.starts_with(PREFACE) {
+                        self.h2_mode()
+                    } else {
+                        Mode::Http1
+                    };
+                    return self.feed_decided(stream, &held, ts_ns, out);
+                }
+                Stream::Response => {
+                    // A server may write its SETTINGS before it reads the client's preface.
+                    let held = std::mem::take(held);
+                    self.mode = if looks_like_server_preface(data) {
+                        self.h2_mode()
+                    } else {
+                        Mode::Http1
+                    };
+                    if !held.is_empty() {
+                        self.feed_decided(Stream::Request, &held, ts_ns, out);
+                    }
+                }
+            }
+        }
+        self.feed_decided(stream, data, ts_ns, out);
+    }
+
+    fn h2_mode(&self) -> Mode {
+        Mode::Http2(Box::new(H2Conn::new(
+            self.limits,
+            self.recognize,
+            self.candidate,
+        )))
+    }
+
+    fn feed_decided(&mut self, stream: Stream, data: &[u8], ts_ns: u64, out: &mut Vec<Output>) {
+        if let Mode::Http2(h2) = &mut self.mode {
+            h2.feed(stream == Stream::Request, data, ts_ns, out);
+            self.dead = h2.dead;
             return;
         }
         self.pairs.ts_ns = ts_ns;
@@ -84,8 +157,24 @@ impl ConnDecoder {
         if self.dead {
             return;
         }
-        self.pairs.ts_ns = ts_ns;
         out.push(Output::Error(DecodeError::Gap { missing }));
+        match &mut self.mode {
+            Mode::Http2(h2) => {
+                // HTTP/2 cannot resync: lost bytes may have changed the HPACK tables.
+                h2.gap(ts_ns, out);
+                self.dead = true;
+                return;
+            }
+            Mode::Sniff(held) => {
+                let held = std::mem::take(held);
+                self.mode = Mode::Http1;
+                if !held.is_empty() {
+                    self.feed_decided(Stream::Request, &held, ts_ns, out);
+                }
+            }
+            Mode::Http1 => {}
+        }
+        self.pairs.ts_ns = ts_ns;
         match stream {
             Stream::Request => {
                 // Between messages a gap may have swallowed whole requests; inside one, that
@@ -117,6 +206,16 @@ impl ConnDecoder {
         if self.dead {
             return;
         }
+        match &mut self.mode {
+            Mode::Http2(h2) => {
+                h2.stop(by, ts_ns, out);
+                self.dead = true;
+                return;
+            }
+            // The start of a preface that never finished: nothing to decode, nothing to keep.
+            Mode::Sniff(held) => *held = Vec::new(),
+            Mode::Http1 => {}
+        }
         self.pairs.ts_ns = ts_ns;
         self.pairs.ended_by = by;
         self.resp
@@ -127,12 +226,25 @@ impl ConnDecoder {
 
     /// Bytes currently buffered (for the memory-cap assertions and the agent's self-metrics).
     pub fn buffered_bytes(&self) -> usize {
-        self.req.buffered_bytes() + self.resp.buffered_bytes() + self.pairs.buffered_bytes()
+        let mode = match &self.mode {
+            Mode::Sniff(held) => held.len(),
+            Mode::Http1 => 0,
+            Mode::Http2(h2) => h2.buffered_bytes(),
+        };
+        mode + self.req.buffered_bytes() + self.resp.buffered_bytes() + self.pairs.buffered_bytes()
+    }
+
+    /// True once the connection was recognised as HTTP/2.
+    pub fn is_http2(&self) -> bool {
+        matches!(self.mode, Mode::Http2(_))
     }
 
     /// Requests received and waiting for (the end of) their response.
     pub fn pending_requests(&self) -> usize {
-        self.pairs.open_requests()
+        match &self.mode {
+            Mode::Http2(h2) => h2.open_streams(),
+            _ => self.pairs.open_requests(),
+        }
     }
 
     /// True once the decoder ignores further input (ended, not HTTP, or unsupported protocol).

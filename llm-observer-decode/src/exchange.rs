@@ -35,6 +35,8 @@ pub enum Api {
     Tgi,
     Llamacpp,
     Mcp,
+    /// Google Gemini `generateContent` / `streamGenerateContent` (Gemini API and Vertex AI).
+    Gemini,
 }
 
 impl Api {
@@ -47,6 +49,7 @@ impl Api {
             Api::Tgi => "tgi",
             Api::Llamacpp => "llamacpp",
             Api::Mcp => "mcp",
+            Api::Gemini => "gemini",
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Layers, in data-flow order:
 //! - [`protocol`]: HTTP/1.1 reassembly (heads, Content-Length / chunked / close-delimited bodies,
-//!   decompression) and stream framing (SSE, NDJSON).
-//! - [`llm`]: API recognition and decoders (Ollama, OpenAI-compatible, Anthropic, TGI, llama.cpp,
+//!   decompression), HTTP/2 (frames, HPACK, one exchange per stream) and stream framing (SSE,
+//!   NDJSON, streamed JSON arrays).
+//! - [`llm`]: API recognition and decoders (Ollama, OpenAI-compatible, Anthropic, Gemini, TGI, llama.cpp,
 //!   MCP) that turn one HTTP request/response pair into one [`Exchange`].
 //! - [`decoder`]: [`ConnDecoder`], the per-connection entry point that wires the two.
 //! - [`types`]: the vocabulary all of them share (limits, [`DecodeError`], [`EndedBy`], [`Output`]).

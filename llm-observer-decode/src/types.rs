@@ -37,7 +37,20 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Upper bound of [`ConnDecoder::buffered_bytes`] under these limits.
+    /// Upper bound of [`ConnDecoder::buffered_bytes`] for an HTTP/2 connection: per direction one
+    /// partial frame and one header block being collected (each at most `max_head_bytes`), and per
+    /// open stream (at most `max_pending_requests`) either its request body or its response
+    /// decoder's buffer (each at most `max_body_bytes` / `max_event_bytes`), plus the held preface.
+    pub fn max_buffered_bytes_h2(&self) -> usize {
+        // Frame headers in progress (9 bytes a direction) and the held preface (24); a stream
+        // decoder holds at most an event and a partial line, plus a few sniffed bytes.
+        4 * self.max_head_bytes
+            + 2 * 9
+            + 24
+            + self.max_pending_requests * (self.max_body_bytes.max(2 * self.max_event_bytes) + 8)
+    }
+
+    /// Upper bound of [`ConnDecoder::buffered_bytes`] for an HTTP/1 connection under these limits.
     pub fn max_buffered_bytes(&self) -> usize {
         // Two heads, two resync tails (< 24 bytes each), two deflate sniff bytes, one request body.
         2 * self.max_head_bytes + self.max_body_bytes + 2 * 24 + 2
@@ -60,8 +73,13 @@ pub enum EndedBy {
 /// Traffic the decoder recognises but does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Unsupported {
-    /// HTTP/2 connection preface (`PRI * HTTP/2.0`).
+    /// HTTP/2 connection preface (`PRI * HTTP/2.0`) inside an HTTP/1 stream (after requests).
     Http2,
+    /// HTTP/2 frames on a connection whose start the capture did not see (no client preface; the
+    /// HPACK dynamic table is unknown), so its headers cannot be decoded.
+    Http2MidStream,
+    /// A gRPC stream (`content-type: application/grpc*`) on an HTTP/2 connection: skipped.
+    Grpc,
     /// `101 Switching Protocols` (WebSocket, h2c) — the rest of the connection is not HTTP/1.
     Upgrade,
     /// `CONNECT` tunnel.
@@ -91,6 +109,10 @@ pub enum DecodeError {
     TooManyPending,
     #[error("{missing} bytes lost by the capture")]
     Gap { missing: u64 },
+    #[error("malformed HTTP/2 frame: {0}")]
+    BadFrame(&'static str),
+    #[error("HPACK header block undecodable")]
+    Hpack,
 }
 
 impl DecodeError {
@@ -107,9 +129,14 @@ impl DecodeError {
             DecodeError::UnmatchedResponse => "unmatched_response",
             DecodeError::TooManyPending => "too_many_pending",
             DecodeError::Gap { .. } => "capture_gap",
+            DecodeError::BadFrame(_) => "bad_h2_frame",
+            DecodeError::Hpack => "hpack",
         }
     }
 }
+
+/// Longest `Host` value passed on in [`Output::Started`] (DNS names are at most 253 bytes).
+pub const MAX_HOST_BYTES: usize = 255;
 
 /// What the decoder emits. `seq` numbers the requests of one connection from 0, so `Started`,
 /// `FirstToken` and `Done` of one request can be matched.
@@ -123,6 +150,9 @@ pub enum Output {
         model: Option<String>,
         stream: bool,
         ts_ns: u64,
+        /// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2), at most
+        /// [`MAX_HOST_BYTES`] bytes; the agent derives the client view's `provider` from it.
+        host: Option<String>,
     },
     /// The first content-bearing response event of request `seq` arrived (TTFT marker).
     FirstToken {

@@ -184,6 +184,8 @@ fn marker_at(markers: &[Option<u64>], i: usize) {
 // One file per API, kept beside this one (not picked up as separate test targets).
 #[path = "decoders/anthropic.rs"]
 mod anthropic;
+#[path = "decoders/gemini.rs"]
+mod gemini;
 #[path = "decoders/mcp.rs"]
 mod mcp;
 #[path = "decoders/ollama.rs"]

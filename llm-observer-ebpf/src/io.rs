@@ -21,8 +21,7 @@ use llm_observer_common::{
     DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs,
     MAX_CAPTURE_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP,
     PROTO_OTHER, PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN, Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET,
-    conn_key,
-    starts_like_http1,
+    conn_key, starts_like_http,
 };
 
 use crate::{
@@ -491,8 +490,9 @@ extern "C" fn copy_chunk(_index: u32, _ctx: *mut c_void) -> i64 {
     0
 }
 
-/// First bytes of a connection: an HTTP/1.x request method or status line → HTTP; fewer than four
-/// bytes → still unknown; anything else (TLS records, the HTTP/2 preface, databases) → other.
+/// First bytes of a connection: an HTTP/1.x request method or status line, or the start of an HTTP/2
+/// connection → HTTP; fewer than four bytes → still unknown; anything else (TLS records, databases)
+/// → other.
 fn classify(segs: *const Segments) -> u32 {
     // SAFETY: per-CPU scratch written by gather's loop: read fresh.
     let (n, len0, ptr0) = unsafe {
@@ -509,7 +509,7 @@ fn classify(segs: *const Segments) -> u32 {
     let Ok(head) = (unsafe { bpf_probe_read_user(ptr0 as *const [u8; 4]) }) else {
         return PROTO_UNKNOWN;
     };
-    if starts_like_http1(&head) {
+    if starts_like_http(&head) {
         PROTO_HTTP
     } else {
         PROTO_OTHER

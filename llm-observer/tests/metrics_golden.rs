@@ -34,6 +34,7 @@ fn ctx(role: Role, process: &str, pid: u32, peer: &str) -> ExchangeCtx {
         place: Default::default(),
         pid,
         peer: Some(peer.parse().unwrap()),
+        provider: "self_hosted",
     }
 }
 

@@ -138,6 +138,8 @@ pub fn test_deps(root: &Path) -> Result<PathBuf> {
         ("curl", "curl"),
         ("openssl", "openssl"),
         ("bpftool", "bpftool"),
+        // tests/http2.rs: Node's http2 module is the h2c server and client.
+        ("node", "nodejs"),
     ]
     .into_iter()
     .filter(|(bin, _)| !have(bin))

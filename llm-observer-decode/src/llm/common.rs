@@ -24,6 +24,7 @@ use crate::exchange::{
     Api, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings, TokenCount, TokenSource,
     Tokens,
 };
+use crate::protocol::jsonarray::JsonArrayParser;
 use crate::protocol::ndjson::NdjsonParser;
 use crate::protocol::sse::{SseEvent, SseParser};
 use crate::types::{DecodeError, EndedBy, Limits};
@@ -198,6 +199,9 @@ pub(crate) enum Native {
 /// One API's interpretation of response events.
 pub(crate) trait Handler: Send + fmt::Debug + 'static {
     const NATIVE: Native;
+    /// A streamed request answered with a JSON content type is a streamed JSON array (Gemini's
+    /// `streamGenerateContent` without `alt=sse`): each element goes to [`Handler::on_line`].
+    const ARRAY_STREAM: bool = false;
 
     /// The final response head (after `Core::status` is set).
     fn on_head(&mut self, core: &mut Core, head: &ResponseHead<'_>) {
@@ -336,6 +340,8 @@ enum Framing {
     Sse(SseParser),
     Ndjson(NdjsonParser),
     Json(JsonBody),
+    /// A streamed JSON array, one event per element.
+    Array(JsonArrayParser),
     /// Nothing to decode (no head yet, 204, not JSON).
     Skip,
 }
@@ -381,7 +387,9 @@ impl<H: Handler> Engine<H> {
             self.sniffed.clear();
             return std::borrow::Cow::Borrowed(&[]);
         };
-        let framing = if first == b'{' || first == b'[' {
+        let framing = if first == b'[' && H::ARRAY_STREAM && self.core.stream {
+            Framing::Array(JsonArrayParser::new(self.limits.max_event_bytes))
+        } else if first == b'{' || first == b'[' {
             if H::NATIVE == Native::Ndjson && self.core.stream {
                 Framing::Ndjson(NdjsonParser::new(self.limits.max_event_bytes))
             } else {
@@ -397,7 +405,10 @@ impl<H: Handler> Engine<H> {
             Framing::Skip
         };
         self.framing = framing;
-        if matches!(self.framing, Framing::Sse(_) | Framing::Ndjson(_)) {
+        if matches!(
+            self.framing,
+            Framing::Sse(_) | Framing::Ndjson(_) | Framing::Array(_)
+        ) {
             self.core.streamed = true;
         }
         if held {
@@ -434,12 +445,17 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             Framing::Sse(SseParser::new(self.limits.max_event_bytes))
         } else if ct.contains("ndjson") || ct.contains("jsonl") {
             Framing::Ndjson(NdjsonParser::new(self.limits.max_event_bytes))
+        } else if ct.contains("json") && H::ARRAY_STREAM && self.core.stream {
+            Framing::Array(JsonArrayParser::new(self.limits.max_event_bytes))
         } else if ct.contains("json") {
             Framing::Json(JsonBody::new(self.limits.max_body_bytes))
         } else {
             Framing::Undecided
         };
-        if matches!(self.framing, Framing::Sse(_) | Framing::Ndjson(_)) {
+        if matches!(
+            self.framing,
+            Framing::Sse(_) | Framing::Ndjson(_) | Framing::Array(_)
+        ) {
             self.core.streamed = true;
         }
         self.handler.on_head(&mut self.core, head);
@@ -472,6 +488,14 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             Framing::Ndjson(p) => p.feed(data, ts_ns, errors, |line, ts, errors| {
                 handler.on_line(core, line, ts, errors)
             }),
+            Framing::Array(p) => {
+                p.feed(data, ts_ns, errors, |el, ts, errors| {
+                    handler.on_line(core, el, ts, errors)
+                });
+                if p.is_closed() {
+                    core.terminal = true;
+                }
+            }
             Framing::Json(body) => {
                 if body.feed(data) {
                     let status = core.status.unwrap_or(200);
@@ -494,6 +518,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
         let framing = match &self.framing {
             Framing::Sse(p) => p.buffered_bytes(),
             Framing::Ndjson(p) => p.buffered_bytes(),
+            Framing::Array(p) => p.buffered_bytes(),
             Framing::Json(b) => b.buf.len(),
             Framing::Undecided | Framing::Skip => 0,
         };

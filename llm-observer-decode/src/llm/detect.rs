@@ -22,7 +22,7 @@ use crate::types::Limits;
 
 use super::json::{NonEmpty, RpcId, Str, trim_start};
 use super::{ApiDecoder, Headers, Request};
-use super::{anthropic, llamacpp, mcp, ollama, openai, responses, tgi};
+use super::{anthropic, gemini, llamacpp, mcp, ollama, openai, responses, tgi};
 
 /// JSON-RPC `params` fields that name the target of a call.
 #[derive(Debug, Default, Deserialize)]
@@ -167,7 +167,7 @@ pub(crate) fn candidate(method: &str, path: &str, headers: &Headers) -> bool {
     if !method.eq_ignore_ascii_case("POST") {
         return false;
     }
-    if endpoint(path).is_some() || has_mcp_headers(headers) {
+    if endpoint(path).is_some() || gemini::endpoint(path).is_some() || has_mcp_headers(headers) {
         return true;
     }
     let json_or_untyped = headers
@@ -210,6 +210,13 @@ fn mcp_candidate(req: &Request<'_>) -> bool {
 /// See [`super::recognize`].
 pub(crate) fn recognize(req: &Request<'_>, limits: &Limits) -> Option<Box<dyn ApiDecoder>> {
     if !req.method.eq_ignore_ascii_case("POST") {
+        return None;
+    }
+    if let Some((model, stream)) = gemini::endpoint(req.path) {
+        // The path says it all (model and streaming); the body only has to be a JSON object.
+        if trim_start(req.body).first() == Some(&b'{') || req.body_truncated {
+            return Some(gemini::decoder(req, model, stream, limits));
+        }
         return None;
     }
     let matched = endpoint(req.path);

@@ -15,6 +15,7 @@ mod anthropic;
 mod common;
 mod detect;
 mod errors;
+mod gemini;
 mod json;
 mod llamacpp;
 mod mcp;
@@ -53,6 +54,15 @@ impl Headers {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::trim)
     }
+}
+
+/// The request's `Host` (HTTP/2's `:authority` is passed on as one), bounded: `None` when absent,
+/// empty or longer than [`crate::types::MAX_HOST_BYTES`].
+pub(crate) fn request_host(headers: &Headers) -> Option<String> {
+    headers
+        .get_str("host")
+        .filter(|h| !h.is_empty() && h.len() <= crate::types::MAX_HOST_BYTES)
+        .map(str::to_owned)
 }
 
 /// A complete request, as the HTTP layer hands it over.

@@ -318,6 +318,7 @@ impl Handler for ReqSide<'_> {
                 model: s.model,
                 stream: s.stream,
                 ts_ns: end.ts_ns,
+                host: crate::llm::request_host(&inc.headers),
             });
         }
         let pending = Pending {

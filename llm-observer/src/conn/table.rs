@@ -3,7 +3,7 @@
 use foldhash::HashMap;
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
-use llm_observer_common::starts_like_http1;
+use llm_observer_common::starts_like_http;
 use llm_observer_decode::{
     ConnDecoder, DecodeError, EndedBy, Exchange, Incomplete, Limits, Output, Role, Stream,
     Unsupported,
@@ -48,6 +48,9 @@ pub struct ConnView<'a> {
     pub process: &'a ProcessInfo,
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
+    /// `Host` / `:authority` of the connection's latest request (bounded; `None` before one or
+    /// without one): the client view's `provider` label comes from it.
+    pub host: Option<&'a str>,
 }
 
 /// Settings of the connection table (flags `--max-connections`, `--idle-timeout`, `--port`...).
@@ -127,6 +130,9 @@ struct Conn {
     /// inherited across fork starts wherever the kernel began delivering.)
     from_start: bool,
     tls: Tls,
+    /// `Host` / `:authority` of the latest recognised request (one TCP connection talks to one
+    /// server; a forward proxy's absolute-form requests are the exception and get the latest).
+    host: Option<String>,
 }
 
 /// What the table knows of a connection's TLS.
@@ -150,6 +156,7 @@ impl Conn {
             process: &self.process,
             local: self.local,
             peer: self.peer,
+            host: self.host.as_deref(),
         }
     }
 
@@ -330,6 +337,7 @@ impl ConnTable {
                 charged: 0,
                 from_start,
                 tls: Tls::No,
+                host: None,
             },
         );
         self.by_tgid.entry(id.tgid).or_default().insert(id, ());
@@ -528,7 +536,7 @@ impl ConnTable {
             || matches!(conn.proto, Proto::Unknown)
                 && d.kind == DataKind::Bytes
                 && !d.payload.is_empty()
-                && (d.payload.len() < 4 || looks_like_http1(&d.payload));
+                && (d.payload.len() < 4 || looks_like_http(&d.payload));
         if first_http && !self.cfg.ports.is_empty() {
             let wanted = |c: &Conn| {
                 [c.local, c.peer]
@@ -608,7 +616,7 @@ impl ConnTable {
                 }
                 conn.next_pos[di] = conn.next_pos[di].max(d.pos + d.payload.len() as u64);
                 if matches!(conn.proto, Proto::Unknown) && !payload.is_empty() {
-                    if payload.len() < 4 || looks_like_http1(payload) {
+                    if payload.len() < 4 || looks_like_http(payload) {
                         conn.proto = Proto::Http(Box::new(ConnDecoder::new(self.cfg.limits)));
                     } else if conn.tls == Tls::No && looks_like_tls(payload) {
                         // A TLS handshake: the SSL probes may deliver its plaintext later.
@@ -627,9 +635,6 @@ impl ConnTable {
                         // bytes), so the table keeps no state for it either. TLS plaintext is not
                         // classified in the kernel: stop its copying.
                         self.stats.other_protocol += 1;
-                        if payload.starts_with(b"PRI * HTTP/2.0") {
-                            sink.unsupported(&conn.view(), Unsupported::Http2);
-                        }
                         if conn.tls == Tls::Plaintext {
                             self.untrack.push(d.conn);
                         }
@@ -644,8 +649,9 @@ impl ConnTable {
                 }
             }
         }
-        let conn = &self.conns[&d.conn];
-        Self::dispatch(&mut self.out, conn, sink);
+        if let Some(conn) = self.conns.get_mut(&d.conn) {
+            Self::dispatch(&mut self.out, conn, sink);
+        }
         self.charge(d.conn, d.ts_ns, sink);
     }
 
@@ -674,9 +680,14 @@ impl ConnTable {
         self.untrack.push(id);
     }
 
-    fn dispatch(out: &mut Vec<Output>, conn: &Conn, sink: &mut dyn Sink) {
-        let view = conn.view();
+    fn dispatch(out: &mut Vec<Output>, conn: &mut Conn, sink: &mut dyn Sink) {
         for o in out.drain(..) {
+            if let Output::Started { host, .. } = &o
+                && host.is_some()
+            {
+                conn.host.clone_from(host);
+            }
+            let view = conn.view();
             match o {
                 Output::Started {
                     seq,
@@ -730,7 +741,7 @@ impl ConnTable {
         if let Proto::Http(dec) = &mut conn.proto {
             dec.end(by, ts_ns, &mut self.out);
         }
-        Self::dispatch(&mut self.out, &conn, sink);
+        Self::dispatch(&mut self.out, &mut conn, sink);
     }
 
     /// Forgets connections silent for longer than the idle timeout (`now_ns` on the capture clock).
@@ -756,8 +767,8 @@ pub fn looks_like_tls(b: &[u8]) -> bool {
     matches!(b, [0x16, 0x03, 0x00..=0x04, ..])
 }
 
-/// The kernel's test of a connection's first bytes ([`starts_like_http1`]), applied again here
-/// because `--all-protocols` connections reach user space unclassified.
-pub fn looks_like_http1(b: &[u8]) -> bool {
-    b.first_chunk::<4>().is_some_and(starts_like_http1)
+/// The kernel's test of a connection's first bytes ([`starts_like_http`]: HTTP/1.x or HTTP/2),
+/// applied again here because `--all-protocols` connections reach user space unclassified.
+pub fn looks_like_http(b: &[u8]) -> bool {
+    b.first_chunk::<4>().is_some_and(starts_like_http)
 }

@@ -25,17 +25,21 @@ struct Recorder {
     unsupported: Vec<Unsupported>,
     oom: Vec<u32>,
     incomplete: Vec<Incomplete>,
+    /// `ConnView::host` at each `started` and `done`.
+    hosts: Vec<Option<String>>,
 }
 
 impl Sink for Recorder {
     fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
         self.started.push((conn.id, seq, summary.clone()));
+        self.hosts.push(conn.host.map(str::to_owned));
     }
     fn first_token(&mut self, conn: &ConnView<'_>, seq: u64, ts_ns: u64) {
         self.first_tokens.push((conn.id, seq, ts_ns));
     }
     fn done(&mut self, conn: &ConnView<'_>, _seq: u64, exchange: &Exchange) {
         self.done.push((conn.id, conn.role, exchange.clone()));
+        self.hosts.push(conn.host.map(str::to_owned));
     }
     fn decode_error(&mut self, _conn: &ConnView<'_>, error: &DecodeError) {
         self.errors.push(error.reason());
@@ -318,7 +322,7 @@ fn lost_bytes_are_counted_exactly_and_resync_the_decoder() {
 }
 
 #[test]
-fn non_http_connections_are_dropped_and_http2_is_reported() {
+fn non_http_connections_are_dropped_and_http2_is_decoded() {
     let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
     let (tls, open) = g.open(4, KernelRole::Client, "10.0.0.1:443");
     t.apply(&open, &mut r);
@@ -342,13 +346,12 @@ fn non_http_connections_are_dropped_and_http2_is_reported() {
         ),
         &mut r,
     );
-    t.apply(&g.bytes(h2, Direction::Egress, REQUEST, 1), &mut r);
-    // The table keeps nothing for h2 (the kernel only counts its bytes from now on); the TLS
-    // handshake is kept in case its plaintext comes, and counted when it ends without any.
-    assert_eq!((t.stats().other_protocol, t.len()), (1, 1));
+    // HTTP/2 (selected by its preface) is kept for the HTTP/2 decoder; the TLS handshake is kept
+    // in case its plaintext comes, and counted as another protocol when it ends without any.
+    assert_eq!((t.stats().other_protocol, t.len()), (0, 2));
     t.apply(&g.close(tls), &mut r);
-    assert_eq!((t.stats().other_protocol, t.len()), (2, 0));
-    assert_eq!(r.unsupported, vec![Unsupported::Http2]);
+    assert_eq!((t.stats().other_protocol, t.len()), (1, 1));
+    assert!(r.unsupported.is_empty());
     assert!(r.started.is_empty() && r.done.is_empty() && r.errors.is_empty());
 }
 
@@ -911,4 +914,67 @@ fn a_seeded_tls_connection_is_decoded_from_its_first_plaintext() {
         (t.stats().other_protocol, t.stats().tls_connections),
         (0, 1)
     );
+}
+
+#[test]
+fn the_request_host_reaches_the_sink() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (c, open) = g.open(4, KernelRole::Client, "127.0.0.1:8000");
+    t.apply(&open, &mut r);
+    t.apply(&g.bytes(c, Direction::Egress, REQUEST, 1), &mut r);
+    t.apply(&g.bytes(c, Direction::Ingress, HEAD, 1), &mut r);
+    t.apply(
+        &g.bytes(c, Direction::Ingress, &sse_chunk("[DONE]"), 1),
+        &mut r,
+    );
+    t.apply(&g.bytes(c, Direction::Ingress, b"0\r\n\r\n", 1), &mut r);
+    assert_eq!(r.done.len(), 1);
+    assert_eq!(r.hosts, vec![Some("x".to_owned()), Some("x".to_owned())]);
+}
+
+/// The real Node h2c capture of llm-observer-decode's tests (4 requests on one connection), fed
+/// as kernel events of the client: the table takes it as HTTP/2 by its preface and every stream
+/// is one exchange, with `:authority` as the host.
+#[test]
+fn http2_connections_are_decoded_through_the_table() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../llm-observer-decode/tests/data/h2");
+    let read = |ext: &str| std::fs::read(dir.join(format!("sequential.{ext}"))).expect(ext);
+    let (req, resp) = (read("request.bin"), read("response.bin"));
+    let timeline = String::from_utf8(read("timeline.tsv")).expect("utf-8");
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let (c, open) = g.open(4, KernelRole::Client, "127.0.0.1:8000");
+    t.apply(&open, &mut r);
+    let mut pos = [0usize; 2];
+    for line in timeline.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let len: usize = cols[2].parse().expect("len");
+        let (dir, i, src) = match cols[1] {
+            "c2s" => (Direction::Egress, 0, &req),
+            _ => (Direction::Ingress, 1, &resp),
+        };
+        for piece in src[pos[i]..pos[i] + len].chunks(4096) {
+            t.apply(&g.bytes(c, dir, piece, 1), &mut r);
+        }
+        pos[i] += len;
+    }
+    let close = g.close(c);
+    t.apply(&close, &mut r);
+    assert!(
+        r.errors.is_empty() && r.unsupported.is_empty(),
+        "{:?} {:?}",
+        r.errors,
+        r.unsupported
+    );
+    assert_eq!(r.started.len(), 4);
+    assert_eq!(r.done.len(), 4);
+    for (_, role, ex) in &r.done {
+        assert_eq!(*role, Role::Client);
+        assert_eq!(ex.status, Some(200));
+        assert_eq!(ex.tokens.prompt, TokenCount::reported(14));
+        assert_eq!(ex.error, None);
+    }
+    let host = r.hosts[0].clone().expect("a host");
+    assert!(host.starts_with("127.0.0.1:"), "{host}");
+    assert!(r.hosts.iter().all(|h| h.as_deref() == Some(host.as_str())));
 }

@@ -100,6 +100,7 @@ impl MetricsSink {
             place: self.caps.admit(self.names.place(&p.cgroup)),
             pid: conn.id.tgid,
             peer: conn.peer,
+            provider: crate::sinks::provider::provider(conn.host),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod gpu_sampler;
 pub mod metrics_sink;
 pub mod redact;
+pub mod redact_h2;
 pub mod trace_sink;
 
 use std::{future::Future, sync::Arc, time::Duration};

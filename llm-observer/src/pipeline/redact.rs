@@ -55,6 +55,10 @@ pub struct Redactor {
     /// The start of the line the last slice ended in, while it is still undecided (it is at most
     /// as long as the longest header name, so this never grows beyond that).
     partial: Vec<u8>,
+    /// The stream's first bytes were looked at (HTTP/2 or not).
+    decided: bool,
+    /// The stream is HTTP/2: its HPACK header blocks are masked instead ([`super::redact_h2`]).
+    h2: Option<super::redact_h2::H2Redactor>,
 }
 
 fn line_ending(line: &[u8]) -> &'static [u8] {
@@ -74,6 +78,15 @@ impl Redactor {
     /// `payload` (the next slice of the stream) with every credential header value replaced by
     /// `[redacted]`.
     pub fn redact(&mut self, payload: &[u8]) -> Vec<u8> {
+        if !self.decided && !payload.is_empty() {
+            self.decided = true;
+            if super::redact_h2::starts_h2(payload) {
+                self.h2 = Some(super::redact_h2::H2Redactor::default());
+            }
+        }
+        if let Some(h2) = &mut self.h2 {
+            return h2.redact(payload);
+        }
         let mut out = Vec::with_capacity(payload.len());
         for line in payload.split_inclusive(|&b| b == b'\n') {
             let complete = line.ends_with(b"\n");

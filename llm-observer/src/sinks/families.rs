@@ -59,6 +59,7 @@ pub const CLIENT_LABELS: &[&str] = &[
     "pod",
     "namespace",
     "peer",
+    "provider",
 ];
 
 fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
@@ -372,7 +373,7 @@ impl ClientFamilies {
         })
     }
 
-    pub fn record(&self, labels: &[&str; 8], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str; 9], ex: &Exchange) {
         Shared {
             requests: &self.requests,
             errors: &self.errors,
@@ -384,7 +385,7 @@ impl ClientFamilies {
         .record(labels.as_slice(), ex);
     }
 
-    pub fn tool_call(&self, labels: &[&str; 8], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str; 9], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();

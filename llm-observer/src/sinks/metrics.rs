@@ -74,6 +74,9 @@ pub struct ExchangeCtx {
     pub pid: u32,
     /// The other end of the connection; a label value (`host:port`) in the client view only.
     pub peer: Option<std::net::SocketAddr>,
+    /// The `provider` label of the client view ([`super::provider::provider`] of the request's
+    /// host); one of [`super::provider::PROVIDERS`].
+    pub provider: &'static str,
 }
 
 /// Clock and `/proc` for scrape-time values; replaceable so tests need no sleeps or real pids.
@@ -386,7 +389,8 @@ impl Metrics {
                     .caps
                     .peers
                     .hold(ctx.peer.map(|p| p.to_string()).as_deref(), now);
-                let labels = client_labels(api, op, &model, &process, &ctx.place, &peer);
+                let labels =
+                    client_labels(api, op, &model, &process, &ctx.place, &peer, ctx.provider);
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -491,7 +495,8 @@ impl Metrics {
             }
             Role::Client => {
                 let peer = self.peer_label(ctx, ex, now);
-                let labels = client_labels(api, op, &model, process, &ctx.place, &peer);
+                let labels =
+                    client_labels(api, op, &model, process, &ctx.place, &peer, ctx.provider);
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -595,7 +600,8 @@ fn client_labels<'a>(
     process: &'a str,
     p: &'a crate::attribution::Place,
     peer: &'a str,
-) -> [&'a str; 8] {
+    provider: &'a str,
+) -> [&'a str; 9] {
     [
         api,
         op,
@@ -605,6 +611,7 @@ fn client_labels<'a>(
         &p.pod,
         &p.namespace,
         peer,
+        provider,
     ]
 }
 

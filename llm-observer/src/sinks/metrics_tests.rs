@@ -27,6 +27,7 @@ fn server() -> ExchangeCtx {
         place: Default::default(),
         pid: u32::MAX, // no such pid: memory sampling finds nothing
         peer: Some("127.0.0.1:50000".parse().unwrap()),
+        provider: "self_hosted",
     }
 }
 
@@ -38,6 +39,7 @@ fn client() -> ExchangeCtx {
         place: Default::default(),
         pid: u32::MAX,
         peer: Some("127.0.0.1:11434".parse().unwrap()),
+        provider: "self_hosted",
     }
 }
 
@@ -155,6 +157,7 @@ fn gauges_follow_requests_and_return_to_zero() {
         "",
         "",
         "127.0.0.1:11434",
+        "self_hosted",
     ];
     let client_active = m.client.active.with_label_values(&client_labels);
     assert_eq!(client_active.get(), 1);
@@ -215,12 +218,65 @@ fn peers_and_processes_capped() {
     let get = |process: &str, peer: &str| {
         m.client
             .requests
-            .with_label_values(&["ollama", "chat", "m", process, "", "", "", peer, "2xx"])
+            .with_label_values(&[
+                "ollama",
+                "chat",
+                "m",
+                process,
+                "",
+                "",
+                "",
+                peer,
+                "self_hosted",
+                "2xx",
+            ])
             .get()
     };
     assert_eq!(get("python3", "127.0.0.1:11434"), 1);
     assert_eq!(get("other", "other"), 1);
     assert_eq!(get("other", "unknown"), 1);
+}
+
+#[test]
+fn client_series_carry_the_provider() {
+    let m = metrics(MetricsConfig::default());
+    let mut c = client();
+    c.provider = "openai";
+    let f = m.started(&c, &summary("gpt-4o"));
+    let active = |provider: &str| {
+        m.client
+            .active
+            .with_label_values(&[
+                "ollama",
+                "chat",
+                "gpt-4o",
+                "python3",
+                "",
+                "",
+                "",
+                "127.0.0.1:11434",
+                provider,
+            ])
+            .get()
+    };
+    assert_eq!(active("openai"), 1);
+    m.done(Some(f), &c, &ex("gpt-4o", false, S));
+    assert_eq!(active("openai"), 0);
+    let text = m.encode();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("llm_client_requests_total{"))
+        .expect("a client request series");
+    assert!(line.contains("provider=\"openai\""), "{line}");
+    // The server view has no provider label.
+    m.done(None, &server(), &ex("gpt-4o", false, S));
+    let text = m.encode();
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("llm_requests_total{"))
+            .all(|l| !l.contains("provider=")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -288,6 +344,7 @@ fn ttft_streams_only_with_otel_buckets() {
         "",
         "",
         "127.0.0.1:11434",
+        "self_hosted",
     ];
     assert_eq!(bucket_of(&m.client.ttft.with_label_values(&cl)), 0.08);
     assert_eq!(bucket_of(&m.client.latency.with_label_values(&cl)), 1.28);

@@ -26,7 +26,7 @@ pub const DIRECTIONS: &[&str] = &["ingress", "egress"];
 /// Values of `llm_observer_connections_total{role}`.
 pub const ROLES: &[&str] = &["server", "client"];
 /// Values of `llm_observer_unsupported_total{kind}`.
-pub const UNSUPPORTED_KINDS: &[&str] = &["http2", "upgrade", "connect"];
+pub const UNSUPPORTED_KINDS: &[&str] = &["http2", "http2_midstream", "grpc", "upgrade", "connect"];
 /// Values of `llm_observer_dropped_total{stage}`, pre-created at start: ring records that did not
 /// decode, connections not tracked because the table (user or kernel map) was full. A new stage
 /// must be added here and in docs/metrics.md.
@@ -38,7 +38,7 @@ pub const DROP_STAGES: &[&str] = &[
 ];
 
 /// Every [`DecodeError::reason`] value, so the series exist before the first error.
-pub fn decode_error_reasons() -> [&'static str; 10] {
+pub fn decode_error_reasons() -> [&'static str; 12] {
     [
         DecodeError::NotHttp.reason(),
         DecodeError::BadHead("").reason(),
@@ -50,6 +50,8 @@ pub fn decode_error_reasons() -> [&'static str; 10] {
         DecodeError::UnmatchedResponse.reason(),
         DecodeError::TooManyPending.reason(),
         DecodeError::Gap { missing: 0 }.reason(),
+        DecodeError::BadFrame("").reason(),
+        DecodeError::Hpack.reason(),
     ]
 }
 
@@ -61,6 +63,7 @@ pub const APIS: &[Api] = &[
     Api::Tgi,
     Api::Llamacpp,
     Api::Mcp,
+    Api::Gemini,
 ];
 
 /// The agent's self-metrics. Fields are plain prometheus handles; helpers cover the updates that
@@ -195,7 +198,7 @@ impl SelfMetrics {
             )?,
             unsupported: reg.counter_vec(
                 "llm_observer_unsupported_total",
-                "Connections recognised but not decoded, by kind (http2, upgrade, connect).",
+                "Connections or HTTP/2 streams recognised but not decoded, by kind (http2: a preface inside HTTP/1, http2_midstream: HTTP/2 joined mid-way, grpc: a gRPC stream, upgrade, connect).",
                 &["kind"],
             )?,
             exchanges: reg.counter_vec(
@@ -295,6 +298,8 @@ impl SelfMetrics {
     pub fn unsupported(&self, u: Unsupported) {
         let kind = match u {
             Unsupported::Http2 => "http2",
+            Unsupported::Http2MidStream => "http2_midstream",
+            Unsupported::Grpc => "grpc",
             Unsupported::Upgrade => "upgrade",
             Unsupported::Connect => "connect",
         };

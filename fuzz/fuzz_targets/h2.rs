@@ -1,0 +1,103 @@
+//! The per-connection decoder on the HTTP/2 path: the client preface, then arbitrary frames on
+//! both directions at random splits, gaps and ends (same op encoding as `conn_decoder`). Never
+//! panics, stays within `Limits::max_buffered_bytes_h2`, and every `Started` gets exactly one
+//! `Done`. Seeds in corpus/h2 are the real Node captures of llm-observer-decode/tests/data/h2.
+//!
+//! Input: 8 bytes of split seed, then ops. Op byte `o`: `o % 8` 0–2 feed the request stream,
+//! 3–5 the response stream (next 2 bytes: little-endian length, then that many bytes); 6 a gap
+//! (bit 3 picks the stream); 7 ends the connection (`o >> 3 % 3` picks who).
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use libfuzzer_sys::fuzz_target;
+use llm_observer_decode::{ConnDecoder, EndedBy, Incomplete, Limits, Output, Stream};
+
+#[path = "common.rs"]
+mod common;
+
+const LIMITS: Limits = Limits {
+    max_head_bytes: 1024,
+    max_body_bytes: 4096,
+    max_event_bytes: 1024,
+    max_pending_requests: 4,
+};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fuzz_target!(|input: &[u8]| {
+    let Some((seed, mut ops)) = input.split_at_checked(8) else {
+        return;
+    };
+    let mut splits = common::Splits::new(seed);
+    let mut d = ConnDecoder::new(LIMITS);
+    let mut out = Vec::new();
+    let mut ts = 1u64;
+    // The seeds already start with the preface; others get it here.
+    if !ops.get(3..3 + PREFACE.len()).is_some_and(|p| p == PREFACE) {
+        d.feed(Stream::Request, PREFACE, ts, &mut out);
+    }
+    let bound = LIMITS.max_buffered_bytes_h2();
+    let mut ended = false;
+    while let Some((&op, rest)) = ops.split_first() {
+        ops = rest;
+        ts += 1;
+        match op % 8 {
+            0..=5 => {
+                let stream = if op % 8 < 3 {
+                    Stream::Request
+                } else {
+                    Stream::Response
+                };
+                let (len, rest) = match ops {
+                    [a, b, rest @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), rest),
+                    _ => (ops.len(), &[][..]),
+                };
+                let (data, rest) = rest.split_at(len.min(rest.len()));
+                ops = rest;
+                for piece in splits.cut(data) {
+                    d.feed(stream, piece, ts, &mut out);
+                    ts += 1;
+                    assert!(d.buffered_bytes() <= bound);
+                }
+            }
+            6 => {
+                let stream = if op & 8 == 0 {
+                    Stream::Request
+                } else {
+                    Stream::Response
+                };
+                d.gap(stream, 1, ts, &mut out);
+            }
+            _ => {
+                let by = [
+                    EndedBy::Client,
+                    EndedBy::Server,
+                    EndedBy::Capture(Incomplete::CaptureGap),
+                ][usize::from(op >> 3) % 3];
+                d.end(by, ts, &mut out);
+                ended = true;
+                break;
+            }
+        }
+    }
+    if !ended {
+        d.end(EndedBy::Capture(Incomplete::CaptureGap), ts + 1, &mut out);
+    }
+    assert_eq!(d.buffered_bytes(), 0);
+    let mut started = BTreeSet::new();
+    let mut done = BTreeMap::new();
+    for o in &out {
+        match o {
+            Output::Started { seq, .. } => assert!(started.insert(*seq), "Started twice: {seq}"),
+            Output::FirstToken { seq, .. } => assert!(started.contains(seq)),
+            Output::Done { seq, .. } => {
+                assert!(started.contains(seq), "Done without Started: {seq}");
+                *done.entry(*seq).or_insert(0) += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(started.len(), done.len());
+    assert!(done.values().all(|&n| n == 1), "a Done twice: {done:?}");
+});
