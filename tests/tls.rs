@@ -251,68 +251,75 @@ fn calls(
 fn https_calls_are_decoded_in_client_and_server_views() {
     let s = servers("views");
     let agent = Agent::start(&[]).expect("agent starts");
-    let model = s.model("tls-views");
-    let (curl_prompt, curl_completion) = s.curl(&model, 2);
+    // One model per client: the views are told apart by model and peer, not by the short-lived
+    // curl's process name.
+    let (curl_model, sdk_model) = (s.model("tls-curl"), s.model("tls-sdk"));
+    let (curl_prompt, curl_completion) = s.curl(&curl_model, 2);
     let c = s.sdk(&[
-        "--api", "openai", "--mode", "stream", "--usage", "--n", "3", "--model", &model,
+        "--api", "openai", "--mode", "stream", "--usage", "--n", "3", "--model", &sdk_model,
     ]);
     assert_eq!(c.ok(), 3, "{:?}", c.0);
-    let prompt = (curl_prompt + c.prompt_tokens()) as f64;
-    let completion = (curl_completion + c.completion_tokens()) as f64;
     let (peer, upstream) = (s.peer(), s.upstream());
-    let m = model.as_str();
     let mut e = Expected::new();
-    // Client views over TLS: curl's alone, and curl's plus the SDK's (all of them call nginx).
-    e = calls(
-        e,
-        true,
-        &[("model", m), ("process", "curl")],
-        2.0,
-        curl_prompt as f64,
-        curl_completion as f64,
-    );
-    e = calls(
-        e,
-        true,
-        &[("model", m), ("peer", &peer)],
-        5.0,
-        prompt,
-        completion,
-    );
-    // nginx's server view over TLS.
-    e = calls(
-        e,
-        false,
-        &[("model", m), ("process", "nginx")],
-        5.0,
-        prompt,
-        completion,
-    );
-    // The plain hop behind it: nginx as a client, the emulator as the server.
-    e = calls(
-        e,
-        true,
-        &[("model", m), ("process", "nginx"), ("peer", &upstream)],
-        5.0,
-        prompt,
-        completion,
-    );
-    e = calls(
-        e,
-        false,
-        &[("model", m), ("process", "llm-emulator")],
-        5.0,
-        prompt,
-        completion,
-    );
+    for (m, n, prompt, completion) in [
+        (curl_model.as_str(), 2.0, curl_prompt, curl_completion),
+        (
+            sdk_model.as_str(),
+            3.0,
+            c.prompt_tokens(),
+            c.completion_tokens(),
+        ),
+    ] {
+        let (prompt, completion) = (prompt as f64, completion as f64);
+        // The client's view over TLS (its calls to nginx).
+        e = calls(
+            e,
+            true,
+            &[("model", m), ("peer", &peer)],
+            n,
+            prompt,
+            completion,
+        );
+        // nginx's server view over TLS.
+        e = calls(
+            e,
+            false,
+            &[("model", m), ("process", "nginx")],
+            n,
+            prompt,
+            completion,
+        );
+        // The plain hop behind it: nginx as a client, the emulator as the server.
+        e = calls(
+            e,
+            true,
+            &[("model", m), ("process", "nginx"), ("peer", &upstream)],
+            n,
+            prompt,
+            completion,
+        );
+        e = calls(
+            e,
+            false,
+            &[("model", m), ("process", "llm-emulator")],
+            n,
+            prompt,
+            completion,
+        );
+        e = e.exactly("llm_inference_errors_total", &[("model", m)], 0.0);
+    }
     e = e
         // The SDK's three streams (curl's answers are not streamed).
         .exactly(
             "llm_client_time_to_first_token_seconds_count",
-            &[("model", m), ("peer", &peer)],
+            &[("model", sdk_model.as_str()), ("peer", &peer)],
             3.0,
         )
-        .exactly("llm_inference_errors_total", &[("model", m)], 0.0)
+        .exactly(
+            "llm_client_time_to_first_token_seconds_count",
+            &[("model", curl_model.as_str()), ("peer", &peer)],
+            0.0,
+        )
         .at_least("llm_observer_tls_libraries", &[], 1.0)
         .exactly("llm_observer_tls_attach_failures_total", &[], 0.0);
     expect(&agent, &s, &e);

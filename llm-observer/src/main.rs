@@ -84,10 +84,11 @@ fn start_capture(a: &CaptureArgs) -> anyhow::Result<(Capture, ConnTable)> {
         "attached {} tracepoints (attach mode: {ATTACH_MODE})",
         capture.attached().len()
     );
+    // Before /metrics is served (and before the sockets are seeded, whose log line tests take as
+    // the capture being ready): a running process's next SSL call is captured once it is.
+    capture.scan_tls(&a.proc_root);
     let mut table = ConnTable::new(table_config(a));
     pipeline::seed_existing(&mut capture, &mut table, &a.proc_root, a.pid);
-    // Before /metrics is served: a running process's next SSL call is captured once it is.
-    capture.scan_tls(&a.proc_root);
     Ok((capture, table))
 }
 

@@ -164,6 +164,7 @@ impl TlsProbes {
         if !self.enabled {
             return;
         }
+        let started = Instant::now();
         for dir in LIB_DIRS {
             let Ok(entries) = fs::read_dir(dir) else {
                 continue;
@@ -187,10 +188,12 @@ impl TlsProbes {
             }
         }
         log::info!(
-            "TLS capture: probes on {} libraries/executables ({} uprobes, {} failed)",
+            "TLS capture: probes on {} libraries/executables ({} uprobes, {} failed; {} files looked at in {:?})",
             self.stats.libraries,
             self.stats.probes,
-            self.stats.attach_failures
+            self.stats.attach_failures,
+            self.seen.len(),
+            started.elapsed()
         );
     }
 
@@ -213,7 +216,9 @@ impl TlsProbes {
             if now < *at + RESCAN_AFTER[*next] {
                 return true;
             }
+            let t0 = Instant::now();
             let alive = self.scan_process(ebpf, *tgid);
+            log::debug!("TLS rescan {} of {tgid}: {:?}", *next, t0.elapsed());
             *next += 1;
             alive && *next < RESCAN_AFTER.len()
         });

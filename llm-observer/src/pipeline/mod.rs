@@ -10,6 +10,7 @@ pub mod gpu_sampler;
 pub mod metrics_sink;
 pub mod redact;
 pub mod redact_h2;
+mod tls_worker;
 pub mod trace_sink;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -106,6 +107,11 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let polling = !capture.poll_interval().is_zero();
     let mut poll = tokio::time::interval(capture.poll_interval().max(Duration::from_millis(1)));
+    // The ring is read without the capture from here on; the TLS discovery (ELF symbol tables,
+    // attaching) runs on its own thread so it never delays applying events, and housekeeping
+    // shares the capture with it.
+    let capture = Arc::new(std::sync::Mutex::new(capture));
+    let execs = tls_worker::spawn(capture.clone());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = Drain {
         table: &mut table,
@@ -113,7 +119,7 @@ pub async fn run(
         counters,
         metrics: metrics.as_deref(),
         last_ts: 0,
-        execs: Vec::new(),
+        execs,
     };
     let mut ticks = 0u64;
     tokio::pin!(shutdown);
@@ -126,18 +132,19 @@ pub async fn run(
                     guard.clear_ready();
                 }
                 state.publish();
-                tls_discovery(&mut capture, &mut state.execs);
             }
             // Data records wake the reader only past a fill threshold (`CaptureConfig::poll_interval`):
             // below it, this timer drains them.
             _ = poll.tick(), if polling => {
                 drain(ring.get_mut(), &mut state);
                 state.publish();
-                tls_discovery(&mut capture, &mut state.execs);
             }
             _ = tick.tick() => {
                 ticks += 1;
-                tls_discovery(&mut capture, &mut state.execs);
+                // Busy attaching TLS probes: this tick's housekeeping waits for the next one.
+                let Ok(mut capture) = capture.try_lock() else {
+                    continue;
+                };
                 housekeeping(&mut capture, state.table, state.sink, metrics.as_deref());
                 if ticks.is_multiple_of(SWEEP_TICKS) {
                     let (removed, left) = capture.sweep_dead(state.table.proc_root());
@@ -146,6 +153,9 @@ pub async fn run(
             }
         }
     }
+    let mut capture = capture
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     housekeeping(&mut capture, state.table, state.sink, metrics.as_deref());
     Ok(())
 }
@@ -158,8 +168,8 @@ struct Drain<'a> {
     metrics: Option<&'a Metrics>,
     /// Newest kernel timestamp applied.
     last_ts: u64,
-    /// Processes that exec'd since the last TLS discovery.
-    execs: Vec<u32>,
+    /// Processes that exec'd, for the TLS discovery thread.
+    execs: tls_worker::Execs,
 }
 
 impl Drain<'_> {
@@ -198,7 +208,7 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
                 }
                 drop(item);
                 if let event::Event::ProcExec { tgid, .. } = &ev {
-                    s.execs.push(*tgid);
+                    s.execs.exec(*tgid);
                 }
                 s.table.apply(&ev, s.sink);
             }
@@ -211,15 +221,6 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
         }
     }
     false
-}
-
-/// Hands exec'd processes to the TLS discovery and runs its due rescans (outside the ring's
-/// batch: attaching reads ELF files).
-fn tls_discovery(capture: &mut Capture, execs: &mut Vec<u32>) {
-    for tgid in execs.drain(..) {
-        capture.tls_exec(tgid);
-    }
-    capture.tls_due();
 }
 
 /// The self-metrics the connection table keeps, set with each applied batch: a reader that waited
