@@ -79,6 +79,16 @@ pub struct RunArgs {
     /// dropped (its series removed, its slot freed for a new value); 0 keeps values forever.
     #[arg(long, env = "LLM_OBSERVER_LABEL_IDLE_TIMEOUT", default_value_t = 3600)]
     pub label_idle_timeout: u64,
+
+    /// Write one JSON line per exchange (ids, wall-clock times, tokens with their source, status,
+    /// error type, attribution; never prompt or response text) to this file, or `-` for stdout.
+    #[arg(long, env = "LLM_OBSERVER_EVENTS_LOG")]
+    pub events_log: Option<PathBuf>,
+
+    /// Rotate the events log file before it passes this many bytes (one rotated file, FILE.1,
+    /// is kept); 0 never rotates.
+    #[arg(long, env = "LLM_OBSERVER_EVENTS_LOG_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub events_log_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,10 +9,19 @@ use llm_observer::{
     capture::{ATTACH_MODE, Capture, CaptureConfig, procfs, system},
     cli::{AttributionArgs, CaptureArgs, Cli, Command, RunArgs, TraceArgs},
     conn::{ConnTable, ConnTableConfig},
-    pipeline::{self, gpu_sampler, metrics_sink::MetricsSink, trace_sink::TraceSink},
+    pipeline::{
+        self,
+        event_log::EventLog,
+        gpu_sampler,
+        metrics_sink::MetricsSink,
+        record::{RecordOutput, RecordSink},
+        tee::Tee,
+        trace_sink::TraceSink,
+    },
     sinks::{
         http::MetricsServer,
         metrics::{Metrics, MetricsConfig},
+        wallclock::WallClock,
         web_config::WebConfig,
     },
 };
@@ -159,6 +168,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
         None => None,
     };
     let metrics = Arc::new(Metrics::new(cfg, ATTACH_MODE)?);
+    let outputs = record_outputs(r, &metrics)?;
     let mut server = MetricsServer::bind(r.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--metrics-addr)", r.metrics_addr))?;
@@ -178,6 +188,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
             log::info!("serving /metrics on {scheme}://{local}/metrics");
             ready.set(true);
             let names = start_sources(attr);
+            let names_for_records = names.clone();
             let mut sink =
                 MetricsSink::with_names(metrics.clone(), names.clone(), attr.max_containers);
             if attr.gpu_interval > 0 {
@@ -190,7 +201,17 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
                     metrics.clone(),
                 );
             }
-            pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await
+            let records = (!outputs.is_empty())
+                .then(|| RecordSink::new(WallClock::sample(), names_for_records, outputs));
+            match records {
+                Some(mut records) => {
+                    let mut tee = Tee::new(vec![&mut sink, &mut records]);
+                    pipeline::run(capture, table, &mut tee, Some(metrics), shutdown_signal()).await
+                }
+                None => {
+                    pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await
+                }
+            }
         }
         Err(e) => Err(e),
     };
@@ -198,6 +219,27 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
     let _ = stop_tx.send(true);
     let _ = http.await;
     result
+}
+
+/// The per-exchange record outputs that were asked for (`--events-log`); opened before the
+/// capture starts, so a bad path fails at once.
+fn record_outputs(
+    r: &RunArgs,
+    metrics: &Metrics,
+) -> anyhow::Result<Vec<Box<dyn RecordOutput + Send>>> {
+    let mut outputs: Vec<Box<dyn RecordOutput + Send>> = Vec::new();
+    if let Some(path) = &r.events_log {
+        let dropped = metrics
+            .self_metrics()
+            .dropped
+            .with_label_values(&["events_log"]);
+        let log = EventLog::open(path, r.events_log_max_bytes)
+            .with_context(|| format!("--events-log {}", path.display()))?
+            .with_dropped(dropped);
+        log::info!("writing one line per exchange to {}", path.display());
+        outputs.push(Box::new(log));
+    }
+    Ok(outputs)
 }
 
 async fn trace(a: &CaptureArgs, t: &TraceArgs) -> anyhow::Result<()> {

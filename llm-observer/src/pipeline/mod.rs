@@ -6,9 +6,12 @@
 //! us: when the ring is full it drops the event and counts it (`llm_observer_lost_events_total`),
 //! and the position jump tells the decoder to resync.
 
+pub mod event_log;
 pub mod gpu_sampler;
 pub mod metrics_sink;
+pub mod record;
 pub mod redact;
+pub mod tee;
 pub mod trace_sink;
 
 use std::{future::Future, sync::Arc, time::Duration};

@@ -18,6 +18,7 @@ pub mod metrics;
 mod registry;
 pub mod self_metrics;
 pub mod tls;
+pub mod wallclock;
 pub mod web_config;
 mod window;
 
