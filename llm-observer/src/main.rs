@@ -21,6 +21,7 @@ use llm_observer::{
     sinks::{
         http::MetricsServer,
         metrics::{Metrics, MetricsConfig},
+        otlp::{OtlpConfig, OtlpOutput, config::OtlpSettings, export},
         wallclock::WallClock,
         web_config::WebConfig,
     },
@@ -168,7 +169,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
         None => None,
     };
     let metrics = Arc::new(Metrics::new(cfg, ATTACH_MODE)?);
-    let outputs = record_outputs(r, &metrics)?;
+    let (outputs, exporter) = record_outputs(r, &metrics)?;
     let mut server = MetricsServer::bind(r.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--metrics-addr)", r.metrics_addr))?;
@@ -201,8 +202,14 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
                     metrics.clone(),
                 );
             }
-            let records = (!outputs.is_empty())
-                .then(|| RecordSink::new(WallClock::sample(), names_for_records, outputs));
+            let records = (!outputs.is_empty()).then(|| {
+                RecordSink::new(
+                    WallClock::sample(),
+                    names_for_records,
+                    outputs,
+                    a.proc_root.clone(),
+                )
+            });
             match records {
                 Some(mut records) => {
                     let mut tee = Tee::new(vec![&mut sink, &mut records]);
@@ -213,21 +220,34 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
                 }
             }
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            drop(outputs);
+            Err(e)
+        }
     };
     ready.set(false);
+    // The record sink (the queue's sender) is gone: the exporter sends what is queued and ends.
+    if let Some(e) = exporter
+        && tokio::time::timeout(Duration::from_secs(15), e)
+            .await
+            .is_err()
+    {
+        log::warn!("OTLP: spans still queued at exit were not exported");
+    }
     let _ = stop_tx.send(true);
     let _ = http.await;
     result
 }
 
-/// The per-exchange record outputs that were asked for (`--events-log`); opened before the
-/// capture starts, so a bad path fails at once.
+type Outputs = Vec<Box<dyn RecordOutput + Send>>;
+
+/// The per-exchange record outputs that were asked for (`--events-log`, OTLP) and the OTLP
+/// exporter task; set up before the capture starts, so a bad setting fails at once.
 fn record_outputs(
     r: &RunArgs,
     metrics: &Metrics,
-) -> anyhow::Result<Vec<Box<dyn RecordOutput + Send>>> {
-    let mut outputs: Vec<Box<dyn RecordOutput + Send>> = Vec::new();
+) -> anyhow::Result<(Outputs, Option<tokio::task::JoinHandle<()>>)> {
+    let mut outputs: Outputs = Vec::new();
     if let Some(path) = &r.events_log {
         let dropped = metrics
             .self_metrics()
@@ -239,7 +259,30 @@ fn record_outputs(
         log::info!("writing one line per exchange to {}", path.display());
         outputs.push(Box::new(log));
     }
-    Ok(outputs)
+    let settings = OtlpSettings {
+        endpoint: r.otlp_endpoint.clone(),
+        headers: r.otlp_header.clone(),
+        timeout_ms: r.otlp_timeout_ms,
+        queue_spans: r.otlp_queue_spans,
+        batch_spans: r.otlp_batch_spans,
+        flush_ms: r.otlp_flush_ms,
+    };
+    let mut exporter = None;
+    if let Some(cfg) = OtlpConfig::resolve(&settings, |k| std::env::var(k).ok())? {
+        let dropped = |stage| metrics.self_metrics().dropped.with_label_values(&[stage]);
+        let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue_spans);
+        log::info!(
+            "exporting one OTLP span per exchange to http://{}{}",
+            cfg.authority,
+            cfg.path
+        );
+        let counters = export::ExportCounters {
+            failed: dropped("otlp_export"),
+        };
+        exporter = Some(tokio::spawn(export::run(cfg, rx, counters)));
+        outputs.push(Box::new(OtlpOutput::new(tx, dropped("otlp_queue"))));
+    }
+    Ok((outputs, exporter))
 }
 
 async fn trace(a: &CaptureArgs, t: &TraceArgs) -> anyhow::Result<()> {

@@ -140,4 +140,4 @@ impl RecordOutput for EventLog {
 
 #[cfg(test)]
 #[path = "event_log_tests.rs"]
-mod tests;
+pub(crate) mod tests;

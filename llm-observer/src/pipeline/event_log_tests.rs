@@ -73,6 +73,14 @@ pub(crate) fn view(p: &ProcessInfo) -> ConnView<'_> {
     }
 }
 
+fn ids() -> crate::pipeline::correlate::SpanIds {
+    crate::pipeline::correlate::SpanIds {
+        trace_id: [0x11; 16],
+        span_id: [0x22; 8],
+        parent_span_id: Some([0x33; 8]),
+    }
+}
+
 fn clock() -> WallClock {
     // Monotonic 10 s is 2026-12-01T14:46:25Z.
     WallClock::fixed(10 * S, 1_796_136_385 * S)
@@ -85,7 +93,7 @@ fn line_of(ex: &Exchange) -> Value {
         pod: String::new(),
         namespace: String::new(),
     };
-    let r = ExchangeRecord::new(&clock(), &view(&p), 3, ex, place);
+    let r = ExchangeRecord::new(&clock(), &view(&p), 3, ex, place, ids());
     serde_json::to_value(&r).unwrap()
 }
 
@@ -97,6 +105,9 @@ fn a_line_has_ids_wall_times_tokens_and_attribution() {
         json!({
             "time": "2026-12-01T14:46:25.500000000Z",
             "id": "42-7-99-3",
+            "trace_id": "11111111111111111111111111111111",
+            "span_id": "2222222222222222",
+            "parent_span_id": "3333333333333333",
             "role": "server",
             "api": "openai",
             "operation": "chat",
@@ -158,7 +169,14 @@ fn write(log: &mut EventLog, n: usize) {
     let p = process();
     let ex = exchange();
     for seq in 0..n {
-        let r = ExchangeRecord::new(&clock(), &view(&p), seq as u64, &ex, Place::default());
+        let r = ExchangeRecord::new(
+            &clock(),
+            &view(&p),
+            seq as u64,
+            &ex,
+            Place::default(),
+            ids(),
+        );
         log.record(&r);
     }
 }

@@ -6,6 +6,7 @@
 //! us: when the ring is full it drops the event and counts it (`llm_observer_lost_events_total`),
 //! and the position jump tells the decoder to resync.
 
+pub mod correlate;
 pub mod event_log;
 pub mod gpu_sampler;
 pub mod metrics_sink;

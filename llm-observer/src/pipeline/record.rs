@@ -4,13 +4,15 @@
 //!
 //! A record carries no prompt or response text (the [`Exchange`] holds none) and no header values.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use llm_observer_decode::{DecodeError, Exchange, Role, Tokens, Unsupported, llm::RequestSummary};
 use serde::Serialize;
 
+use super::correlate::{Correlator, SpanIds, hex};
 use crate::{
     attribution::{Place, names::Names},
+    capture::{ConnId, Event, procfs},
     conn::{ConnView, Sink},
     sinks::{families, wallclock::WallClock},
 };
@@ -55,6 +57,11 @@ pub struct ExchangeRecord<'a> {
     pub time: String,
     /// `tgid-fd-generation-seq`: unique per exchange for the life of the host's processes.
     pub id: String,
+    /// W3C trace id and span id (hex) of the exchange's span, as exported over OTLP; the two
+    /// views of one loopback call share the trace, the server's span the child of the client's.
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
     pub role: Role,
     pub api: &'static str,
     pub operation: &'static str,
@@ -88,6 +95,8 @@ pub struct ExchangeRecord<'a> {
     pub exchange: &'a Exchange,
     #[serde(skip)]
     pub unix: UnixTimes,
+    #[serde(skip)]
+    pub ids: SpanIds,
 }
 
 /// Unix ns of the span-shaped times (for OTLP).
@@ -121,6 +130,7 @@ impl<'a> ExchangeRecord<'a> {
         seq: u64,
         ex: &'a Exchange,
         place: Place,
+        ids: SpanIds,
     ) -> ExchangeRecord<'a> {
         let t = &ex.timings;
         let wall = |ns: Option<u64>| ns.map(|n| clock.rfc3339(n));
@@ -132,6 +142,9 @@ impl<'a> ExchangeRecord<'a> {
                 "{}-{}-{}-{seq}",
                 conn.id.tgid, conn.id.fd, conn.id.generation
             ),
+            trace_id: hex(&ids.trace_id),
+            span_id: hex(&ids.span_id),
+            parent_span_id: ids.parent_span_id.map(|p| hex(&p)),
             role: conn.role,
             api: ex.api.as_str(),
             operation: ex.operation.as_str(),
@@ -181,6 +194,7 @@ impl<'a> ExchangeRecord<'a> {
                 end: clock.unix_ns(end_ns),
                 first_token: t.first_token_ns.map(|n| clock.unix_ns(n)),
             },
+            ids,
         }
     }
 }
@@ -190,30 +204,64 @@ pub struct RecordSink {
     clock: WallClock,
     names: Arc<Names>,
     outputs: Vec<Box<dyn RecordOutput + Send>>,
+    ids: Correlator,
+    proc_root: PathBuf,
+    /// Local addresses of client connections (the capture learns only the peer at `connect`),
+    /// read from /proc once per connection that carries an API call; forgotten when its process
+    /// exits.
+    locals: HashMap<ConnId, Option<SocketAddr>>,
 }
+
+/// Client connections whose local address is remembered at most (then the cache starts over).
+const MAX_LOCALS: usize = 65_536;
 
 impl RecordSink {
     pub fn new(
         clock: WallClock,
         names: Arc<Names>,
         outputs: Vec<Box<dyn RecordOutput + Send>>,
+        proc_root: PathBuf,
     ) -> Self {
         RecordSink {
             clock,
             names,
             outputs,
+            ids: Correlator::default(),
+            proc_root,
+            locals: HashMap::new(),
         }
+    }
+
+    /// `conn` with its local address filled in where the capture did not know it.
+    fn complete<'a>(&mut self, conn: &ConnView<'a>) -> ConnView<'a> {
+        let mut c = *conn;
+        if c.local.is_none() {
+            if self.locals.len() >= MAX_LOCALS {
+                self.locals.clear();
+            }
+            let root = &self.proc_root;
+            c.local = *self.locals.entry(conn.id).or_insert_with(|| {
+                procfs::resolve(root, conn.id.tgid, conn.id.fd).map(|(local, _)| local)
+            });
+        }
+        c
     }
 }
 
 impl Sink for RecordSink {
-    fn started(&mut self, _conn: &ConnView<'_>, _seq: u64, _summary: &RequestSummary) {}
+    fn started(&mut self, conn: &ConnView<'_>, seq: u64, _summary: &RequestSummary) {
+        // Early, while the client's socket surely still exists.
+        let conn = self.complete(conn);
+        self.ids.started(&conn, seq);
+    }
 
     fn first_token(&mut self, _conn: &ConnView<'_>, _seq: u64, _ts_ns: u64) {}
 
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
+        let conn = &self.complete(conn);
         let place = self.names.place(&conn.process.cgroup);
-        let record = ExchangeRecord::new(&self.clock, conn, seq, exchange, place);
+        let ids = self.ids.done(conn, seq);
+        let record = ExchangeRecord::new(&self.clock, conn, seq, exchange, place, ids);
         for o in &mut self.outputs {
             o.record(&record);
         }
@@ -222,4 +270,12 @@ impl Sink for RecordSink {
     fn decode_error(&mut self, _conn: &ConnView<'_>, _error: &DecodeError) {}
 
     fn unsupported(&mut self, _conn: &ConnView<'_>, _what: Unsupported) {}
+
+    fn raw(&mut self, event: &Event, _conn: Option<&ConnView<'_>>) {
+        // Not at a connection's close: this runs before the close is applied, and the close may
+        // end the exchange whose record still needs the address. The cap bounds the rest.
+        if let Event::ProcExit { tgid, .. } = event {
+            self.locals.retain(|id, _| id.tgid != *tgid);
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod labels;
 mod memory;
 pub mod metrics;
+pub mod otlp;
 mod registry;
 pub mod self_metrics;
 pub mod tls;
