@@ -27,6 +27,11 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 
 const EMULATOR: &str = env!("CARGO_BIN_EXE_llm-emulator");
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const CALLER_TRACE: [u8; 16] = [
+    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+];
+const CALLER_SPAN: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
 const SETTLE: Duration = Duration::from_secs(30);
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -205,6 +210,36 @@ fn one_span_per_exchange_with_genai_attributes_and_linked_views() {
         "{:?}",
         c.0
     );
+    // A call made inside the caller's trace (a W3C traceparent), with sampling parameters.
+    let traced = format!("otlp-traced:{port}");
+    let body = serde_json::json!({
+        "model": traced, "max_tokens": 4, "temperature": 0.5, "stream": false,
+        "messages": [{"role": "user", "content": "hi there"}],
+    });
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("traceparent: {TRACEPARENT}"),
+        ])
+        .args([
+            "-d",
+            &body.to_string(),
+            &format!("{}/v1/chat/completions", emu.base_url()),
+        ])
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
     let ended = unix_ns();
     let e = wait_quiescent(agent.addr(), SETTLE).expect("agent quiescent");
     assert_eq!(e.sum("llm_requests_total", &[("model", &model)]), 3.0);
@@ -233,13 +268,40 @@ fn one_span_per_exchange_with_genai_attributes_and_linked_views() {
         );
         assert_eq!(r.headers.get("x-tenant").map(String::as_str), Some("t1"));
     }
-    let got = spans(&received);
+    let all = spans(&received);
     assert_eq!(
-        got.len(),
-        6,
-        "3 calls x 2 views; agent log:\n{}",
+        all.len(),
+        8,
+        "4 calls x 2 views; agent log:\n{}",
         agent.proc.output()
     );
+    let (traced_spans, got): (Vec<Got>, Vec<Got>) = all
+        .into_iter()
+        .partition(|g| attrs(&g.span.attributes)["gen_ai.request.model"] == s(&traced));
+    assert_eq!((traced_spans.len(), got.len()), (2, 6));
+    // The traced call: both views in the caller's trace, the client's span the caller's child,
+    // the server's the client's.
+    let tc = traced_spans
+        .iter()
+        .find(|g| g.span.kind == 3)
+        .expect("client span");
+    let ts = traced_spans
+        .iter()
+        .find(|g| g.span.kind == 2)
+        .expect("server span");
+    assert_eq!(tc.span.trace_id, CALLER_TRACE.to_vec());
+    assert_eq!(ts.span.trace_id, CALLER_TRACE.to_vec());
+    assert_eq!(tc.span.parent_span_id, CALLER_SPAN.to_vec());
+    assert_eq!(ts.span.parent_span_id, tc.span.span_id);
+    assert_eq!(tc.resource["service.name"], s("curl"));
+    for g in [tc, ts] {
+        let a = attrs(&g.span.attributes);
+        assert_eq!(g.span.name, format!("chat {traced}"));
+        assert_eq!(a["gen_ai.request.max_tokens"], Value::IntValue(4));
+        assert_eq!(a["gen_ai.request.temperature"], Value::DoubleValue(0.5));
+        assert_eq!(a["gen_ai.usage.input_tokens"], Value::IntValue(2));
+        assert_eq!(a["gen_ai.usage.output_tokens"], Value::IntValue(4));
+    }
     let (server, client): (Vec<&Got>, Vec<&Got>) = got.iter().partition(|g| g.span.kind == 2);
     assert_eq!((server.len(), client.len()), (3, 3));
     assert!(
@@ -318,4 +380,5 @@ fn one_span_per_exchange_with_genai_attributes_and_linked_views() {
     let traces: std::collections::BTreeSet<&Vec<u8>> =
         got.iter().map(|g| &g.span.trace_id).collect();
     assert_eq!(traces.len(), 3, "one trace per call");
+    assert!(!traces.contains(&CALLER_TRACE.to_vec()));
 }

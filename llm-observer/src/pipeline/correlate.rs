@@ -15,7 +15,7 @@ use std::{
     net::SocketAddr,
 };
 
-use llm_observer_decode::Role;
+use llm_observer_decode::{Role, TraceParent};
 
 use crate::conn::ConnView;
 
@@ -192,13 +192,15 @@ impl Correlator {
         }
     }
 
-    /// The ids of a finished exchange's span.
-    pub fn done(&mut self, conn: &ConnView<'_>, seq: u64) -> SpanIds {
+    /// The ids of a finished exchange's span. A captured `traceparent` puts the call in the
+    /// caller's trace: the client view's span (or, without one, the server view's) becomes the
+    /// child of the span it names.
+    pub fn done(&mut self, conn: &ConnView<'_>, seq: u64, tp: Option<TraceParent>) -> SpanIds {
         let Some(k) = key(conn, seq) else {
             return SpanIds {
-                trace_id: self.rng.trace_id(),
+                trace_id: tp.map_or_else(|| self.rng.trace_id(), |t| t.trace_id),
                 span_id: self.rng.span_id(),
-                parent_span_id: None,
+                parent_span_id: tp.map(|t| t.parent_id),
             };
         };
         let stale = self.calls.get(&k).is_some_and(|c| match conn.role {
@@ -209,13 +211,22 @@ impl Correlator {
             self.calls.remove(&k);
         }
         let c = self.call(k);
+        // Both views carry the same header, so whichever ends first sets the same trace.
+        if let Some(t) = tp {
+            c.trace_id = t.trace_id;
+        }
+        let caller = tp.map(|t| t.parent_id);
         let ids = match conn.role {
             Role::Server => {
                 c.server_done = true;
                 SpanIds {
                     trace_id: c.trace_id,
                     span_id: c.server_span,
-                    parent_span_id: c.client_seen.then_some(c.client_span),
+                    parent_span_id: if c.client_seen {
+                        Some(c.client_span)
+                    } else {
+                        caller
+                    },
                 }
             }
             Role::Client => {
@@ -223,7 +234,7 @@ impl Correlator {
                 SpanIds {
                     trace_id: c.trace_id,
                     span_id: c.client_span,
-                    parent_span_id: None,
+                    parent_span_id: caller,
                 }
             }
         };
@@ -270,8 +281,8 @@ mod tests {
         let server = view(&p, Role::Server, "127.0.0.1:8000", "127.0.0.1:50000");
         let mut c = Correlator::default();
         c.started(&client, 0);
-        let s = c.done(&server, 0);
-        let k = c.done(&client, 0);
+        let s = c.done(&server, 0, None);
+        let k = c.done(&client, 0, None);
         assert_eq!(s.trace_id, k.trace_id);
         assert_eq!(s.parent_span_id, Some(k.span_id));
         assert_eq!(k.parent_span_id, None);
@@ -279,7 +290,7 @@ mod tests {
         assert_eq!(c.len(), 0, "both views done: nothing kept");
         // The next request on the connection is another trace.
         c.started(&client, 1);
-        let s1 = c.done(&server, 1);
+        let s1 = c.done(&server, 1, None);
         assert_ne!(s1.trace_id, s.trace_id);
     }
 
@@ -288,16 +299,39 @@ mod tests {
         let p = process();
         let server = view(&p, Role::Server, "10.0.0.1:8000", "10.0.0.2:50000");
         let mut c = Correlator::default();
-        let a = c.done(&server, 0);
+        let a = c.done(&server, 0, None);
         assert_eq!(a.parent_span_id, None);
         // The same 4-tuple and seq later (a new connection reusing the port) is a new trace.
-        let b = c.done(&server, 0);
+        let b = c.done(&server, 0, None);
         assert_ne!(a.trace_id, b.trace_id);
         for seq in 0..(MAX_CALLS as u64 + 100) {
-            c.done(&server, seq);
+            c.done(&server, seq, None);
         }
         assert!(c.len() <= MAX_CALLS);
         assert!(c.order.len() <= 2 * MAX_CALLS + 1);
+    }
+
+    #[test]
+    fn a_traceparent_makes_the_call_a_child_of_the_caller() {
+        let p = process();
+        let tp = TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let t = tp.unwrap();
+        let client = view(&p, Role::Client, "127.0.0.1:50001", "127.0.0.1:8000");
+        let server = view(&p, Role::Server, "127.0.0.1:8000", "127.0.0.1:50001");
+        let mut c = Correlator::default();
+        c.started(&client, 0);
+        let s = c.done(&server, 0, tp);
+        let k = c.done(&client, 0, tp);
+        assert_eq!((s.trace_id, k.trace_id), (t.trace_id, t.trace_id));
+        assert_eq!(k.parent_span_id, Some(t.parent_id));
+        assert_eq!(s.parent_span_id, Some(k.span_id));
+        // Seen by the server only: its span is the caller's child.
+        let remote = view(&p, Role::Server, "10.0.0.1:8000", "10.0.0.9:40000");
+        let r = c.done(&remote, 0, tp);
+        assert_eq!(
+            (r.trace_id, r.parent_span_id),
+            (t.trace_id, Some(t.parent_id))
+        );
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub(crate) fn exchange() -> Exchange {
         request_bytes: 300,
         response_bytes: 900,
         body_truncated: false,
+        params: llm_observer_decode::RequestParams {
+            max_tokens: Some(16),
+            temperature: Some(0.5),
+            trace_parent: None,
+        },
     }
 }
 
@@ -116,6 +121,8 @@ fn a_line_has_ids_wall_times_tokens_and_attribution() {
             "request_model": "m1",
             "response_model": "m1-2025",
             "stream": true,
+            "max_tokens": 16,
+            "temperature": 0.5,
             "status": 200,
             "error_type": null,
             "incomplete": null,

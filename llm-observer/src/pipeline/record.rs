@@ -70,6 +70,9 @@ pub struct ExchangeRecord<'a> {
     pub request_model: Option<&'a str>,
     pub response_model: Option<&'a str>,
     pub stream: bool,
+    /// The request's `max_tokens` and `temperature` when it set them (OpenAI, Anthropic).
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
     pub status: Option<u16>,
     /// The bounded error kind (`llm_inference_errors_total{error_type}`), `null` on success.
     pub error_type: Option<&'static str>,
@@ -153,6 +156,8 @@ impl<'a> ExchangeRecord<'a> {
             request_model: ex.request_model.as_deref().map(bounded),
             response_model: ex.response_model.as_deref().map(bounded),
             stream: ex.stream,
+            max_tokens: ex.params.max_tokens,
+            temperature: ex.params.temperature,
             status: ex.status,
             error_type: ex.error.map(|e| e.as_str()),
             incomplete: ex.incomplete.map(|i| i.as_str()),
@@ -260,7 +265,7 @@ impl Sink for RecordSink {
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
         let conn = &self.complete(conn);
         let place = self.names.place(&conn.process.cgroup);
-        let ids = self.ids.done(conn, seq);
+        let ids = self.ids.done(conn, seq, exchange.params.trace_parent);
         let record = ExchangeRecord::new(&self.clock, conn, seq, exchange, place, ids);
         for o in &mut self.outputs {
             o.record(&record);

@@ -93,6 +93,15 @@ pub fn span(r: &ExchangeRecord<'_>) -> Span {
     if let Some(m) = r.response_model {
         attrs.push(string("gen_ai.response.model", m));
     }
+    if let Some(n) = r.max_tokens {
+        attrs.push(int(
+            "gen_ai.request.max_tokens",
+            i64::try_from(n).unwrap_or(i64::MAX),
+        ));
+    }
+    if let Some(t) = r.temperature {
+        attrs.push(double("gen_ai.request.temperature", t));
+    }
     usage(&mut attrs, "gen_ai.usage.input_tokens", ex.tokens.prompt);
     usage(
         &mut attrs,
@@ -263,7 +272,10 @@ mod tests {
             attr(&s, "error.type"),
             Some(&Value::StringValue("overloaded".into()))
         );
-        assert_eq!(s.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32));
+        assert_eq!(
+            s.status.as_ref().map(|s| s.code),
+            Some(StatusCode::Error as i32)
+        );
         assert_eq!(attr(&s, "gen_ai.usage.output_tokens"), None);
         // A client's 4xx is not the server span's failure.
         ex.status = Some(400);
