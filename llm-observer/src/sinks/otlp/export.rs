@@ -180,3 +180,138 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+    use crate::{
+        attribution::Place,
+        pipeline::{
+            correlate::SpanIds,
+            event_log::tests as fx,
+            record::{ExchangeRecord, RecordOutput},
+        },
+        sinks::{otlp::OtlpOutput, wallclock::WallClock},
+    };
+
+    fn config(authority: String) -> OtlpConfig {
+        OtlpConfig {
+            authority,
+            path: "/v1/traces".into(),
+            headers: [("x-k".to_owned(), "v".to_owned())].into(),
+            timeout: Duration::from_secs(5),
+            queue_spans: 4,
+            batch_spans: 512,
+            flush_interval: Duration::from_millis(10),
+        }
+    }
+
+    /// Puts `n` records through an [`OtlpOutput`] with a queue of `queue` spans.
+    fn fill(
+        n: usize,
+        queue: usize,
+    ) -> (mpsc::Receiver<(ResourceKey, Span)>, prometheus::IntCounter) {
+        let (tx, rx) = mpsc::channel(queue);
+        let dropped = prometheus::IntCounter::new("d", "d").unwrap();
+        let mut out = OtlpOutput::new(tx, dropped.clone());
+        let p = fx::process();
+        let ex = fx::exchange();
+        let ids = SpanIds {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+        };
+        for seq in 0..n {
+            let clock = WallClock::fixed(0, 0);
+            let r = ExchangeRecord::new(
+                &clock,
+                &fx::view(&p),
+                seq as u64,
+                &ex,
+                Place::default(),
+                ids,
+            );
+            out.record(&r);
+        }
+        (rx, dropped)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (rx, dropped) = fill(5, 3);
+        assert_eq!((rx.len(), dropped.get()), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_is_down_costs_counted_spans() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (rx, dropped) = fill(3, 8);
+        assert_eq!(dropped.get(), 0);
+        let failed = prometheus::IntCounter::new("f", "f").unwrap();
+        let counters = ExportCounters {
+            failed: failed.clone(),
+        };
+        // All senders are gone: the exporter sends what is queued and returns.
+        run(config(format!("127.0.0.1:{port}")), rx, counters).await;
+        assert_eq!(failed.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn posts_one_protobuf_request_per_batch() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap();
+                    if buf.len() >= i + 4 + len {
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .unwrap();
+                        return (text[..i].to_owned(), buf[i + 4..i + 4 + len].to_vec());
+                    }
+                }
+            }
+        });
+        let (rx, _) = fill(2, 8);
+        let failed = prometheus::IntCounter::new("f", "f").unwrap();
+        run(
+            config(addr.to_string()),
+            rx,
+            ExportCounters {
+                failed: failed.clone(),
+            },
+        )
+        .await;
+        let (head, body) = server.join().unwrap();
+        assert!(head.starts_with("POST /v1/traces HTTP/1.1"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/x-protobuf")
+        );
+        assert!(head.contains("x-k: v"), "{head}");
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(req.resource_spans.len(), 1, "one process, one resource");
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 2);
+        assert_eq!(failed.get(), 0);
+    }
+}
