@@ -301,6 +301,16 @@ pub struct McpInfo {
     pub error_code: Option<i64>,
 }
 
+/// Request parameters and context an exchange's records report when the request carried them
+/// (never text): OpenAI / Anthropic `max_tokens` (`max_completion_tokens`) and `temperature`, and
+/// the W3C `traceparent` header.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct RequestParams {
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub trace_parent: Option<crate::TraceParent>,
+}
+
 /// One request/response pair, decoded. Holds no prompt or response text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Exchange {
@@ -335,4 +345,5 @@ pub struct Exchange {
     pub response_bytes: u64,
     /// True when a body exceeded the decode cap and was skipped (framing still followed).
     pub body_truncated: bool,
+    pub params: RequestParams,
 }

@@ -17,8 +17,10 @@ pub mod decoder;
 pub mod exchange;
 pub mod llm;
 pub mod protocol;
+pub mod traceparent;
 pub mod types;
 
 pub use decoder::{Candidate, ConnDecoder, Recognizer};
 pub use exchange::*;
+pub use traceparent::TraceParent;
 pub use types::{DecodeError, EndedBy, Limits, Output, Unsupported};

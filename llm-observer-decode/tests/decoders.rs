@@ -117,6 +117,7 @@ fn drive(case: &Case<'_>) -> Outcome {
 /// The record of a successful exchange with no response content yet; tests fill in the rest.
 fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) -> Exchange {
     Exchange {
+        params: Default::default(),
         api,
         operation: op,
         method: "POST".into(),

@@ -297,6 +297,28 @@ fn count(v: &Value) -> TokenCount {
     v.as_u64().map_or(TokenCount::ABSENT, TokenCount::reported)
 }
 
+/// OpenAI chat/completions and Anthropic messages record the request's `max_tokens`
+/// (`max_completion_tokens`) and `temperature`; the captures carry no `traceparent`.
+fn expected_params(fx: &Fixture, spec: &Spec) -> llm_observer_decode::RequestParams {
+    let records =
+        matches!(spec.api, Api::Openai | Api::Anthropic) && spec.op != Operation::Responses;
+    let body = fx
+        .request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .and_then(|i| serde_json::from_slice::<Value>(&fx.request[i + 4..]).ok());
+    match body {
+        Some(b) if records => llm_observer_decode::RequestParams {
+            max_tokens: b["max_tokens"]
+                .as_u64()
+                .or(b["max_completion_tokens"].as_u64()),
+            temperature: b["temperature"].as_f64(),
+            trace_parent: None,
+        },
+        _ => llm_observer_decode::RequestParams::default(),
+    }
+}
+
 fn expected(fx: &Fixture, spec: &Spec) -> Exchange {
     let m = &fx.manifest;
     let u = &m["usage"];
@@ -372,6 +394,7 @@ fn expected(fx: &Fixture, spec: &Spec) -> Exchange {
         .map(str::to_owned);
     let model = m["model"].as_str().map(str::to_owned);
     Exchange {
+        params: expected_params(fx, spec),
         api: spec.api,
         operation: spec.op,
         method: "POST".into(),

@@ -132,6 +132,44 @@ pub struct RunArgs {
     /// dropped (its series removed, its slot freed for a new value); 0 keeps values forever.
     #[arg(long, env = "LLM_OBSERVER_LABEL_IDLE_TIMEOUT", default_value_t = 3600)]
     pub label_idle_timeout: u64,
+
+    /// Write one JSON line per exchange (ids, wall-clock times, tokens with their source, status,
+    /// error type, attribution; never prompt or response text) to this file, or `-` for stdout.
+    #[arg(long, env = "LLM_OBSERVER_EVENTS_LOG")]
+    pub events_log: Option<PathBuf>,
+
+    /// Rotate the events log file before it passes this many bytes (one rotated file, FILE.1,
+    /// is kept); 0 never rotates.
+    #[arg(long, env = "LLM_OBSERVER_EVENTS_LOG_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub events_log_max_bytes: u64,
+
+    /// OTLP/HTTP (protobuf) endpoint to send one span per exchange to, e.g.
+    /// http://127.0.0.1:4318 (`/v1/traces` is appended); default: the standard
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT. Off when none is set.
+    #[arg(long, env = "LLM_OBSERVER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Extra OTLP request header `key=value` (repeat or comma-separate), added to
+    /// OTEL_EXPORTER_OTLP_HEADERS / OTEL_EXPORTER_OTLP_TRACES_HEADERS.
+    #[arg(long, env = "LLM_OBSERVER_OTLP_HEADERS", value_delimiter = ',')]
+    pub otlp_header: Vec<String>,
+
+    /// OTLP export timeout per batch in milliseconds; 0 = OTEL_EXPORTER_OTLP_TIMEOUT, else 10000.
+    #[arg(long, env = "LLM_OBSERVER_OTLP_TIMEOUT_MS", default_value_t = 0)]
+    pub otlp_timeout_ms: u64,
+
+    /// Spans queued for export at most; beyond, spans are dropped and counted
+    /// (llm_observer_dropped_total{stage="otlp_queue"}).
+    #[arg(long, env = "LLM_OBSERVER_OTLP_QUEUE_SPANS", default_value_t = 2048)]
+    pub otlp_queue_spans: usize,
+
+    /// Spans per OTLP export request at most.
+    #[arg(long, env = "LLM_OBSERVER_OTLP_BATCH_SPANS", default_value_t = 512)]
+    pub otlp_batch_spans: usize,
+
+    /// How long, in milliseconds, the exporter gathers spans into a batch after the first.
+    #[arg(long, env = "LLM_OBSERVER_OTLP_FLUSH_MS", default_value_t = 1000)]
+    pub otlp_flush_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,10 +8,20 @@ use llm_observer::{
     capture::{ATTACH_MODE, Capture, CaptureConfig, procfs, system},
     cli::{self, AttributionArgs, CaptureArgs, Command, RunArgs, TraceArgs},
     conn::{ConnTable, ConnTableConfig},
-    pipeline::{self, gpu_sampler, metrics_sink::MetricsSink, trace_sink::TraceSink},
+    pipeline::{
+        self,
+        event_log::EventLog,
+        gpu_sampler,
+        metrics_sink::MetricsSink,
+        record::{RecordOutput, RecordSink},
+        tee::Tee,
+        trace_sink::TraceSink,
+    },
     sinks::{
         http::MetricsServer,
         metrics::{Metrics, MetricsConfig},
+        otlp::{OtlpConfig, OtlpOutput, config::OtlpSettings, export},
+        wallclock::WallClock,
         web_config::WebConfig,
     },
 };
@@ -167,6 +177,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
         None => None,
     };
     let metrics = Arc::new(Metrics::new(cfg, ATTACH_MODE)?);
+    let (outputs, exporter) = record_outputs(r, &metrics)?;
     let mut server = MetricsServer::bind(r.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--metrics-addr)", r.metrics_addr))?;
@@ -186,6 +197,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
             log::info!("serving /metrics on {scheme}://{local}/metrics");
             ready.set(true);
             let names = start_sources(attr);
+            let names_for_records = names.clone();
             let mut sink =
                 MetricsSink::with_names(metrics.clone(), names.clone(), attr.max_containers);
             if attr.gpu_interval > 0 {
@@ -198,14 +210,87 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
                     metrics.clone(),
                 );
             }
-            pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await
+            let records = (!outputs.is_empty()).then(|| {
+                RecordSink::new(
+                    WallClock::sample(),
+                    names_for_records,
+                    outputs,
+                    a.proc_root.clone(),
+                )
+            });
+            match records {
+                Some(mut records) => {
+                    let mut tee = Tee::new(vec![&mut sink, &mut records]);
+                    pipeline::run(capture, table, &mut tee, Some(metrics), shutdown_signal()).await
+                }
+                None => {
+                    pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await
+                }
+            }
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            drop(outputs);
+            Err(e)
+        }
     };
     ready.set(false);
+    // The record sink (the queue's sender) is gone: the exporter sends what is queued and ends.
+    if let Some(e) = exporter
+        && tokio::time::timeout(Duration::from_secs(15), e)
+            .await
+            .is_err()
+    {
+        log::warn!("OTLP: spans still queued at exit were not exported");
+    }
     let _ = stop_tx.send(true);
     let _ = http.await;
     result
+}
+
+type Outputs = Vec<Box<dyn RecordOutput + Send>>;
+
+/// The per-exchange record outputs that were asked for (`--events-log`, OTLP) and the OTLP
+/// exporter task; set up before the capture starts, so a bad setting fails at once.
+fn record_outputs(
+    r: &RunArgs,
+    metrics: &Metrics,
+) -> anyhow::Result<(Outputs, Option<tokio::task::JoinHandle<()>>)> {
+    let mut outputs: Outputs = Vec::new();
+    if let Some(path) = &r.events_log {
+        let dropped = metrics
+            .self_metrics()
+            .dropped
+            .with_label_values(&["events_log"]);
+        let log = EventLog::open(path, r.events_log_max_bytes)
+            .with_context(|| format!("--events-log {}", path.display()))?
+            .with_dropped(dropped);
+        log::info!("writing one line per exchange to {}", path.display());
+        outputs.push(Box::new(log));
+    }
+    let settings = OtlpSettings {
+        endpoint: r.otlp_endpoint.clone(),
+        headers: r.otlp_header.clone(),
+        timeout_ms: r.otlp_timeout_ms,
+        queue_spans: r.otlp_queue_spans,
+        batch_spans: r.otlp_batch_spans,
+        flush_ms: r.otlp_flush_ms,
+    };
+    let mut exporter = None;
+    if let Some(cfg) = OtlpConfig::resolve(&settings, |k| std::env::var(k).ok())? {
+        let dropped = |stage| metrics.self_metrics().dropped.with_label_values(&[stage]);
+        let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue_spans);
+        log::info!(
+            "exporting one OTLP span per exchange to http://{}{}",
+            cfg.authority,
+            cfg.path
+        );
+        let counters = export::ExportCounters {
+            failed: dropped("otlp_export"),
+        };
+        exporter = Some(tokio::spawn(export::run(cfg, rx, counters)));
+        outputs.push(Box::new(OtlpOutput::new(tx, dropped("otlp_queue"))));
+    }
+    Ok((outputs, exporter))
 }
 
 async fn trace(a: &CaptureArgs, t: &TraceArgs) -> anyhow::Result<()> {

@@ -44,6 +44,7 @@ impl Ex {
     /// A successful exchange that starts at `start` and ends `latency` later.
     fn new(api: Api, op: Operation, model: Option<&str>, start: u64, latency: u64) -> Ex {
         Ex(Exchange {
+            params: Default::default(),
             api,
             operation: op,
             method: "POST".into(),

@@ -106,13 +106,15 @@ pub(crate) fn decoder(
     limits: &Limits,
 ) -> Box<dyn ApiDecoder> {
     let stream = shape.stream.unwrap_or(false);
-    let core = Core::new(
+    let mut core = Core::new(
         req,
         Api::Anthropic,
         Operation::Chat,
         shape.model.as_deref(),
         stream,
     );
+    core.params.max_tokens = shape.max_tokens();
+    core.params.temperature = shape.temperature();
     Engine::boxed(core, Anthropic::default(), limits)
 }
 

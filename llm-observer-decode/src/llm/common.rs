@@ -21,8 +21,8 @@
 use std::fmt;
 
 use crate::exchange::{
-    Api, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings, TokenCount, TokenSource,
-    Tokens,
+    Api, ErrorKind, Exchange, Incomplete, McpInfo, Operation, RequestParams, Timings, TokenCount,
+    TokenSource, Tokens,
 };
 use crate::protocol::jsonarray::JsonArrayParser;
 use crate::protocol::ndjson::NdjsonParser;
@@ -80,6 +80,7 @@ pub(crate) struct Core {
     pub streamed: bool,
     /// TTFT marker found during the current `response_body` call, to be returned by it.
     new_first: Option<u64>,
+    pub params: RequestParams,
 }
 
 impl Core {
@@ -117,6 +118,13 @@ impl Core {
             terminal: false,
             streamed: false,
             new_first: None,
+            params: RequestParams {
+                trace_parent: req
+                    .headers
+                    .get("traceparent")
+                    .and_then(crate::TraceParent::parse),
+                ..RequestParams::default()
+            },
         }
     }
 
@@ -600,6 +608,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             request_bytes: core.request_bytes,
             response_bytes: response_wire_bytes,
             body_truncated: core.body_truncated,
+            params: core.params,
         }
     }
 }

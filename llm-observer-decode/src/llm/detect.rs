@@ -59,6 +59,66 @@ pub(crate) struct Shape<'a> {
     pub id: Option<RpcId>,
     #[serde(borrow)]
     pub params: Option<RpcParams<'a>>,
+    /// Sampling parameters, recorded when present; a value of another type is ignored (it must
+    /// not make the request unrecognisable).
+    #[serde(deserialize_with = "lenient_number")]
+    pub max_tokens: Option<f64>,
+    #[serde(deserialize_with = "lenient_number")]
+    pub max_completion_tokens: Option<f64>,
+    #[serde(deserialize_with = "lenient_number")]
+    pub temperature: Option<f64>,
+}
+
+impl Shape<'_> {
+    /// `max_tokens` (or OpenAI's newer `max_completion_tokens`) as a whole non-negative count.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.max_tokens
+            .or(self.max_completion_tokens)
+            .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v <= u64::MAX as f64)
+            .map(|v| v as u64)
+    }
+
+    pub fn temperature(&self) -> Option<f64> {
+        self.temperature.filter(|t| t.is_finite())
+    }
+}
+
+/// A JSON number as `f64`; any other value (string, object, array, bool, null) is skipped.
+fn lenient_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// Ollama `keep_alive`: a number of seconds or a Go duration string; true when it is zero.

@@ -284,7 +284,9 @@ pub(crate) fn decoder(
         Endpoint::Embeddings => Operation::Embeddings,
     };
     let stream = endpoint != Endpoint::Embeddings && shape.stream.unwrap_or(false);
-    let core = Core::new(req, Api::Openai, operation, shape.model.as_deref(), stream);
+    let mut core = Core::new(req, Api::Openai, operation, shape.model.as_deref(), stream);
+    core.params.max_tokens = shape.max_tokens();
+    core.params.temperature = shape.temperature();
     let h = OpenAi {
         endpoint,
         have_usage: false,

@@ -14,15 +14,22 @@ fn want_stream(case: &Case<'_>) -> Exchange {
         true,
     )
     .with_end(case.end_ns())
+    .with_max_tokens(1024)
 }
 
 trait WithEnd {
     fn with_end(self, end: u64) -> Self;
+    fn with_max_tokens(self, n: u64) -> Self;
 }
 
 impl WithEnd for Exchange {
     fn with_end(mut self, end: u64) -> Self {
         self.timings.response_end_ns = Some(end);
+        self
+    }
+
+    fn with_max_tokens(mut self, n: u64) -> Self {
+        self.params.max_tokens = Some(n);
         self
     }
 }
@@ -113,6 +120,7 @@ fn not_streamed() {
             Some("claude-haiku-4-5"),
             false,
         )
+        .with_max_tokens(64)
     };
     assert_eq!(out.exchange, want);
 }

@@ -371,3 +371,39 @@ fn responses_not_streamed() {
     };
     assert_eq!(out.exchange, want);
 }
+
+#[test]
+fn request_params_and_traceparent_are_recorded() {
+    let mut case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"m","max_completion_tokens":12,"temperature":0.25,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct("application/json")
+    .pieces(&[r#"{"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#]);
+    case.req_headers.push((
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ));
+    let p = drive(&case).exchange.params;
+    assert_eq!((p.max_tokens, p.temperature), (Some(12), Some(0.25)));
+    let t = p.trace_parent.expect("traceparent");
+    assert_eq!(
+        t.parent_id,
+        [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+    );
+    assert_eq!(t.flags, 1);
+
+    // Values of the wrong type are ignored, never a reason not to recognise the request; an
+    // invalid traceparent is no parent.
+    let mut case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"m","max_tokens":"lots","temperature":{"x":[1]},"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct("application/json")
+    .pieces(&[r#"{"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"x"},"finish_reason":"stop"}]}"#]);
+    case.req_headers
+        .push(("traceparent", "00-zz-00f067aa0ba902b7-01"));
+    let ex = drive(&case).exchange;
+    assert_eq!(ex.request_model.as_deref(), Some("m"));
+    assert_eq!(ex.params, Default::default());
+}

@@ -227,6 +227,7 @@ impl ApiDecoder for Probe {
 
     fn finish(self: Box<Self>, end: BodyEnd, end_ns: u64, response_wire_bytes: u64) -> Exchange {
         Exchange {
+            params: Default::default(),
             api: Api::Openai,
             operation: Operation::Chat,
             method: self.method,

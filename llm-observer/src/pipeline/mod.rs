@@ -6,10 +6,14 @@
 //! us: when the ring is full it drops the event and counts it (`llm_observer_lost_events_total`),
 //! and the position jump tells the decoder to resync.
 
+pub mod correlate;
+pub mod event_log;
 pub mod gpu_sampler;
 pub mod metrics_sink;
+pub mod record;
 pub mod redact;
 pub mod redact_h2;
+pub mod tee;
 mod tls_worker;
 pub mod trace_sink;
 

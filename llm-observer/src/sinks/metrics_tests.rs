@@ -55,6 +55,7 @@ fn summary(model: &str) -> RequestSummary {
 /// A successful exchange starting at t=10 s and ending `latency` later.
 fn ex(model: &str, stream: bool, latency: u64) -> Exchange {
     Exchange {
+        params: Default::default(),
         api: Api::Ollama,
         operation: Operation::Chat,
         method: "POST".into(),

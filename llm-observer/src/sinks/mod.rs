@@ -15,10 +15,12 @@ pub mod http;
 pub mod labels;
 mod memory;
 pub mod metrics;
+pub mod otlp;
 pub mod provider;
 mod registry;
 pub mod self_metrics;
 pub mod tls;
+pub mod wallclock;
 pub mod web_config;
 mod window;
 

@@ -1,0 +1,317 @@
+//! The exporter task: takes spans off the bounded queue, groups a batch by resource, and POSTs it
+//! as an OTLP/HTTP protobuf `ExportTraceServiceRequest`. One attempt per batch: a batch the
+//! collector does not accept (error status, timeout, no connection) is dropped and its spans are
+//! counted, so a dead collector costs the agent a bounded queue and nothing else.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::InstrumentationScope,
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use super::{OtlpConfig, ResourceKey, span};
+
+/// Counters the exporter keeps.
+#[derive(Clone)]
+pub struct ExportCounters {
+    /// Spans in batches the collector did not accept.
+    pub failed: prometheus::IntCounter,
+}
+
+fn resource(key: &ResourceKey, host: &str) -> Resource {
+    let mut attrs = vec![
+        span::string("service.name", key.process.as_str()),
+        span::string("host.name", host),
+        span::int("process.pid", i64::from(key.pid)),
+        span::string("process.executable.name", key.comm.as_str()),
+    ];
+    for (k, v) in [
+        ("container.name", &key.container),
+        ("k8s.pod.name", &key.pod),
+        ("k8s.namespace.name", &key.namespace),
+    ] {
+        if !v.is_empty() {
+            attrs.push(span::string(k, v.as_str()));
+        }
+    }
+    Resource {
+        attributes: attrs,
+        ..Resource::default()
+    }
+}
+
+/// One request body of a batch.
+pub fn request(batch: Vec<(ResourceKey, Span)>, host: &str) -> ExportTraceServiceRequest {
+    let mut groups: HashMap<ResourceKey, Vec<Span>> = HashMap::new();
+    let mut order = Vec::new();
+    for (k, s) in batch {
+        let spans = groups.entry(k.clone()).or_insert_with(|| {
+            order.push(k);
+            Vec::new()
+        });
+        spans.push(s);
+    }
+    let resource_spans = order
+        .into_iter()
+        .filter_map(|k| {
+            let spans = groups.remove(&k)?;
+            Some(ResourceSpans {
+                resource: Some(resource(&k, host)),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "llm-observer".to_owned(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        ..InstrumentationScope::default()
+                    }),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    #[error("connecting: {0}")]
+    Connect(std::io::Error),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("building the request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("the collector answered {0}")]
+    Status(u16),
+    #[error("timed out")]
+    Timeout,
+}
+
+async fn post(cfg: &OtlpConfig, body: Vec<u8>) -> Result<(), PostError> {
+    let stream = tokio::net::TcpStream::connect(&cfg.authority)
+        .await
+        .map_err(PostError::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let mut req = hyper::Request::post(cfg.path.as_str())
+        .header(hyper::header::HOST, cfg.authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
+    for (k, v) in &cfg.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = resp.status().as_u16();
+    // Read (and discard) the answer so the connection ends cleanly.
+    let _ = resp.into_body().collect().await;
+    driver.abort();
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(PostError::Status(status))
+    }
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its full length; gethostname NUL-terminates within it or
+    // truncates, and the slice below stops at the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Runs until every sender is gone and the queue is empty (the agent shutting down).
+pub async fn run(
+    cfg: OtlpConfig,
+    mut rx: mpsc::Receiver<(ResourceKey, Span)>,
+    counters: ExportCounters,
+) {
+    let host = host_name();
+    let mut last_warning: Option<Instant> = None;
+    let mut exported = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        // Gather what else arrives within the flush interval, up to a full batch.
+        let deadline = tokio::time::Instant::now() + cfg.flush_interval;
+        while batch.len() < cfg.batch_spans {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(s)) => batch.push(s),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let body = request(batch, &host).encode_to_vec();
+        let result = match tokio::time::timeout(cfg.timeout, post(&cfg, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(PostError::Timeout),
+        };
+        match result {
+            Ok(()) => {
+                exported += n;
+                log::debug!("OTLP: exported {n} spans ({exported} in all)");
+            }
+            Err(e) => {
+                counters.failed.inc_by(n);
+                let now = Instant::now();
+                if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+                    last_warning = Some(now);
+                    log::warn!(
+                        "OTLP: {n} spans not exported to http://{}{}: {e} (counted in \
+                         llm_observer_dropped_total{{stage=\"otlp_export\"}}; warning at most once a minute)",
+                        cfg.authority,
+                        cfg.path
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+    use crate::{
+        attribution::Place,
+        pipeline::{
+            correlate::SpanIds,
+            event_log::tests as fx,
+            record::{ExchangeRecord, RecordOutput},
+        },
+        sinks::{otlp::OtlpOutput, wallclock::WallClock},
+    };
+
+    fn config(authority: String) -> OtlpConfig {
+        OtlpConfig {
+            authority,
+            path: "/v1/traces".into(),
+            headers: [("x-k".to_owned(), "v".to_owned())].into(),
+            timeout: Duration::from_secs(5),
+            queue_spans: 4,
+            batch_spans: 512,
+            flush_interval: Duration::from_millis(10),
+        }
+    }
+
+    /// Puts `n` records through an [`OtlpOutput`] with a queue of `queue` spans.
+    fn fill(
+        n: usize,
+        queue: usize,
+    ) -> (mpsc::Receiver<(ResourceKey, Span)>, prometheus::IntCounter) {
+        let (tx, rx) = mpsc::channel(queue);
+        let dropped = prometheus::IntCounter::new("d", "d").unwrap();
+        let mut out = OtlpOutput::new(tx, dropped.clone());
+        let p = fx::process();
+        let ex = fx::exchange();
+        let ids = SpanIds {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+        };
+        for seq in 0..n {
+            let clock = WallClock::fixed(0, 0);
+            let r = ExchangeRecord::new(
+                &clock,
+                &fx::view(&p),
+                seq as u64,
+                &ex,
+                Place::default(),
+                ids,
+            );
+            out.record(&r);
+        }
+        (rx, dropped)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (rx, dropped) = fill(5, 3);
+        assert_eq!((rx.len(), dropped.get()), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_is_down_costs_counted_spans() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (rx, dropped) = fill(3, 8);
+        assert_eq!(dropped.get(), 0);
+        let failed = prometheus::IntCounter::new("f", "f").unwrap();
+        let counters = ExportCounters {
+            failed: failed.clone(),
+        };
+        // All senders are gone: the exporter sends what is queued and returns.
+        run(config(format!("127.0.0.1:{port}")), rx, counters).await;
+        assert_eq!(failed.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn posts_one_protobuf_request_per_batch() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap();
+                    if buf.len() >= i + 4 + len {
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .unwrap();
+                        return (text[..i].to_owned(), buf[i + 4..i + 4 + len].to_vec());
+                    }
+                }
+            }
+        });
+        let (rx, _) = fill(2, 8);
+        let failed = prometheus::IntCounter::new("f", "f").unwrap();
+        run(
+            config(addr.to_string()),
+            rx,
+            ExportCounters {
+                failed: failed.clone(),
+            },
+        )
+        .await;
+        let (head, body) = server.join().unwrap();
+        assert!(head.starts_with("POST /v1/traces HTTP/1.1"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/x-protobuf")
+        );
+        assert!(head.contains("x-k: v"), "{head}");
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(req.resource_spans.len(), 1, "one process, one resource");
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 2);
+        assert_eq!(failed.get(), 0);
+    }
+}
