@@ -68,6 +68,7 @@ impl Ex {
             request_bytes: 0,
             response_bytes: 0,
             body_truncated: false,
+            server: None,
         })
     }
 

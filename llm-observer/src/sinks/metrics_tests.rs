@@ -78,6 +78,7 @@ fn ex(model: &str, stream: bool, latency: u64) -> Exchange {
         request_bytes: 100,
         response_bytes: 200,
         body_truncated: false,
+        server: None,
     }
 }
 
