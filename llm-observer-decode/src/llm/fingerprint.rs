@@ -171,9 +171,11 @@ mod tests {
         e.map(|e| e.kind)
     }
 
+    type HeaderCase<'a> = (&'a [(&'a str, &'a str)], Option<ServerKind>);
+
     #[test]
     fn header_marks() {
-        let cases: &[(&[(&str, &str)], Option<ServerKind>)] = &[
+        let cases: &[HeaderCase<'_>] = &[
             (&[("server", "llama.cpp")], Some(ServerKind::Llamacpp)),
             (
                 &[

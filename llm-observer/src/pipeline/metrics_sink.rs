@@ -5,12 +5,16 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use llm_observer_decode::{DecodeError, Exchange, Unsupported, llm::RequestSummary};
+use llm_observer_decode::{
+    DecodeError, Exchange, Role, Unsupported,
+    llm::{RequestSummary, fingerprint::Evidence},
+};
 
 use crate::{
     attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
     conn::{ConnView, Sink},
+    servers::{self, ServerTable},
     sinks::{
         admission::{Admit, LabelCap},
         metrics::{ExchangeCtx, InFlight, Metrics},
@@ -52,6 +56,8 @@ pub struct MetricsSink {
     caps: PlaceCaps,
     /// Servers seen answering requests: the GPU join's serving units.
     serving: Arc<Mutex<ServingRegistry>>,
+    /// Which server software each serving process and address is (the `server` label).
+    servers: ServerTable,
 }
 
 impl MetricsSink {
@@ -72,6 +78,7 @@ impl MetricsSink {
                 namespace: LabelCap::new(max_places, 0),
             },
             serving: Arc::default(),
+            servers: ServerTable::new(),
         }
     }
 
@@ -91,8 +98,13 @@ impl MetricsSink {
         self.inflight.len()
     }
 
-    fn ctx(&self, conn: &ConnView<'_>) -> ExchangeCtx {
+    /// `seen`: the exchange's server fingerprint (`None` before its response).
+    fn ctx(&mut self, conn: &ConnView<'_>, seen: Option<Evidence>) -> ExchangeCtx {
         let p = conn.process;
+        let server = match conn.role {
+            Role::Server => self.servers.server_view(p, conn.local, seen),
+            Role::Client => self.servers.client_view(conn.peer, seen),
+        };
         ExchangeCtx {
             role: conn.role,
             process: p.name.to_string(),
@@ -100,13 +112,14 @@ impl MetricsSink {
             place: self.caps.admit(self.names.place(&p.cgroup)),
             pid: conn.id.tgid,
             peer: conn.peer,
+            server: servers::label(server),
         }
     }
 }
 
 impl Sink for MetricsSink {
     fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
-        let ctx = self.ctx(conn);
+        let ctx = self.ctx(conn, None);
         self.served(conn, &ctx);
         let f = self.metrics.started(&ctx, summary);
         self.inflight.insert((conn.id, seq), f);
@@ -120,7 +133,7 @@ impl Sink for MetricsSink {
 
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
         let f = self.inflight.remove(&(conn.id, seq));
-        let ctx = self.ctx(conn);
+        let ctx = self.ctx(conn, exchange.server);
         self.served(conn, &ctx);
         self.metrics.done(f, &ctx, exchange);
     }
@@ -153,6 +166,7 @@ impl Sink for MetricsSink {
         // A gone process must not keep its memory series (and a reused pid must not inherit them).
         if let Event::ProcExit { tgid, .. } = event {
             self.metrics.forget_pid(*tgid);
+            self.servers.forget(*tgid);
             self.serving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -160,3 +174,7 @@ impl Sink for MetricsSink {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_sink_tests.rs"]
+mod tests;

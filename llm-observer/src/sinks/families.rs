@@ -49,6 +49,7 @@ pub const SERVER_LABELS: &[&str] = &[
     "container",
     "pod",
     "namespace",
+    "server",
 ];
 pub const CLIENT_LABELS: &[&str] = &[
     "api",
@@ -59,6 +60,7 @@ pub const CLIENT_LABELS: &[&str] = &[
     "pod",
     "namespace",
     "peer",
+    "server",
 ];
 
 fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
@@ -267,7 +269,7 @@ impl ServerFamilies {
     }
 
     /// Every per-request family, from one finished exchange (not MCP).
-    pub fn record(&self, labels: &[&str; 7], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str; 8], ex: &Exchange) {
         let l = labels.as_slice();
         Shared {
             requests: &self.requests,
@@ -304,7 +306,7 @@ impl ServerFamilies {
         }
     }
 
-    pub fn tool_call(&self, labels: &[&str; 7], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str; 8], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();
@@ -372,7 +374,7 @@ impl ClientFamilies {
         })
     }
 
-    pub fn record(&self, labels: &[&str; 8], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str; 9], ex: &Exchange) {
         Shared {
             requests: &self.requests,
             errors: &self.errors,
@@ -384,7 +386,7 @@ impl ClientFamilies {
         .record(labels.as_slice(), ex);
     }
 
-    pub fn tool_call(&self, labels: &[&str; 8], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str; 9], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();

@@ -74,6 +74,9 @@ pub struct ExchangeCtx {
     pub pid: u32,
     /// The other end of the connection; a label value (`host:port`) in the client view only.
     pub peer: Option<std::net::SocketAddr>,
+    /// The `server` label: the serving software (server view: the observed process; client view:
+    /// the peer), `unknown` when not known (see `crate::servers`). Bounded by construction.
+    pub server: &'static str,
 }
 
 /// Clock and `/proc` for scrape-time values; replaceable so tests need no sleeps or real pids.
@@ -366,7 +369,7 @@ impl Metrics {
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
-                let labels = server_labels(api, op, &model, &process, &ctx.place);
+                let labels = server_labels(api, op, &model, &process, &ctx.place, ctx.server);
                 let active = self.server.active.with_label_values(&labels);
                 let queue = self.server.queue.with_label_values(&labels);
                 active.inc();
@@ -386,7 +389,8 @@ impl Metrics {
                     .caps
                     .peers
                     .hold(ctx.peer.map(|p| p.to_string()).as_deref(), now);
-                let labels = client_labels(api, op, &model, &process, &ctx.place, &peer);
+                let labels =
+                    client_labels(api, op, &model, &process, &ctx.place, &peer, ctx.server);
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -478,20 +482,21 @@ impl Metrics {
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(process, &ctx.place));
-                let labels = server_labels(api, op, &model, process, &ctx.place);
+                let labels = server_labels(api, op, &model, process, &ctx.place, ctx.server);
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
                 }
                 if let Some(n) = ex.tokens.completion.value {
                     let (start, end) = generation_interval(ex);
-                    let key = labels[2..].iter().map(|v| v.to_string()).collect();
+                    // `llm_tokens_per_second`'s labels: model, process and place.
+                    let key = labels[2..7].iter().map(|v| v.to_string()).collect();
                     lock(&self.window).add(key, n, start, end);
                 }
             }
             Role::Client => {
                 let peer = self.peer_label(ctx, ex, now);
-                let labels = client_labels(api, op, &model, process, &ctx.place, &peer);
+                let labels = client_labels(api, op, &model, process, &ctx.place, &peer, ctx.server);
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -583,8 +588,18 @@ fn server_labels<'a>(
     model: &'a str,
     process: &'a str,
     p: &'a crate::attribution::Place,
-) -> [&'a str; 7] {
-    [api, op, model, process, &p.container, &p.pod, &p.namespace]
+    server: &'a str,
+) -> [&'a str; 8] {
+    [
+        api,
+        op,
+        model,
+        process,
+        &p.container,
+        &p.pod,
+        &p.namespace,
+        server,
+    ]
 }
 
 /// `CLIENT_LABELS` values.
@@ -595,7 +610,8 @@ fn client_labels<'a>(
     process: &'a str,
     p: &'a crate::attribution::Place,
     peer: &'a str,
-) -> [&'a str; 8] {
+    server: &'a str,
+) -> [&'a str; 9] {
     [
         api,
         op,
@@ -605,6 +621,7 @@ fn client_labels<'a>(
         &p.pod,
         &p.namespace,
         peer,
+        server,
     ]
 }
 
