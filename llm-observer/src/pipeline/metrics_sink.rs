@@ -14,7 +14,10 @@ use crate::{
     attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
     conn::{ConnView, Sink},
-    servers::{self, ServerTable},
+    servers::{
+        self, ServerTable,
+        hops::{self, Hop, InnerFigures},
+    },
     sinks::{
         admission::{Admit, LabelCap},
         metrics::{ExchangeCtx, InFlight, Metrics},
@@ -58,6 +61,8 @@ pub struct MetricsSink {
     serving: Arc<Mutex<ServingRegistry>>,
     /// Which server software each serving process and address is (the `server` label).
     servers: ServerTable,
+    /// Figures of finished internal hops, for their outer exchanges.
+    inner: InnerFigures,
 }
 
 impl MetricsSink {
@@ -79,6 +84,7 @@ impl MetricsSink {
             },
             serving: Arc::default(),
             servers: ServerTable::new(),
+            inner: InnerFigures::default(),
         }
     }
 
@@ -96,6 +102,14 @@ impl MetricsSink {
 
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Whether the connection's exchanges are a server's internal hop.
+    fn hop(&self, conn: &ConnView<'_>) -> Option<Hop> {
+        match conn.role {
+            Role::Server => hops::server_hop(&self.servers, conn.process, conn.peer),
+            Role::Client => hops::client_hop(&self.servers, conn.process, conn.peer),
+        }
     }
 
     /// `seen`: the exchange's server fingerprint (`None` before its response).
@@ -119,7 +133,15 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
+        if conn.role == Role::Client {
+            // Before the server reads it: its view can then tell who called.
+            self.servers.client_sent(conn.local, conn.id.tgid);
+        }
+        let hop = self.hop(conn);
         let ctx = self.ctx(conn, None);
+        if hop.is_some() {
+            return;
+        }
         self.served(conn, &ctx);
         let f = self.metrics.started(&ctx, summary);
         self.inflight.insert((conn.id, seq), f);
@@ -133,9 +155,28 @@ impl Sink for MetricsSink {
 
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
         let f = self.inflight.remove(&(conn.id, seq));
+        // Judged again at the end: the first call to a runner starts before the runner's own
+        // view has named its address.
+        let hop = self.hop(conn);
         let ctx = self.ctx(conn, exchange.server);
+        if let Some(hop) = hop {
+            if let Some(f) = f {
+                self.metrics.discard(f);
+            }
+            self.metrics.internal(conn.role, exchange, hop);
+            if conn.role == Role::Client {
+                self.inner.hop_done(conn.id.tgid, exchange);
+            }
+            return;
+        }
         self.served(conn, &ctx);
-        self.metrics.done(f, &ctx, exchange);
+        if conn.role == Role::Server && self.inner.waiting(conn.id.tgid) {
+            let mut outer = exchange.clone();
+            self.inner.complete(conn.id.tgid, &mut outer);
+            self.metrics.done(f, &ctx, &outer);
+        } else {
+            self.metrics.done(f, &ctx, exchange);
+        }
     }
 
     fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError) {
@@ -167,6 +208,7 @@ impl Sink for MetricsSink {
         if let Event::ProcExit { tgid, .. } = event {
             self.metrics.forget_pid(*tgid);
             self.servers.forget(*tgid);
+            self.inner.forget(*tgid);
             self.serving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -2,6 +2,7 @@
 //! from the observed process's identity ([`identity`]) and the fingerprints its answers carry
 //! (`llm_observer_decode::llm::fingerprint`), kept stable per process and per address
 //! ([`table`]). The decision table is documented in docs/metrics.md.
+pub mod hops;
 pub mod identity;
 pub mod table;
 

@@ -68,13 +68,18 @@ struct ProcessEntry {
 struct AddrEntry {
     /// The local process serving this address, when known (its exit forgets the entry).
     owner: Option<u32>,
-    decision: Decision,
+    /// Its parent, for telling a server's internal hops (see [`super::hops`]).
+    owner_ppid: u32,
+    decision: Option<Decision>,
 }
 
 #[derive(Debug, Default)]
 pub struct ServerTable {
     processes: HashMap<u32, ProcessEntry>,
     addrs: HashMap<SocketAddr, AddrEntry>,
+    /// Local end of each client connection that sent an LLM request → the sending tgid, so the
+    /// server view of a loopback call knows who called (internal hops).
+    clients: HashMap<SocketAddr, u32>,
 }
 
 impl ServerTable {
@@ -118,10 +123,51 @@ impl ServerTable {
                 d
             }
         };
-        if let (Some(addr), Some(d)) = (local, decision) {
-            self.remember(addr, Some(p.tgid), d);
+        if let Some(addr) = local {
+            self.remember_owner(addr, p, decision);
         }
         decision.map(|d| d.kind)
+    }
+
+    fn remember_owner(&mut self, addr: SocketAddr, p: &ProcessInfo, d: Option<Decision>) {
+        let entry = AddrEntry {
+            owner: Some(p.tgid),
+            owner_ppid: p.ppid,
+            decision: d,
+        };
+        // The local server's own decision replaces what clients inferred.
+        if let Some(e) = self.addrs.get_mut(&addr) {
+            *e = entry;
+        } else if self.addrs.len() < MAX_ENTRIES {
+            self.addrs.insert(addr, entry);
+        }
+    }
+
+    /// A local process `tgid` sent an LLM request from `local` (a client connection's own end).
+    pub fn client_sent(&mut self, local: Option<SocketAddr>, tgid: u32) {
+        if let Some(a) = local
+            && (self.clients.len() < MAX_ENTRIES || self.clients.contains_key(&a))
+        {
+            self.clients.insert(a, tgid);
+        }
+    }
+
+    /// The local process whose client connection has local address `peer`.
+    pub fn caller(&self, peer: Option<SocketAddr>) -> Option<u32> {
+        self.clients.get(&peer?).copied()
+    }
+
+    /// The local process serving `addr` and its parent.
+    pub fn owner(&self, addr: Option<SocketAddr>) -> Option<(u32, u32)> {
+        let e = self.addrs.get(&addr?)?;
+        Some((e.owner?, e.owner_ppid))
+    }
+
+    /// The decision for process `tgid`, if it served anything.
+    pub fn process_kind(&self, tgid: u32) -> Option<Option<ServerKind>> {
+        self.processes
+            .get(&tgid)
+            .map(|e| e.decision.map(|d| d.kind))
     }
 
     /// The server behind `peer` as a client sees it, after folding in `seen`.
@@ -134,26 +180,25 @@ impl ServerTable {
         let Some(addr) = peer else {
             return seen.map(|d| d.kind);
         };
-        let known = self.addrs.get(&addr).map(|e| e.decision);
-        let decision = Decision::merge(known, seen);
-        if let Some(d) = decision {
-            self.remember(addr, None, d);
-        }
-        decision.map(|d| d.kind)
-    }
-
-    fn remember(&mut self, addr: SocketAddr, owner: Option<u32>, d: Decision) {
-        if let Some(e) = self.addrs.get_mut(&addr) {
-            // The local server's own decision replaces what clients inferred; otherwise only
-            // stronger evidence does.
-            if owner.is_some() {
-                e.owner = owner;
-                e.decision = d;
-            } else if let Some(m) = Decision::merge(Some(e.decision), Some(d)) {
-                e.decision = m;
+        match self.addrs.get_mut(&addr) {
+            Some(e) => {
+                // Only stronger evidence changes what the address is.
+                e.decision = Decision::merge(e.decision, seen);
+                e.decision.map(|d| d.kind)
             }
-        } else if self.addrs.len() < MAX_ENTRIES {
-            self.addrs.insert(addr, AddrEntry { owner, decision: d });
+            None => {
+                if seen.is_some() && self.addrs.len() < MAX_ENTRIES {
+                    self.addrs.insert(
+                        addr,
+                        AddrEntry {
+                            owner: None,
+                            owner_ppid: 0,
+                            decision: seen,
+                        },
+                    );
+                }
+                seen.map(|d| d.kind)
+            }
         }
     }
 
@@ -162,6 +207,7 @@ impl ServerTable {
     pub fn forget(&mut self, tgid: u32) {
         self.processes.remove(&tgid);
         self.addrs.retain(|_, e| e.owner != Some(tgid));
+        self.clients.retain(|_, t| *t != tgid);
     }
 
     /// Remembered (processes, addresses), for tests and bounds.

@@ -20,6 +20,7 @@ use super::labels::mcp_method;
 use super::memory::RssTracker;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
+use super::server_families::ServerInfoFamilies;
 use super::window::TokenRateWindow;
 use crate::attribution::serving::UnitLabels;
 
@@ -177,6 +178,7 @@ pub struct Metrics {
     client: ClientFamilies,
     mcp: McpFamilies,
     gpu: GpuFamilies,
+    servers: ServerInfoFamilies,
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
     gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
     caps: Caps,
@@ -212,6 +214,7 @@ impl Metrics {
         let mcp = McpFamilies::register(&mut reg)?;
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let gpu = GpuFamilies::register(&mut reg)?;
+        let servers = ServerInfoFamilies::register(&mut reg)?;
         Ok(Metrics {
             registry: reg.registry,
             families: reg.families,
@@ -221,6 +224,7 @@ impl Metrics {
             client,
             mcp,
             gpu,
+            servers,
             gpu_memory: Mutex::default(),
             caps: Caps {
                 server_models: LabelCap::new(cfg.max_models, idle),
@@ -444,6 +448,33 @@ impl Metrics {
         if let Some(h) = held {
             self.release(h);
         }
+    }
+
+    /// Ends a started request that turned out to be no request (an internal hop): its gauges go
+    /// back and its held label values are let go, recording nothing.
+    pub fn discard(&self, mut inflight: InFlight) {
+        let held = inflight.held.take();
+        drop(inflight);
+        if let Some(h) = held {
+            self.release(h);
+        }
+    }
+
+    /// An exchange that was a server's internal hop ended: counted as decoded and as a hop, in no
+    /// request family (see `crate::servers::hops`).
+    pub fn internal(&self, role: Role, ex: &Exchange, hop: crate::servers::hops::Hop) {
+        self.self_metrics
+            .exchanges
+            .with_label_values(&[ex.api.as_str()])
+            .inc();
+        let view = match role {
+            Role::Server => "server",
+            Role::Client => "client",
+        };
+        self.servers
+            .internal
+            .with_label_values(&[view, hop.as_str()])
+            .inc();
     }
 
     /// Lets go of the values held for a request that ended; an unproven value's in-flight series

@@ -17,6 +17,7 @@ mod memory;
 pub mod metrics;
 mod registry;
 pub mod self_metrics;
+pub mod server_families;
 pub mod tls;
 pub mod web_config;
 mod window;
