@@ -107,7 +107,7 @@ impl MetricsSink {
     /// Whether the connection's exchanges are a server's internal hop.
     fn hop(&self, conn: &ConnView<'_>) -> Option<Hop> {
         match conn.role {
-            Role::Server => hops::server_hop(&self.servers, conn.process, conn.peer),
+            Role::Server => hops::server_hop(&self.servers, conn.process, conn.local, conn.peer),
             Role::Client => hops::client_hop(&self.servers, conn.process, conn.peer),
         }
     }
@@ -134,8 +134,8 @@ impl MetricsSink {
 impl Sink for MetricsSink {
     fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
         if conn.role == Role::Client {
-            // Before the server reads it: its view can then tell who called.
-            self.servers.client_sent(conn.local, conn.id.tgid);
+            // Before the server reads it: its view can then tell who is calling.
+            self.servers.call_started(conn.peer, conn.id.tgid);
         }
         let hop = self.hop(conn);
         let ctx = self.ctx(conn, None);
@@ -155,6 +155,9 @@ impl Sink for MetricsSink {
 
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
         let f = self.inflight.remove(&(conn.id, seq));
+        if conn.role == Role::Client {
+            self.servers.call_ended(conn.peer, conn.id.tgid);
+        }
         // Judged again at the end: the first call to a runner starts before the runner's own
         // view has named its address.
         let hop = self.hop(conn);

@@ -6,12 +6,15 @@
 //! - llama-server router mode → its child llama-servers (the same shape);
 //! - SGLang's start-up warm-up: the server process calls its own port.
 //!
-//! Rule: on a connection between two local processes, the exchange is a hop when the caller *is*
+//! Rule: on a loopback connection between two local processes, the exchange is a hop when the caller *is*
 //! the server (`self`), or the server's parent is the caller **and** the caller itself serves LLM
 //! requests (`ollama_runner` when it is Ollama, `llamacpp_router` when it is llama-server, else
 //! `child`). A plain program that starts a server as its child and calls it (a test harness, an
 //! app with an embedded model server) is not a server, so its calls stay user requests. Hops are
-//! counted in `llm_observer_internal_exchanges_total` and in no request family.
+//! counted in `llm_observer_internal_exchanges_total` and in no request family. The caller of a
+//! server view is known only by the address it calls (connect events carry no local port): while
+//! a serving parent has a call to its child's address in flight, a local call from another process
+//! to that same address would be taken for a hop too (nothing but the parent calls a runner).
 //!
 //! Figures: the inner hop may carry exact counts its outer exchange lacks (Ollama's runner reports
 //! `prompt_eval_count` / `eval_count` on its final line even when the OpenAI-compatible outer
@@ -64,17 +67,22 @@ impl Hop {
     }
 }
 
-/// Server view: `p` accepted a connection from `peer`.
+/// Server view: `p` accepted a connection on `local` from `peer`. The caller is known by the
+/// address its call goes to (the kernel does not give the caller's own port): the call is a hop
+/// when `p` itself, or its serving parent, has an LLM call to `local` in flight.
 pub fn server_hop(
     table: &ServerTable,
     p: &ProcessInfo,
+    local: Option<std::net::SocketAddr>,
     peer: Option<std::net::SocketAddr>,
 ) -> Option<Hop> {
-    let caller = table.caller(peer)?;
-    if caller == p.tgid {
+    if !peer.is_some_and(|a| a.ip().is_loopback()) {
+        return None;
+    }
+    if table.calling(local, p.tgid) {
         Some(Hop::SelfCall)
-    } else if caller == p.ppid {
-        Hop::by_parent(table, caller)
+    } else if p.ppid != 0 && table.calling(local, p.ppid) {
+        Hop::by_parent(table, p.ppid)
     } else {
         None
     }

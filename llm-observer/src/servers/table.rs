@@ -77,9 +77,11 @@ struct AddrEntry {
 pub struct ServerTable {
     processes: HashMap<u32, ProcessEntry>,
     addrs: HashMap<SocketAddr, AddrEntry>,
-    /// Local end of each client connection that sent an LLM request → the sending tgid, so the
-    /// server view of a loopback call knows who called (internal hops).
-    clients: HashMap<SocketAddr, u32>,
+    /// Loopback port → the local processes with LLM calls to it in flight (tgid, count), so the
+    /// server view of a call knows who may be calling (internal hops). The kernel's connect event
+    /// does not carry the caller's own port, so calls are matched by the port they go to (a
+    /// listener on 0.0.0.0 or 127.0.0.1 alike).
+    calls: HashMap<u16, Vec<(u32, u32)>>,
 }
 
 impl ServerTable {
@@ -143,23 +145,65 @@ impl ServerTable {
         }
     }
 
-    /// A local process `tgid` sent an LLM request from `local` (a client connection's own end).
-    pub fn client_sent(&mut self, local: Option<SocketAddr>, tgid: u32) {
-        if let Some(a) = local
-            && (self.clients.len() < MAX_ENTRIES || self.clients.contains_key(&a))
-        {
-            self.clients.insert(a, tgid);
+    /// A local process `tgid` sent an LLM request to `peer`.
+    pub fn call_started(&mut self, peer: Option<SocketAddr>, tgid: u32) {
+        let Some(a) = loopback_port(peer) else {
+            return;
+        };
+        if !self.calls.contains_key(&a) && self.calls.len() >= MAX_ENTRIES {
+            return;
+        }
+        let callers = self.calls.entry(a).or_default();
+        if let Some((_, n)) = callers.iter_mut().find(|(t, _)| *t == tgid) {
+            *n += 1;
+        } else if callers.len() < 64 {
+            // Bounded: a server with this many distinct local callers at once is no runner.
+            callers.push((tgid, 1));
         }
     }
 
-    /// The local process whose client connection has local address `peer`.
-    pub fn caller(&self, peer: Option<SocketAddr>) -> Option<u32> {
-        self.clients.get(&peer?).copied()
+    /// That call ended (a call whose start was not seen ends nothing).
+    pub fn call_ended(&mut self, peer: Option<SocketAddr>, tgid: u32) {
+        let Some(a) = loopback_port(peer) else {
+            return;
+        };
+        let Some(callers) = self.calls.get_mut(&a) else {
+            return;
+        };
+        if let Some(i) = callers.iter().position(|(t, _)| *t == tgid) {
+            callers[i].1 -= 1;
+            if callers[i].1 == 0 {
+                callers.swap_remove(i);
+            }
+        }
+        if callers.is_empty() {
+            self.calls.remove(&a);
+        }
+    }
+
+    /// Whether process `tgid` has an LLM call to this node's port `addr.port()` in flight.
+    pub fn calling(&self, addr: Option<SocketAddr>, tgid: u32) -> bool {
+        addr.and_then(|a| self.calls.get(&a.port()))
+            .is_some_and(|c| c.iter().any(|(t, _)| *t == tgid))
+    }
+
+    /// The entry of `addr`, or for a loopback address, of a local listener on all addresses with
+    /// its port (`0.0.0.0:P` / `[::]:P` serve `127.0.0.1:P` too).
+    fn entry(&self, addr: SocketAddr) -> Option<&AddrEntry> {
+        self.addrs.get(&addr).or_else(|| {
+            let port = loopback_port(Some(addr))?;
+            [
+                SocketAddr::from(([0, 0, 0, 0], port)),
+                SocketAddr::from(([0u16; 8], port)),
+            ]
+            .iter()
+            .find_map(|a| self.addrs.get(a))
+        })
     }
 
     /// The local process serving `addr` and its parent.
     pub fn owner(&self, addr: Option<SocketAddr>) -> Option<(u32, u32)> {
-        let e = self.addrs.get(&addr?)?;
+        let e = self.entry(addr?)?;
         Some((e.owner?, e.owner_ppid))
     }
 
@@ -180,6 +224,13 @@ impl ServerTable {
         let Some(addr) = peer else {
             return seen.map(|d| d.kind);
         };
+        if !self.addrs.contains_key(&addr)
+            && let Some(e) = self.entry(addr)
+        {
+            // Served by a local listener on all addresses: its decision, and stronger wire
+            // evidence of this answer.
+            return Decision::merge(e.decision, seen).map(|d| d.kind);
+        }
         match self.addrs.get_mut(&addr) {
             Some(e) => {
                 // Only stronger evidence changes what the address is.
@@ -207,7 +258,10 @@ impl ServerTable {
     pub fn forget(&mut self, tgid: u32) {
         self.processes.remove(&tgid);
         self.addrs.retain(|_, e| e.owner != Some(tgid));
-        self.clients.retain(|_, t| *t != tgid);
+        self.calls.retain(|_, c| {
+            c.retain(|(t, _)| *t != tgid);
+            !c.is_empty()
+        });
     }
 
     /// Remembered (processes, addresses), for tests and bounds.
@@ -218,6 +272,11 @@ impl ServerTable {
     pub fn is_empty(&self) -> bool {
         self.processes.is_empty() && self.addrs.is_empty()
     }
+}
+
+/// The port of a loopback address.
+fn loopback_port(a: Option<SocketAddr>) -> Option<u16> {
+    a.filter(|a| a.ip().is_loopback()).map(|a| a.port())
 }
 
 #[cfg(test)]
@@ -315,6 +374,34 @@ mod tests {
         // A process exit does not forget addresses no local process owns.
         t.forget(1);
         assert_eq!(t.len(), (0, 1));
+    }
+
+    #[test]
+    fn a_listener_on_all_addresses_serves_loopback_callers() {
+        let mut t = ServerTable::new();
+        let ollama = proc(30, 1, "ollama", "ollama", "ollama");
+        assert_eq!(
+            t.server_view(&ollama, addr("0.0.0.0:11434"), None),
+            Some(ServerKind::Ollama)
+        );
+        assert_eq!(
+            t.client_view(addr("127.0.0.1:11434"), None),
+            Some(ServerKind::Ollama)
+        );
+        assert_eq!(t.owner(addr("127.0.0.1:11434")), Some((30, 1)));
+        // Not for a remote host that happens to use the same port.
+        assert_eq!(t.client_view(addr("10.0.0.9:11434"), None), None);
+        // Calls in flight, by loopback port; a call that never started ends nothing.
+        t.call_ended(addr("127.0.0.1:11434"), 40);
+        t.call_started(addr("127.0.0.1:11434"), 40);
+        t.call_started(addr("127.0.0.1:11434"), 40);
+        t.call_started(addr("10.0.0.9:11434"), 41);
+        assert!(t.calling(addr("0.0.0.0:11434"), 40));
+        assert!(!t.calling(addr("0.0.0.0:11434"), 41));
+        t.call_ended(addr("127.0.0.1:11434"), 40);
+        assert!(t.calling(addr("127.0.0.1:11434"), 40));
+        t.call_ended(addr("127.0.0.1:11434"), 40);
+        assert!(!t.calling(addr("127.0.0.1:11434"), 40));
     }
 
     #[test]
