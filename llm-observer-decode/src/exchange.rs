@@ -346,4 +346,7 @@ pub struct Exchange {
     /// True when a body exceeded the decode cap and was skipped (framing still followed).
     pub body_truncated: bool,
     pub params: RequestParams,
+    /// The strongest fingerprint of the answering server's software in this exchange (response
+    /// headers, body fields, API shape); see [`crate::llm::fingerprint`].
+    pub server: Option<crate::llm::fingerprint::Evidence>,
 }

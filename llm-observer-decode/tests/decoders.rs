@@ -3,6 +3,7 @@
 //!
 //! Bodies are hand-written after the documented formats (see the module docs in `src/llm/`).
 
+use llm_observer_decode::llm::fingerprint::{Evidence, ServerKind, Strength};
 use llm_observer_decode::llm::{self, BodyEnd, Headers, Request, ResponseHead};
 use llm_observer_decode::{
     Api, DecodeError, EndedBy, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings,
@@ -145,6 +146,18 @@ fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) 
         request_bytes: REQ_WIRE,
         response_bytes: RESP_WIRE,
         body_truncated: false,
+        // The API's native shape is the only fingerprint these bodies carry (tests of the others
+        // set their own).
+        server: match api {
+            Api::Ollama => Some(ServerKind::Ollama),
+            Api::Tgi => Some(ServerKind::Tgi),
+            Api::Llamacpp => Some(ServerKind::Llamacpp),
+            Api::Openai | Api::Anthropic | Api::Gemini | Api::Mcp => None,
+        }
+        .map(|kind| Evidence {
+            kind,
+            strength: Strength::Api,
+        }),
     }
 }
 
@@ -195,3 +208,5 @@ mod ollama;
 mod openai;
 #[path = "decoders/others.rs"]
 mod others;
+#[path = "decoders/servers.rs"]
+mod servers;

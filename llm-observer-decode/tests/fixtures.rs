@@ -15,6 +15,7 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
+use llm_observer_decode::llm::fingerprint::{Evidence, ServerKind, Strength};
 use llm_observer_decode::llm::{self, BodyEnd, Headers, Request, ResponseHead};
 use llm_observer_decode::{
     Api, ConnDecoder, EndedBy, ErrorKind, Exchange, Limits, Operation, Output, Stream, Timings,
@@ -393,6 +394,18 @@ fn expected(fx: &Fixture, spec: &Spec) -> Exchange {
         .or(spec.finish)
         .map(str::to_owned);
     let model = m["model"].as_str().map(str::to_owned);
+    // Every llama-server answer says `Server: llama.cpp`; llama-cpp-python's uvicorn adds
+    // `openai-processing-ms` to each answer of its OpenAI routes, but not to its error answers.
+    let server = match (spec.set, spec.name) {
+        ("llama-server", _) => Some(ServerKind::Llamacpp),
+        ("llama-cpp-python", "error_400_too_long" | "error_500_invalid_param") => None,
+        ("llama-cpp-python", _) => Some(ServerKind::LlamacppPython),
+        (set, _) => panic!("no server fingerprint expected for set {set}"),
+    }
+    .map(|kind| Evidence {
+        kind,
+        strength: Strength::Header,
+    });
     Exchange {
         params: expected_params(fx, spec),
         api: spec.api,
@@ -422,6 +435,7 @@ fn expected(fx: &Fixture, spec: &Spec) -> Exchange {
         request_bytes: m["request_bytes"].as_u64().expect("request_bytes"),
         response_bytes: m["response_bytes"].as_u64().expect("response_bytes"),
         body_truncated: false,
+        server,
     }
 }
 

@@ -35,6 +35,7 @@ fn ctx(role: Role, process: &str, pid: u32, peer: &str) -> ExchangeCtx {
         pid,
         peer: Some(peer.parse().unwrap()),
         provider: "self_hosted",
+        server: "unknown",
     }
 }
 
@@ -70,6 +71,7 @@ impl Ex {
             request_bytes: 0,
             response_bytes: 0,
             body_truncated: false,
+            server: None,
         })
     }
 
@@ -124,7 +126,10 @@ fn session() -> Metrics {
         ..MetricsConfig::default()
     };
     let m = Metrics::with_env(cfg, "tracepoint", env).unwrap();
-    let ollama = ctx(Role::Server, "ollama", 4242, "127.0.0.1:50001");
+    let ollama = ExchangeCtx {
+        server: "ollama",
+        ..ctx(Role::Server, "ollama", 4242, "127.0.0.1:50001")
+    };
     // vLLM in a pod: `process` is the name the attribution rule gives `python3 -m vllm...`
     // (its comm stays python3, which the memory sampler checks against /proc).
     let vllm = ExchangeCtx {
@@ -134,9 +139,14 @@ fn session() -> Metrics {
             pod: "vllm-0".into(),
             namespace: "llm".into(),
         },
+        server: "vllm",
         ..ctx(Role::Server, "python3", 4343, "10.0.0.7:41000")
     };
-    let agent = ctx(Role::Client, "node", 5000, "127.0.0.1:11434");
+    // The client's peer is the local Ollama: the same `server` as its server view.
+    let agent = ExchangeCtx {
+        server: "ollama",
+        ..ctx(Role::Client, "node", 5000, "127.0.0.1:11434")
+    };
     let (r, c) = (TokenCount::reported, TokenCount::counted);
     use {Api::*, Operation::*};
 

@@ -30,6 +30,7 @@ use crate::protocol::sse::{SseEvent, SseParser};
 use crate::types::{DecodeError, EndedBy, Limits};
 
 use super::errors::{ErrorFacts, classify_http};
+use super::fingerprint::{self, Evidence};
 use super::{ApiDecoder, BodyEnd, Request, RequestSummary, ResponseHead};
 
 /// Caps on the strings an [`Exchange`] keeps.
@@ -76,6 +77,8 @@ pub(crate) struct Core {
     pub load_duration_ns: Option<u64>,
     /// The API's terminal event (or complete body) was seen: the response is whole.
     pub terminal: bool,
+    /// Strongest server fingerprint seen so far (see [`super::fingerprint`]).
+    pub server: Option<Evidence>,
     /// The body was framed as a stream (SSE / NDJSON).
     pub streamed: bool,
     /// TTFT marker found during the current `response_body` call, to be returned by it.
@@ -116,6 +119,7 @@ impl Core {
             mcp: None,
             load_duration_ns: None,
             terminal: false,
+            server: fingerprint::from_api(api),
             streamed: false,
             new_first: None,
             params: RequestParams {
@@ -136,6 +140,18 @@ impl Core {
         }
         self.timings.last_token_ns = Some(ts_ns);
         self.timings.content_events += 1;
+    }
+
+    /// Keeps the stronger of the fingerprint so far and `seen`.
+    pub(crate) fn fingerprint(&mut self, seen: Option<Evidence>) {
+        self.server = Evidence::stronger(self.server, seen);
+    }
+
+    /// Body fingerprints can still change the verdict (none stronger than a body field is known),
+    /// so the hot path reads `id` and `system_fingerprint` only while this holds.
+    pub(crate) fn wants_body_fingerprint(&self) -> bool {
+        self.server
+            .is_none_or(|e| e.strength < fingerprint::Strength::Body)
     }
 
     /// Records the served model once (every chunk repeats it; only the first costs an allocation).
@@ -440,6 +456,8 @@ impl<H: Handler> ApiDecoder for Engine<H> {
     fn response_head(&mut self, head: &ResponseHead<'_>) {
         self.core.status = Some(head.status);
         self.core.timings.response_start_ns = Some(head.start_ns);
+        self.core
+            .fingerprint(fingerprint::from_headers(head.headers));
         let ct = head
             .headers
             .get_str("content-type")
@@ -609,6 +627,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             response_bytes: response_wire_bytes,
             body_truncated: core.body_truncated,
             params: core.params,
+            server: core.server,
         }
     }
 }

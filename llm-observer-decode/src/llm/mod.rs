@@ -15,6 +15,7 @@ mod anthropic;
 mod common;
 mod detect;
 mod errors;
+pub mod fingerprint;
 mod gemini;
 mod json;
 mod llamacpp;

@@ -25,6 +25,7 @@ use crate::types::{DecodeError, Limits};
 
 use super::common::{Core, Engine, Handler, Native, reported};
 use super::errors::classify_stream_body;
+use super::fingerprint::{self, Evidence};
 use super::json::{Count, count};
 use super::skim::{R, Skim};
 use super::{ApiDecoder, Request};
@@ -162,6 +163,8 @@ struct Chunk<'a> {
     timings: Option<Box<LlamaTimings>>,
     /// `error` member, or the flat `"object":"error"` shape.
     error: bool,
+    /// Server fingerprint of `id` / `system_fingerprint` (read only while wanted).
+    server: Option<Evidence>,
 }
 
 /// A stream `delta` or a non-stream `message`: content-bearing fields and tool names.
@@ -219,13 +222,25 @@ fn skim_delta<'a>(s: &mut Skim<'a>, choice: u64, c: &mut Chunk<'a>) -> R<()> {
     .map(drop)
 }
 
-/// `want_model`: read `model` (it repeats in every chunk; once known it is skipped).
+/// `want_model`: read `model` (it repeats in every chunk; once known it is skipped); likewise
+/// `want_server` for the fingerprint fields `id` and `system_fingerprint`.
 /// Fills `c` in place (returning the struct would cost a memmove per chunk).
-fn skim_chunk<'a>(data: &'a [u8], want_model: bool, c: &mut Chunk<'a>) -> R<()> {
+fn skim_chunk<'a>(data: &'a [u8], want_model: bool, want_server: bool, c: &mut Chunk<'a>) -> R<()> {
     Skim::document(data, |s| {
         s.object(|s, k| {
             match k {
                 b"model" if want_model => c.model = s.str()?,
+                b"id" if want_server => {
+                    if let Some(id) = s.str()? {
+                        c.server = Evidence::stronger(c.server, fingerprint::from_id(&id));
+                    }
+                }
+                b"system_fingerprint" if want_server => {
+                    if let Some(fp) = s.str()? {
+                        c.server =
+                            Evidence::stronger(c.server, fingerprint::from_system_fingerprint(&fp));
+                    }
+                }
                 b"choices" => {
                     s.array(|s, pos| {
                         // `index` may come after `delta`: collect tools with a placeholder index.
@@ -254,7 +269,15 @@ fn skim_chunk<'a>(data: &'a [u8], want_model: bool, c: &mut Chunk<'a>) -> R<()> 
                     })?;
                 }
                 b"usage" => c.usage = Usage::skim(s)?.map(Box::new),
-                b"timings" => c.timings = LlamaTimings::skim(s)?.map(Box::new),
+                b"timings" => {
+                    c.timings = LlamaTimings::skim(s)?.map(Box::new);
+                    if c.timings.is_some() && want_server {
+                        c.server = Evidence::stronger(
+                            c.server,
+                            Some(fingerprint::from_llamacpp_timings()),
+                        );
+                    }
+                }
                 b"error" => c.error |= s.nonempty()?,
                 b"object" => c.error |= s.str()?.as_deref() == Some("error"),
                 _ => s.skip()?,
@@ -306,7 +329,8 @@ impl OpenAi {
         errors: &mut Vec<DecodeError>,
     ) -> bool {
         let mut c = Chunk::default();
-        if skim_chunk(data, core.response_model.is_none(), &mut c).is_err() {
+        let want_server = core.wants_body_fingerprint();
+        if skim_chunk(data, core.response_model.is_none(), want_server, &mut c).is_err() {
             errors.push(DecodeError::BadJson);
             return false;
         }
@@ -318,6 +342,7 @@ impl OpenAi {
         if let Some(m) = &c.model {
             core.response_model(m);
         }
+        core.fingerprint(c.server);
         let embeddings = self.endpoint == Endpoint::Embeddings;
         if let Some(u) = &c.usage {
             u.apply(core, embeddings);

@@ -94,6 +94,11 @@ fn llamacpp_timings_on_last_chunk_are_reported_counts() {
             reasoning: ABSENT,
         },
         finish_reason: Some("length".into()),
+        // `timings` is llama.cpp's mark.
+        server: Some(Evidence {
+            kind: ServerKind::Llamacpp,
+            strength: Strength::Body,
+        }),
         ..base(
             Api::Openai,
             Operation::Chat,

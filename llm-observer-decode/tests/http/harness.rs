@@ -255,6 +255,7 @@ impl ApiDecoder for Probe {
             request_bytes: self.request_bytes,
             response_bytes: response_wire_bytes,
             body_truncated: self.request_truncated,
+            server: None,
         }
     }
 }

@@ -61,6 +61,7 @@ pub(crate) fn exchange() -> Exchange {
             temperature: Some(0.5),
             trace_parent: None,
         },
+        server: None,
     }
 }
 

@@ -5,12 +5,19 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use llm_observer_decode::{DecodeError, Exchange, Unsupported, llm::RequestSummary};
+use llm_observer_decode::{
+    DecodeError, Exchange, Role, Unsupported,
+    llm::{RequestSummary, fingerprint::Evidence},
+};
 
 use crate::{
     attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
     conn::{ConnView, Sink},
+    servers::{
+        self, ServerTable,
+        hops::{self, Hop, InnerFigures},
+    },
     sinks::{
         admission::{Admit, LabelCap},
         metrics::{ExchangeCtx, InFlight, Metrics},
@@ -52,6 +59,10 @@ pub struct MetricsSink {
     caps: PlaceCaps,
     /// Servers seen answering requests: the GPU join's serving units.
     serving: Arc<Mutex<ServingRegistry>>,
+    /// Which server software each serving process and address is (the `server` label).
+    servers: ServerTable,
+    /// Figures of finished internal hops, for their outer exchanges.
+    inner: InnerFigures,
 }
 
 impl MetricsSink {
@@ -72,6 +83,8 @@ impl MetricsSink {
                 namespace: LabelCap::new(max_places, 0),
             },
             serving: Arc::default(),
+            servers: ServerTable::new(),
+            inner: InnerFigures::default(),
         }
     }
 
@@ -91,8 +104,21 @@ impl MetricsSink {
         self.inflight.len()
     }
 
-    fn ctx(&self, conn: &ConnView<'_>) -> ExchangeCtx {
+    /// Whether the connection's exchanges are a server's internal hop.
+    fn hop(&self, conn: &ConnView<'_>) -> Option<Hop> {
+        match conn.role {
+            Role::Server => hops::server_hop(&self.servers, conn.process, conn.local, conn.peer),
+            Role::Client => hops::client_hop(&self.servers, conn.process, conn.peer),
+        }
+    }
+
+    /// `seen`: the exchange's server fingerprint (`None` before its response).
+    fn ctx(&mut self, conn: &ConnView<'_>, seen: Option<Evidence>) -> ExchangeCtx {
         let p = conn.process;
+        let server = match conn.role {
+            Role::Server => self.servers.server_view(p, conn.local, seen),
+            Role::Client => self.servers.client_view(conn.peer, seen),
+        };
         ExchangeCtx {
             role: conn.role,
             process: p.name.to_string(),
@@ -101,13 +127,22 @@ impl MetricsSink {
             pid: conn.id.tgid,
             peer: conn.peer,
             provider: crate::sinks::provider::provider(conn.host),
+            server: servers::label(server),
         }
     }
 }
 
 impl Sink for MetricsSink {
     fn started(&mut self, conn: &ConnView<'_>, seq: u64, summary: &RequestSummary) {
-        let ctx = self.ctx(conn);
+        if conn.role == Role::Client {
+            // Before the server reads it: its view can then tell who is calling.
+            self.servers.call_started(conn.peer, conn.id.tgid);
+        }
+        let hop = self.hop(conn);
+        let ctx = self.ctx(conn, None);
+        if hop.is_some() {
+            return;
+        }
         self.served(conn, &ctx);
         let f = self.metrics.started(&ctx, summary);
         self.inflight.insert((conn.id, seq), f);
@@ -121,9 +156,31 @@ impl Sink for MetricsSink {
 
     fn done(&mut self, conn: &ConnView<'_>, seq: u64, exchange: &Exchange) {
         let f = self.inflight.remove(&(conn.id, seq));
-        let ctx = self.ctx(conn);
+        if conn.role == Role::Client {
+            self.servers.call_ended(conn.peer, conn.id.tgid);
+        }
+        // Judged again at the end: the first call to a runner starts before the runner's own
+        // view has named its address.
+        let hop = self.hop(conn);
+        let ctx = self.ctx(conn, exchange.server);
+        if let Some(hop) = hop {
+            if let Some(f) = f {
+                self.metrics.discard(f);
+            }
+            self.metrics.internal(conn.role, exchange, hop);
+            if conn.role == Role::Client {
+                self.inner.hop_done(conn.id.tgid, exchange);
+            }
+            return;
+        }
         self.served(conn, &ctx);
-        self.metrics.done(f, &ctx, exchange);
+        if conn.role == Role::Server && self.inner.waiting(conn.id.tgid) {
+            let mut outer = exchange.clone();
+            self.inner.complete(conn.id.tgid, &mut outer);
+            self.metrics.done(f, &ctx, &outer);
+        } else {
+            self.metrics.done(f, &ctx, exchange);
+        }
     }
 
     fn decode_error(&mut self, conn: &ConnView<'_>, error: &DecodeError) {
@@ -154,6 +211,8 @@ impl Sink for MetricsSink {
         // A gone process must not keep its memory series (and a reused pid must not inherit them).
         if let Event::ProcExit { tgid, .. } = event {
             self.metrics.forget_pid(*tgid);
+            self.servers.forget(*tgid);
+            self.inner.forget(*tgid);
             self.serving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -161,3 +220,7 @@ impl Sink for MetricsSink {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_sink_tests.rs"]
+mod tests;

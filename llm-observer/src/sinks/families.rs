@@ -49,6 +49,7 @@ pub const SERVER_LABELS: &[&str] = &[
     "container",
     "pod",
     "namespace",
+    "server",
 ];
 pub const CLIENT_LABELS: &[&str] = &[
     "api",
@@ -60,6 +61,7 @@ pub const CLIENT_LABELS: &[&str] = &[
     "namespace",
     "peer",
     "provider",
+    "server",
 ];
 
 fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
@@ -268,7 +270,7 @@ impl ServerFamilies {
     }
 
     /// Every per-request family, from one finished exchange (not MCP).
-    pub fn record(&self, labels: &[&str; 7], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str; 8], ex: &Exchange) {
         let l = labels.as_slice();
         Shared {
             requests: &self.requests,
@@ -305,7 +307,7 @@ impl ServerFamilies {
         }
     }
 
-    pub fn tool_call(&self, labels: &[&str; 7], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str; 8], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();
@@ -373,7 +375,7 @@ impl ClientFamilies {
         })
     }
 
-    pub fn record(&self, labels: &[&str; 9], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str; 10], ex: &Exchange) {
         Shared {
             requests: &self.requests,
             errors: &self.errors,
@@ -385,7 +387,7 @@ impl ClientFamilies {
         .record(labels.as_slice(), ex);
     }
 
-    pub fn tool_call(&self, labels: &[&str; 9], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str; 10], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();

@@ -20,6 +20,7 @@ use super::labels::mcp_method;
 use super::memory::RssTracker;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
+use super::server_families::ServerInfoFamilies;
 use super::window::TokenRateWindow;
 use crate::attribution::serving::UnitLabels;
 
@@ -77,6 +78,9 @@ pub struct ExchangeCtx {
     /// The `provider` label of the client view ([`super::provider::provider`] of the request's
     /// host); one of [`super::provider::PROVIDERS`].
     pub provider: &'static str,
+    /// The `server` label: the serving software (server view: the observed process; client view:
+    /// the peer), `unknown` when not known (see `crate::servers`). Bounded by construction.
+    pub server: &'static str,
 }
 
 /// Clock and `/proc` for scrape-time values; replaceable so tests need no sleeps or real pids.
@@ -177,6 +181,7 @@ pub struct Metrics {
     client: ClientFamilies,
     mcp: McpFamilies,
     gpu: GpuFamilies,
+    servers: ServerInfoFamilies,
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
     gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
     caps: Caps,
@@ -212,6 +217,7 @@ impl Metrics {
         let mcp = McpFamilies::register(&mut reg)?;
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let gpu = GpuFamilies::register(&mut reg)?;
+        let servers = ServerInfoFamilies::register(&mut reg)?;
         Ok(Metrics {
             registry: reg.registry,
             families: reg.families,
@@ -221,6 +227,7 @@ impl Metrics {
             client,
             mcp,
             gpu,
+            servers,
             gpu_memory: Mutex::default(),
             caps: Caps {
                 server_models: LabelCap::new(cfg.max_models, idle),
@@ -369,7 +376,7 @@ impl Metrics {
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
-                let labels = server_labels(api, op, &model, &process, &ctx.place);
+                let labels = server_labels(api, op, &model, &process, &ctx.place, ctx.server);
                 let active = self.server.active.with_label_values(&labels);
                 let queue = self.server.queue.with_label_values(&labels);
                 active.inc();
@@ -389,8 +396,16 @@ impl Metrics {
                     .caps
                     .peers
                     .hold(ctx.peer.map(|p| p.to_string()).as_deref(), now);
-                let labels =
-                    client_labels(api, op, &model, &process, &ctx.place, &peer, ctx.provider);
+                let labels = client_labels(
+                    api,
+                    op,
+                    &model,
+                    &process,
+                    &ctx.place,
+                    &peer,
+                    ctx.provider,
+                    ctx.server,
+                );
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -446,6 +461,33 @@ impl Metrics {
         }
     }
 
+    /// Ends a started request that turned out to be no request (an internal hop): its gauges go
+    /// back and its held label values are let go, recording nothing.
+    pub fn discard(&self, mut inflight: InFlight) {
+        let held = inflight.held.take();
+        drop(inflight);
+        if let Some(h) = held {
+            self.release(h);
+        }
+    }
+
+    /// An exchange that was a server's internal hop ended: counted as decoded and as a hop, in no
+    /// request family (see `crate::servers::hops`).
+    pub fn internal(&self, role: Role, ex: &Exchange, hop: crate::servers::hops::Hop) {
+        self.self_metrics
+            .exchanges
+            .with_label_values(&[ex.api.as_str()])
+            .inc();
+        let view = match role {
+            Role::Server => "server",
+            Role::Client => "client",
+        };
+        self.servers
+            .internal
+            .with_label_values(&[view, hop.as_str()])
+            .inc();
+    }
+
     /// Lets go of the values held for a request that ended; an unproven value's in-flight series
     /// (all at 0 now) are removed, so junk leaves nothing behind.
     fn release(&self, h: Held) {
@@ -482,21 +524,30 @@ impl Metrics {
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(process, &ctx.place));
-                let labels = server_labels(api, op, &model, process, &ctx.place);
+                let labels = server_labels(api, op, &model, process, &ctx.place, ctx.server);
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
                 }
                 if let Some(n) = ex.tokens.completion.value {
                     let (start, end) = generation_interval(ex);
-                    let key = labels[2..].iter().map(|v| v.to_string()).collect();
+                    // `llm_tokens_per_second`'s labels: model, process and place.
+                    let key = labels[2..7].iter().map(|v| v.to_string()).collect();
                     lock(&self.window).add(key, n, start, end);
                 }
             }
             Role::Client => {
                 let peer = self.peer_label(ctx, ex, now);
-                let labels =
-                    client_labels(api, op, &model, process, &ctx.place, &peer, ctx.provider);
+                let labels = client_labels(
+                    api,
+                    op,
+                    &model,
+                    process,
+                    &ctx.place,
+                    &peer,
+                    ctx.provider,
+                    ctx.server,
+                );
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -588,11 +639,22 @@ fn server_labels<'a>(
     model: &'a str,
     process: &'a str,
     p: &'a crate::attribution::Place,
-) -> [&'a str; 7] {
-    [api, op, model, process, &p.container, &p.pod, &p.namespace]
+    server: &'a str,
+) -> [&'a str; 8] {
+    [
+        api,
+        op,
+        model,
+        process,
+        &p.container,
+        &p.pod,
+        &p.namespace,
+        server,
+    ]
 }
 
 /// `CLIENT_LABELS` values.
+#[allow(clippy::too_many_arguments)] // one per label, in the order of CLIENT_LABELS
 fn client_labels<'a>(
     api: &'a str,
     op: &'a str,
@@ -601,7 +663,8 @@ fn client_labels<'a>(
     p: &'a crate::attribution::Place,
     peer: &'a str,
     provider: &'a str,
-) -> [&'a str; 9] {
+    server: &'a str,
+) -> [&'a str; 10] {
     [
         api,
         op,
@@ -612,6 +675,7 @@ fn client_labels<'a>(
         &p.namespace,
         peer,
         provider,
+        server,
     ]
 }
 

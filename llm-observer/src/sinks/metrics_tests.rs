@@ -28,6 +28,7 @@ fn server() -> ExchangeCtx {
         pid: u32::MAX, // no such pid: memory sampling finds nothing
         peer: Some("127.0.0.1:50000".parse().unwrap()),
         provider: "self_hosted",
+        server: "ollama",
     }
 }
 
@@ -40,6 +41,7 @@ fn client() -> ExchangeCtx {
         pid: u32::MAX,
         peer: Some("127.0.0.1:11434".parse().unwrap()),
         provider: "self_hosted",
+        server: "ollama",
     }
 }
 
@@ -81,6 +83,7 @@ fn ex(model: &str, stream: bool, latency: u64) -> Exchange {
         request_bytes: 100,
         response_bytes: 200,
         body_truncated: false,
+        server: None,
     }
 }
 
@@ -91,7 +94,7 @@ fn with_stream_tokens(mut e: Exchange, ttft: u64, last: u64, tokens: TokenCount)
     e
 }
 
-const L: [&str; 7] = ["ollama", "chat", "llama3", "ollama", "", "", ""];
+const L: [&str; 8] = ["ollama", "chat", "llama3", "ollama", "", "", "", "ollama"];
 
 /// Upper bound of the bucket the only observation of `h` fell into.
 fn bucket_of(h: &Histogram) -> f64 {
@@ -159,6 +162,7 @@ fn gauges_follow_requests_and_return_to_zero() {
         "",
         "127.0.0.1:11434",
         "self_hosted",
+        "ollama",
     ];
     let client_active = m.client.active.with_label_values(&client_labels);
     assert_eq!(client_active.get(), 1);
@@ -190,14 +194,16 @@ fn models_capped_to_other_consistently() {
     let req = |model: &str| {
         m.server
             .requests
-            .with_label_values(&["ollama", "chat", model, "ollama", "", "", "", "2xx"])
+            .with_label_values(&[
+                "ollama", "chat", model, "ollama", "", "", "", "ollama", "2xx",
+            ])
             .get()
     };
     assert_eq!((req("a"), req("b"), req("other")), (2, 1, 2));
     let text = m.encode();
     assert!(!text.contains("model=\"c\""), "{text}");
     // The gauges of capped models went back to 0 under the same `other` label.
-    let other = ["ollama", "chat", "other", "ollama", "", "", ""];
+    let other = ["ollama", "chat", "other", "ollama", "", "", "", "ollama"];
     assert_eq!(m.server.active.with_label_values(&other).get(), 0);
 }
 
@@ -229,6 +235,7 @@ fn peers_and_processes_capped() {
                 "",
                 peer,
                 "self_hosted",
+                "ollama",
                 "2xx",
             ])
             .get()
@@ -257,6 +264,7 @@ fn client_series_carry_the_provider() {
                 "",
                 "127.0.0.1:11434",
                 provider,
+                "ollama",
             ])
             .get()
     };
@@ -346,6 +354,7 @@ fn ttft_streams_only_with_otel_buckets() {
         "",
         "127.0.0.1:11434",
         "self_hosted",
+        "ollama",
     ];
     assert_eq!(bucket_of(&m.client.ttft.with_label_values(&cl)), 0.08);
     assert_eq!(bucket_of(&m.client.latency.with_label_values(&cl)), 1.28);
@@ -441,7 +450,16 @@ fn model_load_definition() {
     load.operation = Operation::ModelLoad;
     load.load_duration_ns = Some(5 * MS); // explicit load: observed whatever its size
     m.done(None, &server(), &load);
-    let ll = ["ollama", "model_load", "llama3", "ollama", "", "", ""];
+    let ll = [
+        "ollama",
+        "model_load",
+        "llama3",
+        "ollama",
+        "",
+        "",
+        "",
+        "ollama",
+    ];
     assert_eq!(bucket_of(&m.server.model_load.with_label_values(&ll)), 0.01);
 
     let mut warm = ex("llama3", false, S);
@@ -593,7 +611,9 @@ fn junk_models_cannot_crowd_out_a_real_model() {
     let req = |model: &str, status: &str| {
         m.server
             .requests
-            .with_label_values(&["ollama", "chat", model, "ollama", "", "", "", status])
+            .with_label_values(&[
+                "ollama", "chat", model, "ollama", "", "", "", "ollama", status,
+            ])
             .get()
     };
     assert_eq!(req("llama3", "2xx"), 1);
@@ -611,7 +631,7 @@ fn in_flight_gauges_name_an_unadmitted_model_then_drop_it() {
     let active = || {
         m.server
             .active
-            .with_label_values(&["ollama", "chat", "llama3", "ollama", "", "", ""])
+            .with_label_values(&["ollama", "chat", "llama3", "ollama", "", "", "", "ollama"])
             .get()
     };
     assert_eq!(active(), 2, "named from the first request on");
@@ -650,7 +670,9 @@ fn idle_label_values_expire_with_their_series() {
     let req = |model: &str| {
         m.server
             .requests
-            .with_label_values(&["ollama", "chat", model, "ollama", "", "", "", "2xx"])
+            .with_label_values(&[
+                "ollama", "chat", model, "ollama", "", "", "", "ollama", "2xx",
+            ])
             .get()
     };
     assert_eq!((req("a"), req("other")), (1, 1));

@@ -19,6 +19,7 @@ pub mod otlp;
 pub mod provider;
 mod registry;
 pub mod self_metrics;
+pub mod server_families;
 pub mod tls;
 pub mod wallclock;
 pub mod web_config;

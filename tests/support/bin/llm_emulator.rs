@@ -51,6 +51,10 @@ struct ServerArgs {
     /// Set TCP_NODELAY on accepted sockets (each streamed chunk leaves at once).
     #[arg(long, global = true)]
     nodelay: bool,
+    /// Runner mode, like Ollama: start a child runner process and hand each chat / completion to
+    /// it over loopback HTTP (`POST /completion`) before answering.
+    #[arg(long)]
+    runner: bool,
 }
 
 #[derive(Subcommand)]
@@ -69,13 +73,30 @@ impl ServerArgs {
             load_duration: Duration::from_millis(self.load_ms),
             log: !self.quiet,
             nodelay: self.nodelay,
+            runner: None,
         }
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = cli.server.config();
+    let mut config = cli.server.config();
+    // Kept until serving ends; the child also dies with this process (see `runner::spawn`).
+    let mut runner = None;
+    if cli.server.runner {
+        let (child, addr) = emulator::runner::spawn()?;
+        config.runner = Some(addr);
+        runner = Some(child);
+    }
+    let result = run(cli, config);
+    if let Some(mut child) = runner {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
+fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Demo(args)) => demo::run(cli.server.listen, config, &args),
         None => serve(cli.server.listen, config),

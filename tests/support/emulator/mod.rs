@@ -4,7 +4,8 @@
 //! ([`scenario`]).
 //!
 //! Routes: `GET|HEAD /`, `GET /api/version`, `GET /api/tags`, `POST /api/generate`, `POST /api/chat`,
-//! `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, `POST /v1/messages`.
+//! `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, `POST /v1/messages`,
+//! `POST /completion` (llama.cpp native, non-streamed: what the [`runner`] of runner mode answers).
 
 mod anthropic;
 mod conn_io;
@@ -12,6 +13,7 @@ pub mod demo;
 mod ollama;
 mod openai;
 pub mod plan;
+pub mod runner;
 pub mod scenario;
 mod stream;
 #[cfg(test)]
@@ -55,6 +57,9 @@ pub struct Config {
     /// TCP_NODELAY on accepted sockets, as real streaming servers set (Go's net/http, uvicorn):
     /// without it Nagle holds each small SSE chunk until the client's delayed ACK.
     pub nodelay: bool,
+    /// Runner mode ([`runner`]): chat and completion requests are first handed to the runner
+    /// process at this loopback address, as Ollama's serve does.
+    pub runner: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             load_duration: Duration::from_millis(5),
             log: false,
             nodelay: false,
+            runner: None,
         }
     }
 }
@@ -277,6 +283,7 @@ async fn handle(
         (&Method::POST, "/v1/chat/completions") => Route::OpenAiChat,
         (&Method::POST, "/v1/completions") => Route::OpenAiCompletions,
         (&Method::POST, "/v1/messages") => Route::AnthropicMessages,
+        (&Method::POST, "/completion") => Route::LlamacppCompletion,
         // Go's net/http text, as Ollama answers.
         _ => return Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
     };
@@ -314,7 +321,20 @@ async fn handle(
             "emulated error selected by the model name",
         ));
     }
+    if let (
+        Some(runner),
+        Route::OpenAiChat | Route::OpenAiCompletions | Route::OllamaChat | Route::OllamaGenerate,
+    ) = (ctx.config.runner, route)
+        && let Err(e) = runner::generate(runner, &body, &plan).await
+    {
+        eprintln!("llm-emulator: runner: {e:#}");
+        return Ok(error_response(api, 500, "the runner failed"));
+    }
     match route {
+        Route::LlamacppCompletion => {
+            let reply = runner::completion_reply(&body, &plan);
+            respond_complete(&plan, &ctx, reply).await
+        }
         Route::OllamaGenerate | Route::OllamaChat => {
             let chat = route == Route::OllamaChat;
             if let Some(reason) = plan::ollama_load_reason(&body, chat) {
@@ -340,13 +360,16 @@ enum Route {
     OpenAiChat,
     OpenAiCompletions,
     AnthropicMessages,
+    /// llama.cpp's native `/completion`, as the runner of [`runner`] answers it.
+    LlamacppCompletion,
 }
 
 impl Route {
     fn api(self) -> Api {
         match self {
             Route::OllamaGenerate | Route::OllamaChat => Api::Ollama,
-            Route::OpenAiChat | Route::OpenAiCompletions => Api::OpenAi,
+            // Errors in the OpenAI shape, as llama-server writes them.
+            Route::OpenAiChat | Route::OpenAiCompletions | Route::LlamacppCompletion => Api::OpenAi,
             Route::AnthropicMessages => Api::Anthropic,
         }
     }

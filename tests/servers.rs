@@ -1,0 +1,135 @@
+//! Root tests of knowing the servers: a server that hands each request to a child runner over
+//! loopback HTTP (the emulator's runner mode, shaped like Ollama's serve → runner) is counted once
+//! per user request, with the runner's exact token counts, and its hops only in
+//! `llm_observer_internal_exchanges_total`. Compared once, after the agent is quiescent.
+//!
+//! Needs root, BPF and the release agent (`LLM_OBSERVER_BIN`); under `CI=true` a missing piece
+//! fails the test instead of skipping it.
+
+use std::time::Duration;
+
+use llm_observer_tests::harness::{
+    expect::{Expected, wait_for_expected},
+    guard,
+    stack::{Agent, EmulatorProc, curl_post},
+};
+use serde_json::json;
+
+const EMULATOR: &str = env!("CARGO_BIN_EXE_llm-emulator");
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn ready() -> bool {
+    match guard::agent_missing() {
+        Some(why) => guard::skip_or_fail::<()>(&why).is_some(),
+        None => true,
+    }
+}
+
+#[test]
+#[ignore = "needs root, BPF and the release agent"]
+fn runner_hops_are_counted_once_with_the_runners_exact_tokens() {
+    if !ready() {
+        return;
+    }
+    let emu = EmulatorProc::start(
+        EMULATOR,
+        &["--runner", "--ttft-ms", "20", "--token-interval-ms", "5"],
+    )
+    .expect("emulator starts in runner mode");
+    let agent = Agent::start(&[]).expect("agent starts and serves /metrics");
+    let model = format!("servers-runner:{}", emu.addr().port());
+    const N: u64 = 3;
+    // "why is the sky blue": 5 prompt words, the emulator's prompt tokens.
+    let (prompt, output) = (5u64, 6u64);
+    for _ in 0..N {
+        // Streamed without include_usage: the outer answer carries no counts of its own.
+        let body = json!({
+            "model": model,
+            "stream": true,
+            "max_tokens": output,
+            "messages": [{"role": "user", "content": "why is the sky blue"}],
+        });
+        let (status, text) = curl_post(
+            &format!("{}/v1/chat/completions", emu.base_url()),
+            &body,
+            false,
+            Duration::from_secs(30),
+        )
+        .expect("curl runs");
+        assert_eq!(status, 200, "{text}");
+        assert!(!text.contains("\"usage\""), "no usage in the outer stream");
+    }
+    let m = model.as_str();
+    let (n, p, o) = (N as f64, (N * prompt) as f64, (N * output) as f64);
+    let expected = Expected::new()
+        // One server view per user request: the serve process's, none of the runner's.
+        .exactly("llm_requests_total", &[("model", m)], n)
+        .exactly(
+            "llm_requests_total",
+            &[
+                ("model", m),
+                ("api", "openai"),
+                ("status", "2xx"),
+                ("server", "unknown"),
+            ],
+            n,
+        )
+        .exactly(
+            "llm_requests_total",
+            &[("api", "llamacpp"), ("process", "llm-emulator")],
+            0.0,
+        )
+        // The runner's exact counts completed the outer exchange.
+        .exactly(
+            "llm_prompt_tokens_total",
+            &[("model", m), ("source", "reported")],
+            p,
+        )
+        .exactly(
+            "llm_response_tokens_total",
+            &[("model", m), ("source", "reported")],
+            o,
+        )
+        .exactly(
+            "llm_response_tokens_total",
+            &[("model", m), ("source", "counted")],
+            0.0,
+        )
+        // curl's own view: what it received (counted stream events), once per request.
+        .exactly("llm_client_requests_total", &[("model", m)], n)
+        .exactly(
+            "llm_client_response_tokens_total",
+            &[("model", m), ("source", "counted")],
+            o,
+        )
+        .exactly(
+            "llm_client_requests_total",
+            &[("api", "llamacpp"), ("process", "llm-emulator")],
+            0.0,
+        )
+        // Each hop seen from both ends, in its own family.
+        .exactly(
+            "llm_observer_internal_exchanges_total",
+            &[("view", "server"), ("kind", "child")],
+            n,
+        )
+        .exactly(
+            "llm_observer_internal_exchanges_total",
+            &[("view", "client"), ("kind", "child")],
+            n,
+        )
+        .exactly("llm_active_requests", &[("model", m)], 0.0)
+        .exactly(
+            "llm_client_active_requests",
+            &[("process", "llm-emulator")],
+            0.0,
+        );
+    let e = wait_for_expected(agent.addr(), &expected, SETTLE).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nemulator log:\n{}\nagent log:\n{}",
+            emu.proc.output(),
+            agent.proc.output()
+        )
+    });
+    println!("{}", expected.table(&e));
+}
