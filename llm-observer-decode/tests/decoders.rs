@@ -6,7 +6,7 @@
 use llm_observer_decode::llm::{self, BodyEnd, Headers, Request, ResponseHead};
 use llm_observer_decode::{
     Api, DecodeError, EndedBy, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings,
-    TokenCount, Tokens,
+    TokenCount, Tokens, ToolIds, ToolUse,
 };
 
 const REQ_START: u64 = 1_000;
@@ -139,11 +139,26 @@ fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) 
         error: None,
         incomplete: None,
         tool_calls: vec![],
+        tool_ids: Default::default(),
         mcp: None,
         load_duration_ns: None,
         request_bytes: REQ_WIRE,
         response_bytes: RESP_WIRE,
         body_truncated: false,
+    }
+}
+
+/// `(id, name)` pairs of tool calls and the result ids of the request.
+fn tool_ids(calls: &[(&str, &str)], results: &[&str]) -> ToolIds {
+    ToolIds {
+        calls: calls
+            .iter()
+            .map(|(id, name)| ToolUse {
+                id: (*id).into(),
+                name: (*name).into(),
+            })
+            .collect(),
+        results: results.iter().map(|r| (*r).into()).collect(),
     }
 }
 

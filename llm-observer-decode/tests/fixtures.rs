@@ -394,6 +394,7 @@ fn expected(fx: &Fixture, spec: &Spec) -> Exchange {
         error: spec.error,
         incomplete: None,
         tool_calls: vec![],
+        tool_ids: Default::default(),
         mcp: None,
         load_duration_ns: None,
         request_bytes: m["request_bytes"].as_u64().expect("request_bytes"),

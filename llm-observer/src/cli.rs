@@ -79,6 +79,26 @@ pub struct RunArgs {
     /// dropped (its series removed, its slot freed for a new value); 0 keeps values forever.
     #[arg(long, env = "LLM_OBSERVER_LABEL_IDLE_TIMEOUT", default_value_t = 3600)]
     pub label_idle_timeout: u64,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// The agent (client) view beyond single requests: tool execution time.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Tool calls awaiting their result per client process (llm_client_tool_execution_seconds);
+    /// past it the oldest is dropped (llm_observer_tool_calls_unmatched_total{reason="full"}).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_MAX_PENDING_TOOL_CALLS",
+        default_value_t = 64
+    )]
+    pub max_pending_tool_calls: usize,
+
+    /// Seconds a tool call waits for its result before it is dropped (reason="expired"); 0 = no limit.
+    #[arg(long, env = "LLM_OBSERVER_TOOL_CALL_TIMEOUT", default_value_t = 600)]
+    pub tool_call_timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

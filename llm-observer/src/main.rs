@@ -144,6 +144,8 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
         max_processes: r.max_processes,
         tokens_per_second_window: Duration::from_secs(r.tokens_per_second_window),
         label_idle_timeout: Duration::from_secs(r.label_idle_timeout),
+        max_pending_tool_calls: r.agent.max_pending_tool_calls,
+        tool_call_timeout: Duration::from_secs(r.agent.tool_call_timeout),
         ..MetricsConfig::default()
     };
     // The web config is checked before anything is loaded, so a bad file fails at once.

@@ -63,6 +63,7 @@ impl Ex {
             error: None,
             incomplete: None,
             tool_calls: Vec::new(),
+            tool_ids: Default::default(),
             mcp: None,
             load_duration_ns: None,
             request_bytes: 0,

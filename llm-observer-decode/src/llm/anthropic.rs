@@ -44,6 +44,9 @@ struct Block<'a> {
     kind: Option<Str<'a>>,
     #[serde(borrow)]
     name: Option<Str<'a>>,
+    /// `tool_use.id`: what the `tool_result` of the next request quotes.
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
     text: Option<NonEmpty>,
     thinking: Option<NonEmpty>,
     partial_json: Option<NonEmpty>,
@@ -57,6 +60,18 @@ impl Block<'_> {
             "tool_use" | "server_tool_use" | "mcp_tool_use" => self.name.as_deref(),
             _ => None,
         }
+    }
+
+    /// Records a tool-use block's name and id.
+    fn record_tool(&self, core: &mut Core) -> bool {
+        let Some(tool) = self.tool_name() else {
+            return false;
+        };
+        core.tool(tool);
+        if let Some(id) = &self.id {
+            core.tool_id(id, tool);
+        }
+        true
     }
 
     fn has_output(&self) -> bool {
@@ -106,13 +121,14 @@ pub(crate) fn decoder(
     limits: &Limits,
 ) -> Box<dyn ApiDecoder> {
     let stream = shape.stream.unwrap_or(false);
-    let core = Core::new(
+    let mut core = Core::new(
         req,
         Api::Anthropic,
         Operation::Chat,
         shape.model.as_deref(),
         stream,
     );
+    core.tool_results(req.body);
     Engine::boxed(core, Anthropic::default(), limits)
 }
 
@@ -163,8 +179,7 @@ impl Handler for Anthropic {
             }
             b"content_block_start" => {
                 if let Some(b) = &e.content_block {
-                    if let Some(tool) = b.tool_name() {
-                        core.tool(tool);
+                    if b.record_tool(core) {
                         core.content(ev.ts_ns);
                     } else if b.has_output() {
                         core.content(ev.ts_ns);
@@ -209,8 +224,7 @@ impl Handler for Anthropic {
         }
         let mut content = false;
         for b in m.content.iter().flatten() {
-            if let Some(tool) = b.tool_name() {
-                core.tool(tool);
+            if b.record_tool(core) {
                 content = true;
             }
             content |= b.has_output();

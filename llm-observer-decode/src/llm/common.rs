@@ -22,7 +22,7 @@ use std::fmt;
 
 use crate::exchange::{
     Api, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings, TokenCount, TokenSource,
-    Tokens,
+    Tokens, ToolIds, ToolUse,
 };
 use crate::protocol::ndjson::NdjsonParser;
 use crate::protocol::sse::{SseEvent, SseParser};
@@ -36,6 +36,8 @@ pub(crate) const MAX_MODEL: usize = 256;
 pub(crate) const MAX_REASON: usize = 128;
 pub(crate) const MAX_TOOL_NAME: usize = 64;
 pub(crate) const MAX_TOOLS: usize = 16;
+/// Tool-call ids are short opaque tokens (`call_…`, `toolu_…`: ~30 bytes); longer ones are cut.
+pub(crate) const MAX_TOOL_ID: usize = 64;
 pub(crate) const MAX_PATH: usize = 256;
 pub(crate) const MAX_METHOD: usize = 16;
 pub(crate) const MAX_MCP: usize = 128;
@@ -71,6 +73,7 @@ pub(crate) struct Core {
     /// The capture could not see the exchange whole (set only while no error is known).
     pub incomplete: Option<Incomplete>,
     pub tool_calls: Vec<String>,
+    pub tool_ids: ToolIds,
     pub mcp: Option<McpInfo>,
     pub load_duration_ns: Option<u64>,
     /// The API's terminal event (or complete body) was seen: the response is whole.
@@ -111,6 +114,7 @@ impl Core {
             error: None,
             incomplete: None,
             tool_calls: Vec::new(),
+            tool_ids: ToolIds::default(),
             mcp: None,
             load_duration_ns: None,
             terminal: false,
@@ -146,6 +150,21 @@ impl Core {
         if !name.is_empty() && self.tool_calls.len() < MAX_TOOLS {
             self.tool_calls.push(cap(name, MAX_TOOL_NAME));
         }
+    }
+
+    /// A tool call that carried an id (its name is recorded by [`Core::tool`] separately).
+    pub(crate) fn tool_id(&mut self, id: &str, name: &str) {
+        if !id.is_empty() && self.tool_ids.calls.len() < MAX_TOOLS {
+            self.tool_ids.calls.push(ToolUse {
+                id: cap(id, MAX_TOOL_ID),
+                name: cap(name, MAX_TOOL_NAME),
+            });
+        }
+    }
+
+    /// Reads the tool-result ids a chat request carries (see [`super::tool_ids`]).
+    pub(crate) fn tool_results(&mut self, body: &[u8]) {
+        self.tool_ids.results = super::tool_ids::results(body);
     }
 
     /// Records an error unless one is already known (the first cause wins).
@@ -570,6 +589,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             error: core.error,
             incomplete: core.incomplete,
             tool_calls: core.tool_calls,
+            tool_ids: core.tool_ids,
             mcp: core.mcp,
             load_duration_ns: core.load_duration_ns,
             request_bytes: core.request_bytes,

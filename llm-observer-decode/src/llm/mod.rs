@@ -23,6 +23,7 @@ mod openai;
 mod responses;
 mod skim;
 mod tgi;
+mod tool_ids;
 
 /// HTTP header list as received: names lower-cased ASCII, values raw bytes, in wire order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

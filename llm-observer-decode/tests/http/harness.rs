@@ -249,6 +249,7 @@ impl ApiDecoder for Probe {
             error: None,
             incomplete: None,
             tool_calls: Vec::new(),
+            tool_ids: Default::default(),
             mcp: None,
             load_duration_ns: None,
             request_bytes: self.request_bytes,

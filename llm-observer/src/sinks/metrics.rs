@@ -14,12 +14,14 @@ use llm_observer_decode::{Api, Exchange, Role};
 use prometheus::{IntGauge, Registry, TextEncoder};
 
 use super::admission::{Admit, Forget, LabelCap};
+use super::agent_families::AgentFamilies;
 use super::families::{ClientFamilies, McpFamilies, ServerFamilies, succeeded};
 use super::gpu::GpuFamilies;
 use super::labels::mcp_method;
 use super::memory::RssTracker;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
+use super::tool_exec::ToolExec;
 use super::window::TokenRateWindow;
 use crate::attribution::serving::UnitLabels;
 
@@ -39,6 +41,10 @@ pub struct MetricsConfig {
     /// A label value no exchange used for this long leaves its cap and its series are removed
     /// (zero: never).
     pub label_idle_timeout: Duration,
+    /// Tool calls awaiting their result per client process (`llm_client_tool_execution_seconds`).
+    pub max_pending_tool_calls: usize,
+    /// A tool call whose result did not come within this long is forgotten (zero: never).
+    pub tool_call_timeout: Duration,
 }
 
 impl Default for MetricsConfig {
@@ -50,6 +56,8 @@ impl Default for MetricsConfig {
             max_tools: 64,
             tokens_per_second_window: Duration::from_secs(30),
             label_idle_timeout: Duration::from_secs(3600),
+            max_pending_tool_calls: 64,
+            tool_call_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -173,6 +181,9 @@ pub struct Metrics {
     server: ServerFamilies,
     client: ClientFamilies,
     mcp: McpFamilies,
+    agent: AgentFamilies,
+    /// Tool calls awaiting their result, per client process.
+    tool_exec: Mutex<ToolExec>,
     gpu: GpuFamilies,
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
     gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
@@ -207,6 +218,8 @@ impl Metrics {
         let server = ServerFamilies::register(&mut reg)?;
         let client = ClientFamilies::register(&mut reg)?;
         let mcp = McpFamilies::register(&mut reg)?;
+        let agent = AgentFamilies::register(&mut reg)?;
+        let tool_timeout = u64::try_from(cfg.tool_call_timeout.as_nanos()).unwrap_or(u64::MAX);
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let gpu = GpuFamilies::register(&mut reg)?;
         Ok(Metrics {
@@ -217,6 +230,8 @@ impl Metrics {
             server,
             client,
             mcp,
+            agent,
+            tool_exec: Mutex::new(ToolExec::new(cfg.max_pending_tool_calls, tool_timeout)),
             gpu,
             gpu_memory: Mutex::default(),
             caps: Caps {
@@ -303,6 +318,7 @@ impl Metrics {
     /// A process exited: stop sampling its memory.
     pub fn forget_pid(&self, pid: u32) {
         lock(&self.rss).forget(pid);
+        lock(&self.tool_exec).forget(pid);
     }
 
     /// Lets go of label values no exchange used for the idle timeout, and removes their series
@@ -496,6 +512,7 @@ impl Metrics {
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
                 }
+                self.tool_execution(ctx, process, ex, now);
             }
         }
     }
@@ -552,6 +569,54 @@ impl Metrics {
                         .observe(d);
                 }
             }
+        }
+    }
+}
+
+impl Metrics {
+    /// Pairs the tool calls a client's response asked for with the later request of the same
+    /// process that carries their results (`llm_client_tool_execution_seconds`). Results are
+    /// matched first: a request can answer earlier calls and its response ask for new ones.
+    fn tool_execution(&self, ctx: &ExchangeCtx, process: &str, ex: &Exchange, now: u64) {
+        let ids = &ex.tool_ids;
+        if ids.is_empty() {
+            return;
+        }
+        let mut dropped = Vec::new();
+        let mut executed = Vec::new();
+        {
+            let mut table = lock(&self.tool_exec);
+            for id in &ids.results {
+                if let Some(e) =
+                    table.answered(ctx.pid, id, ex.timings.request_start_ns, &mut dropped)
+                {
+                    executed.push(e);
+                }
+            }
+            // Only a response the client got whole asks for anything: a cut or failed one's
+            // calls are never run.
+            if succeeded(ex)
+                && let Some(end) = ex.timings.response_end_ns
+            {
+                for call in &ids.calls {
+                    dropped.extend(table.asked(ctx.pid, &call.id, &call.name, end));
+                }
+            }
+        }
+        let p = &ctx.place;
+        for e in executed {
+            // The name was admitted (or not) when the successful response asked for the call.
+            let tool = self.caps.tools.label(Some(&e.tool), Admit::Yes, now);
+            self.agent
+                .tool_execution
+                .with_label_values(&[process, &p.container, &p.pod, &p.namespace, &tool])
+                .observe(e.ns as f64 / 1e9);
+        }
+        for d in dropped {
+            self.agent
+                .tool_calls_dropped
+                .with_label_values(&[d.as_str()])
+                .inc();
         }
     }
 }
@@ -640,3 +705,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 #[path = "metrics_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "agent_metrics_tests.rs"]
+mod agent_tests;

@@ -73,6 +73,7 @@ fn ex(model: &str, stream: bool, latency: u64) -> Exchange {
         error: None,
         incomplete: None,
         tool_calls: Vec::new(),
+        tool_ids: Default::default(),
         mcp: None,
         load_duration_ns: None,
         request_bytes: 100,

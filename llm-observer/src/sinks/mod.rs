@@ -8,6 +8,7 @@
 //! Every family, label and definition is listed in `docs/metrics.md`; a test keeps the two equal.
 
 pub mod admission;
+mod agent_families;
 pub mod auth;
 pub mod families;
 pub mod gpu;
@@ -18,6 +19,7 @@ pub mod metrics;
 mod registry;
 pub mod self_metrics;
 pub mod tls;
+mod tool_exec;
 pub mod web_config;
 mod window;
 
