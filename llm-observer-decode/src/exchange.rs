@@ -343,6 +343,9 @@ pub struct Exchange {
     pub status: Option<u16>,
     pub timings: Timings,
     pub tokens: Tokens,
+    /// Of `tokens.prompt`, the tokens written to the prompt cache (Anthropic
+    /// `cache_creation_input_tokens`): billed at their own price.
+    pub cache_write_tokens: TokenCount,
     /// Finish / stop / done reason as the server wrote it (bounded length).
     pub finish_reason: Option<String>,
     pub error: Option<ErrorKind>,

@@ -135,6 +135,7 @@ fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) 
             content_events: 0,
         },
         tokens: Tokens::default(),
+        cache_write_tokens: Default::default(),
         finish_reason: None,
         error: None,
         incomplete: None,

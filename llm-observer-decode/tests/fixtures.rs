@@ -390,6 +390,7 @@ fn expected(fx: &Fixture, spec: &Spec) -> Exchange {
             content_events: spec.content_events,
         },
         tokens,
+        cache_write_tokens: Default::default(),
         finish_reason: finish,
         error: spec.error,
         incomplete: None,

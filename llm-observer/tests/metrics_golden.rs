@@ -59,6 +59,7 @@ impl Ex {
                 ..Timings::default()
             },
             tokens: Tokens::default(),
+            cache_write_tokens: Default::default(),
             finish_reason: None,
             error: None,
             incomplete: None,

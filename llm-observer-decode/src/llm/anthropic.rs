@@ -242,6 +242,7 @@ impl Handler for Anthropic {
                 .map(|i| i + self.cache_creation.unwrap_or(0) + self.cache_read.unwrap_or(0)),
         );
         t.cached = reported(self.cache_read);
+        core.cache_write_tokens = reported(self.cache_creation);
         t.completion = match self.output {
             Some(v) => TokenCount::reported(v),
             None => TokenCount::ABSENT,

@@ -66,6 +66,7 @@ pub(crate) struct Core {
     pub status: Option<u16>,
     pub response_model: Option<String>,
     pub tokens: Tokens,
+    pub cache_write_tokens: TokenCount,
     /// The server's final usage report was seen (no counted fallback, even for absent fields).
     pub usage_final: bool,
     pub finish_reason: Option<String>,
@@ -109,6 +110,7 @@ impl Core {
             status: None,
             response_model: None,
             tokens: Tokens::default(),
+            cache_write_tokens: TokenCount::ABSENT,
             usage_final: false,
             finish_reason: None,
             error: None,
@@ -585,6 +587,7 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             status: core.status,
             timings: core.timings,
             tokens: core.tokens,
+            cache_write_tokens: core.cache_write_tokens,
             finish_reason: core.finish_reason,
             error: core.error,
             incomplete: core.incomplete,

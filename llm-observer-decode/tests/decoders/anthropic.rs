@@ -52,6 +52,7 @@ fn stream_with_cache_tokens_tool_use_and_cumulative_usage() {
         finish_reason: Some("tool_use".into()),
         tool_calls: vec!["get_weather".into()],
         tool_ids: tool_ids(&[("toolu_1", "get_weather")], &[]),
+        cache_write_tokens: rep(100),
         ..want_stream(&case)
     };
     assert_eq!(out.exchange, want);
@@ -108,6 +109,7 @@ fn not_streamed() {
         finish_reason: Some("tool_use".into()),
         tool_calls: vec!["get_weather".into()],
         tool_ids: tool_ids(&[("toolu_1", "get_weather")], &[]),
+        cache_write_tokens: rep(0),
         ..base(
             Api::Anthropic,
             Operation::Chat,

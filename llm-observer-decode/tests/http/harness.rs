@@ -245,6 +245,7 @@ impl ApiDecoder for Probe {
                 content_events: 0,
             },
             tokens: Default::default(),
+            cache_write_tokens: Default::default(),
             finish_reason: Some(format!("{end:?}")),
             error: None,
             incomplete: None,

@@ -38,6 +38,7 @@ fn chat(start: u64, end: u64, calls: &[(&str, &str)], results: &[&str]) -> Excha
             ..Timings::default()
         },
         tokens: Default::default(),
+        cache_write_tokens: Default::default(),
         finish_reason: Some("tool_calls".into()),
         error: None,
         incomplete: None,

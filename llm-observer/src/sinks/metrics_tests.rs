@@ -69,6 +69,7 @@ fn ex(model: &str, stream: bool, latency: u64) -> Exchange {
             ..Timings::default()
         },
         tokens: Tokens::default(),
+        cache_write_tokens: Default::default(),
         finish_reason: Some("stop".into()),
         error: None,
         incomplete: None,
