@@ -1,7 +1,8 @@
-//! Root end-to-end tests of the agent (client) view beyond single requests: an agent's tool loop
-//! with the official Python SDKs (`tests/clients/agent_loop.py`) against the loopback emulator
-//! (model `tools`: it asks for a tool call until the conversation ends with the tool's result),
-//! watched by the real agent with BPF loaded.
+//! Root end-to-end tests of the agent (client) view beyond single requests, watched by the real
+//! agent with BPF loaded: an agent's tool loop with the official Python SDKs
+//! (`tests/clients/agent_loop.py`) against the loopback emulator (model `tools`: it asks for a
+//! tool call until the conversation ends with the tool's result), and the cost of SDK requests
+//! (`tests/clients/workload.py`) priced by a `--prices` table.
 //!
 //! Root, BPF, the release agent (`LLM_OBSERVER_BIN`) and the clients' venv (`LLM_OBSERVER_VENV`)
 //! are needed, so the tests are `#[ignore]`d in the default run; CI runs them with
@@ -19,7 +20,9 @@ use llm_observer_tests::harness::expect::{Expected, wait_for_expected};
 use llm_observer_tests::harness::exposition::Exposition;
 use llm_observer_tests::harness::process::run_to_end;
 use llm_observer_tests::harness::quiesce::wait_quiescent;
-use llm_observer_tests::harness::stack::{Agent, EmulatorProc, venv_python, workspace_root};
+use llm_observer_tests::harness::stack::{
+    Agent, EmulatorProc, path_from_env, run_workload, venv_python, workspace_root,
+};
 use serde_json::Value;
 
 const EMULATOR: &str = env!("CARGO_BIN_EXE_llm-emulator");
@@ -39,6 +42,11 @@ struct Stack {
 }
 
 fn stack() -> Stack {
+    stack_with(&[])
+}
+
+/// The emulator and an agent started with `agent_args`.
+fn stack_with(agent_args: &[&str]) -> Stack {
     let serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -48,7 +56,7 @@ fn stack() -> Stack {
     );
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "20", "--token-interval-ms", "5"])
         .expect("emulator starts");
-    let agent = Agent::start(&[]).expect("agent starts and serves /metrics");
+    let agent = Agent::start(agent_args).expect("agent starts and serves /metrics");
     Stack {
         agent,
         emu,
@@ -170,4 +178,112 @@ fn anthropic_nonstream_tool_execution_time() {
 #[ignore = "needs root, BPF, the release agent and the clients' venv"]
 fn anthropic_stream_tool_execution_time() {
     tool_loop("anthropic", "stream");
+}
+
+/// A price table whose per-request costs are exact binary fractions: 5 prompt tokens × $0.00625
+/// + 8 output tokens × $0.03125 = $0.28125 (the workload's default prompt has 5 words, and the
+/// emulator's answer 8 tokens).
+fn price_file(dir: &std::path::Path, model: &str) -> std::path::PathBuf {
+    let path = dir.join("prices.toml");
+    let text = format!(
+        "as_of = \"2026-12-01\"\nsource = \"tests/agent.rs\"\n\n[[model]]\nname = \"{model}\"\ninput = 6250.0\noutput = 31250.0\n"
+    );
+    std::fs::write(&path, text).expect("price file written");
+    path
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn cost_of_priced_requests_and_count_of_unpriced_ones() {
+    let dir = std::env::temp_dir().join(format!("llm-observer-agent-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // The emulator's port is only known once it runs: name the models after this test's pid.
+    let priced = format!("priced-{}", std::process::id());
+    let unpriced = format!("unpriced-{}", std::process::id());
+    let prices = price_file(&dir, &priced);
+    let s = stack_with(&["--prices", prices.to_str().expect("utf-8 temp path")]);
+    let run = |args: &[&str]| {
+        run_workload(&s.emu.base_url(), args, CLIENT_TIMEOUT).expect("workload runs")
+    };
+    let a = run(&[
+        "--api",
+        "openai",
+        "--mode",
+        "nonstream",
+        "--n",
+        "3",
+        "--model",
+        &priced,
+    ]);
+    let b = run(&[
+        "--api",
+        "anthropic",
+        "--mode",
+        "stream",
+        "--n",
+        "2",
+        "--model",
+        &unpriced,
+    ]);
+    assert_eq!((a.0["ok"].as_u64(), b.0["ok"].as_u64()), (Some(3), Some(2)));
+    let expected = Expected::new()
+        .exactly(
+            "llm_client_cost_usd_total",
+            &[("model", &priced)],
+            3.0 * 0.28125,
+        )
+        .exactly(
+            "llm_client_unpriced_requests_total",
+            &[("model", &priced)],
+            0.0,
+        )
+        .exactly(
+            "llm_client_unpriced_requests_total",
+            &[("model", &unpriced)],
+            2.0,
+        )
+        // The server view of the same loopback calls is not a client's spending.
+        .exactly("llm_client_requests_total", &[("model", &priced)], 3.0);
+    let e = wait_for_expected(s.agent.addr(), &expected, SETTLE).unwrap_or_else(|e| {
+        panic!("{e:#}\nagent log:\n{}", s.agent.proc.output());
+    });
+    assert_eq!(
+        e.matching("llm_client_cost_usd_total", &[("model", unpriced.as_str())])
+            .count(),
+        0,
+        "an unpriced model has no cost series (never a zero cost)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bad `--prices` file stops the agent at start, naming the file and the line (before any BPF
+/// is loaded, so this needs no root).
+#[test]
+fn a_bad_price_file_names_its_line() {
+    let dir = std::env::temp_dir().join(format!("llm-observer-bad-prices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[model]]\nname = \"m\"\ninput = 1.0\noutput = -2.0\n",
+    )
+    .unwrap();
+    let bin = path_from_env(
+        "LLM_OBSERVER_BIN",
+        workspace_root().join("target/release/llm-observer"),
+    );
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--metrics-addr", "127.0.0.1:0", "--prices"])
+        .arg(&path);
+    let (status, _, err) = run_to_end("llm-observer", cmd, Duration::from_secs(30)).expect("runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !status.success(),
+        "the agent must not start with a bad price file"
+    );
+    let err = err.join("\n");
+    assert!(
+        err.contains(&format!("--prices: {} line 4: output = -2", path.display())),
+        "stderr should name the file and line:\n{err}"
+    );
 }

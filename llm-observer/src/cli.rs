@@ -84,7 +84,7 @@ pub struct RunArgs {
     pub agent: AgentArgs,
 }
 
-/// The agent (client) view beyond single requests: tool execution time.
+/// The agent (client) view beyond single requests: tool execution time, cost.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// Tool calls awaiting their result per client process (llm_client_tool_execution_seconds);
@@ -99,6 +99,11 @@ pub struct AgentArgs {
     /// Seconds a tool call waits for its result before it is dropped (reason="expired"); 0 = no limit.
     #[arg(long, env = "LLM_OBSERVER_TOOL_CALL_TIMEOUT", default_value_t = 600)]
     pub tool_call_timeout: u64,
+
+    /// Price table (TOML, USD per million tokens per model) for llm_client_cost_usd_total; replaces
+    /// the shipped llm-observer/prices.toml, whose format and sources its header describes.
+    #[arg(long, env = "LLM_OBSERVER_PRICES")]
+    pub prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

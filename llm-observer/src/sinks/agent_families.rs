@@ -1,9 +1,9 @@
-//! Families of the agent view that are not per-request: how long the observed agent took to run
-//! the tools its model asked for. Definitions in docs/metrics.md.
+//! Families of the agent view beyond the per-request ones: how long the observed agent took to run
+//! the tools its model asked for, and what its requests cost. Definitions in docs/metrics.md.
 
-use prometheus::{HistogramVec, IntCounterVec};
+use prometheus::{CounterVec, HistogramVec, IntCounterVec};
 
-use super::families::MCP_BUCKETS;
+use super::families::{CLIENT_LABELS, MCP_BUCKETS};
 use super::registry::Reg;
 
 /// Where the agent runs; the tool is the call's name (admitted as tool-call names are).
@@ -13,6 +13,8 @@ pub struct AgentFamilies {
     pub tool_execution: HistogramVec,
     /// Pending tool calls that left the table unanswered, by reason (the agent's own limit).
     pub tool_calls_dropped: IntCounterVec,
+    pub cost: CounterVec,
+    pub unpriced: IntCounterVec,
 }
 
 impl AgentFamilies {
@@ -30,6 +32,16 @@ impl AgentFamilies {
                 "llm_observer_tool_calls_unmatched_total",
                 "Tool calls the agent stopped waiting for a result of, by reason (full: the per-process table was full, expired: no result within --tool-call-timeout).",
                 &["reason"],
+            )?,
+            cost: reg.float_counter_vec(
+                "llm_client_cost_usd_total",
+                "Cost of client requests from their reported or counted tokens and the price table (--prices, default the shipped prices.toml), US dollars.",
+                CLIENT_LABELS,
+            )?,
+            unpriced: reg.counter_vec(
+                "llm_client_unpriced_requests_total",
+                "Client requests with token counts whose model is not in the price table (their cost is unknown, not zero).",
+                CLIENT_LABELS,
             )?,
         })
     }

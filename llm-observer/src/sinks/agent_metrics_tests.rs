@@ -1,7 +1,7 @@
 //! Unit tests of the agent families fed through [`Metrics::done`]: exact values, no sleeps.
 
 use llm_observer_decode::exchange::Timings;
-use llm_observer_decode::{ErrorKind, Operation, ToolIds, ToolUse};
+use llm_observer_decode::{ErrorKind, Operation, TokenCount, ToolIds, ToolUse};
 
 use super::*;
 
@@ -143,4 +143,65 @@ fn failed_responses_ask_for_nothing_and_limits_are_counted() {
     m.forget_pid(2);
     m.done(None, &agent(2), &chat(3 * S, 4 * S, &[], &["z"]));
     assert_eq!(exec(&m, "f").0, 0);
+}
+
+#[test]
+fn cost_of_priced_models_and_a_count_of_unpriced_ones() {
+    let prices = super::super::prices::PriceTable::parse(
+        "[[model]]\nname = \"m1\"\ninput = 6250.0\noutput = 31250.0\n",
+        "test.toml",
+    )
+    .unwrap();
+    let m = Metrics::new(
+        MetricsConfig {
+            prices,
+            ..MetricsConfig::default()
+        },
+        "test",
+    )
+    .unwrap();
+    fn labels(model: &str) -> [&str; 8] {
+        [
+            "openai",
+            "chat",
+            model,
+            "agent",
+            "",
+            "",
+            "",
+            "127.0.0.1:8000",
+        ]
+    }
+    let mut ex = chat(S, 2 * S, &[], &[]);
+    ex.tokens.prompt = TokenCount::reported(5);
+    ex.tokens.completion = TokenCount::reported(8);
+    for _ in 0..3 {
+        m.done(None, &agent(1), &ex);
+    }
+    // 5 × $0.00625 + 8 × $0.03125 = $0.28125 per request, exactly representable.
+    let cost = m.agent.cost.with_label_values(&labels("m1")).get();
+    assert_eq!(cost, 3.0 * 0.28125);
+    assert_eq!(m.agent.unpriced.with_label_values(&labels("m1")).get(), 0);
+    // An unpriced model is counted, never priced at zero.
+    let mut other = ex.clone();
+    other.request_model = Some("llama3".into());
+    other.response_model = None;
+    m.done(None, &agent(1), &other);
+    assert_eq!(
+        m.agent.unpriced.with_label_values(&labels("llama3")).get(),
+        1
+    );
+    assert!(
+        !m.encode().contains(
+            "llm_client_cost_usd_total{api=\"openai\",operation=\"chat\",model=\"llama3\""
+        )
+    );
+    // No tokens: neither.
+    let mut bare = other.clone();
+    bare.tokens = Default::default();
+    m.done(None, &agent(1), &bare);
+    assert_eq!(
+        m.agent.unpriced.with_label_values(&labels("llama3")).get(),
+        1
+    );
 }

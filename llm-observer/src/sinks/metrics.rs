@@ -19,6 +19,7 @@ use super::families::{ClientFamilies, McpFamilies, ServerFamilies, succeeded};
 use super::gpu::GpuFamilies;
 use super::labels::mcp_method;
 use super::memory::RssTracker;
+use super::prices::{PriceTable, Priced};
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
 use super::tool_exec::ToolExec;
@@ -45,6 +46,8 @@ pub struct MetricsConfig {
     pub max_pending_tool_calls: usize,
     /// A tool call whose result did not come within this long is forgotten (zero: never).
     pub tool_call_timeout: Duration,
+    /// Prices of `llm_client_cost_usd_total`.
+    pub prices: PriceTable,
 }
 
 impl Default for MetricsConfig {
@@ -58,6 +61,7 @@ impl Default for MetricsConfig {
             label_idle_timeout: Duration::from_secs(3600),
             max_pending_tool_calls: 64,
             tool_call_timeout: Duration::from_secs(600),
+            prices: PriceTable::shipped(),
         }
     }
 }
@@ -184,6 +188,7 @@ pub struct Metrics {
     agent: AgentFamilies,
     /// Tool calls awaiting their result, per client process.
     tool_exec: Mutex<ToolExec>,
+    prices: PriceTable,
     gpu: GpuFamilies,
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
     gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
@@ -232,6 +237,7 @@ impl Metrics {
             mcp,
             agent,
             tool_exec: Mutex::new(ToolExec::new(cfg.max_pending_tool_calls, tool_timeout)),
+            prices: cfg.prices,
             gpu,
             gpu_memory: Mutex::default(),
             caps: Caps {
@@ -513,6 +519,7 @@ impl Metrics {
                     self.client.tool_call(&labels, &tool);
                 }
                 self.tool_execution(ctx, process, ex, now);
+                self.cost(&labels, ex);
             }
         }
     }
@@ -574,6 +581,16 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// `llm_client_cost_usd_total` or, for a model the table lacks, `llm_client_unpriced_requests_total`.
+    fn cost(&self, labels: &[&str], ex: &Exchange) {
+        // The client view names no provider yet: only unqualified price entries apply.
+        match self.prices.cost(None, ex) {
+            Priced::Cost(c) => self.agent.cost.with_label_values(labels).inc_by(c.usd()),
+            Priced::Unpriced => self.agent.unpriced.with_label_values(labels).inc(),
+            Priced::NoTokens => {}
+        }
+    }
+
     /// Pairs the tool calls a client's response asked for with the later request of the same
     /// process that carries their results (`llm_client_tool_execution_seconds`). Results are
     /// matched first: a request can answer earlier calls and its response ask for new ones.

@@ -16,6 +16,7 @@ pub mod http;
 pub mod labels;
 mod memory;
 pub mod metrics;
+pub mod prices;
 mod registry;
 pub mod self_metrics;
 pub mod tls;
