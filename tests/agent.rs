@@ -180,9 +180,9 @@ fn anthropic_stream_tool_execution_time() {
     tool_loop("anthropic", "stream");
 }
 
-/// A price table whose per-request costs are exact binary fractions: 5 prompt tokens × $0.00625
-/// + 8 output tokens × $0.03125 = $0.28125 (the workload's default prompt has 5 words, and the
-/// emulator's answer 8 tokens).
+/// A price table whose per-request costs are exact binary fractions: 5 prompt tokens at $0.00625
+/// plus 8 output tokens at $0.03125 make $0.28125 (the workload's default prompt has 5 words, and
+/// the emulator's answer 8 tokens).
 fn price_file(dir: &std::path::Path, model: &str) -> std::path::PathBuf {
     let path = dir.join("prices.toml");
     let text = format!(

@@ -147,12 +147,17 @@ fn prices(
         None => PriceTable::shipped(),
     };
     log::info!(
-        "prices: {} models{}",
+        "prices: {} models{}{}",
         table.len(),
         table
             .as_of
             .as_deref()
             .map(|d| format!(" as of {d}"))
+            .unwrap_or_default(),
+        table
+            .source
+            .as_deref()
+            .map(|s| format!(" ({s})"))
             .unwrap_or_default()
     );
     Ok(table)

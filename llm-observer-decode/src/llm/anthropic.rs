@@ -179,9 +179,9 @@ impl Handler for Anthropic {
             }
             b"content_block_start" => {
                 if let Some(b) = &e.content_block {
-                    if b.record_tool(core) {
-                        core.content(ev.ts_ns);
-                    } else if b.has_output() {
+                    // A tool-use block is output even before its input arrives.
+                    let tool = b.record_tool(core);
+                    if tool || b.has_output() {
                         core.content(ev.ts_ns);
                     }
                 }

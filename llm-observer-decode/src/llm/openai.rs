@@ -148,6 +148,9 @@ impl LlamaTimings {
     }
 }
 
+/// (choice index, tool index or position, name, id) of a fragment that names a tool.
+type ToolFragment<'a> = (u64, u64, Cow<'a, str>, Option<Cow<'a, str>>);
+
 /// What one chunk (or non-stream body) says.
 #[derive(Debug, Default)]
 struct Chunk<'a> {
@@ -155,8 +158,7 @@ struct Chunk<'a> {
     /// Some choice's delta / message carried output.
     content: bool,
     finish_reason: Option<Cow<'a, str>>,
-    /// (choice index, tool index or position, name, id) of fragments that name a tool.
-    tools: Vec<(u64, u64, Cow<'a, str>, Option<Cow<'a, str>>)>,
+    tools: Vec<ToolFragment<'a>>,
     /// Boxed: rare (one chunk per stream), and large to move around.
     usage: Option<Box<Usage>>,
     timings: Option<Box<LlamaTimings>>,

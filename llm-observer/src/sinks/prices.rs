@@ -36,9 +36,8 @@ pub enum PriceError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    #[allow(dead_code)] // documentation for the reader of the file; logged at load
+    /// When the prices were collected, and from where: logged at load.
     as_of: Option<String>,
-    #[allow(dead_code)]
     source: Option<String>,
     #[serde(default)]
     model: Vec<toml::Spanned<Entry>>,
@@ -85,6 +84,7 @@ pub struct PriceTable {
     /// (provider or "", model name) → price.
     entries: HashMap<(String, String), Price>,
     pub as_of: Option<String>,
+    pub source: Option<String>,
 }
 
 impl PriceTable {
@@ -167,6 +167,7 @@ impl PriceTable {
         Ok(PriceTable {
             entries,
             as_of: file.as_of,
+            source: file.source,
         })
     }
 
