@@ -5,6 +5,7 @@ use prometheus::{CounterVec, HistogramVec, IntCounterVec};
 
 use super::families::{CLIENT_LABELS, MCP_BUCKETS};
 use super::registry::Reg;
+use super::tool_exec::Dropped;
 
 /// Where the agent runs; the tool is the call's name (admitted as tool-call names are).
 pub const TOOL_EXEC_LABELS: &[&str] = &["process", "container", "pod", "namespace", "tool"];
@@ -19,7 +20,7 @@ pub struct AgentFamilies {
 
 impl AgentFamilies {
     pub(crate) fn register(reg: &mut Reg) -> prometheus::Result<Self> {
-        Ok(AgentFamilies {
+        let f = AgentFamilies {
             tool_execution: reg.histogram_vec(
                 "llm_client_tool_execution_seconds",
                 "Tool calls an observed client ran: first byte of the request carrying the tool's result minus last byte of the response that asked for the call (same process, matched by tool call id), seconds.",
@@ -43,6 +44,11 @@ impl AgentFamilies {
                 "Client requests with token counts whose model is not in the price table (their cost is unknown, not zero).",
                 CLIENT_LABELS,
             )?,
-        })
+        };
+        // Bounded self-metric label values are exported as 0 from the first scrape.
+        for reason in [Dropped::Full, Dropped::Expired] {
+            f.tool_calls_dropped.with_label_values(&[reason.as_str()]);
+        }
+        Ok(f)
     }
 }
