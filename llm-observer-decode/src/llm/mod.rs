@@ -18,6 +18,7 @@ mod errors;
 mod json;
 mod llamacpp;
 mod mcp;
+pub mod mcp_stdio;
 mod ollama;
 mod openai;
 mod responses;
