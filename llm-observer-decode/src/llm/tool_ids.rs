@@ -3,7 +3,10 @@
 //!
 //! - OpenAI Chat Completions: `messages[]` with `role: "tool"` carry `tool_call_id`;
 //! - Anthropic Messages: `messages[].content[]` blocks of `type: "tool_result"` carry
-//!   `tool_use_id`.
+//!   `tool_use_id`;
+//! - OpenAI Responses: `input[]` items of `type: "function_call_output"` (or
+//!   `custom_tool_call_output`) carry `call_id` (the echoed `function_call` items carry it too,
+//!   and are not results).
 //!
 //! A request carries the whole conversation, so old results repeat in every later request; the
 //! pairing side matches each id once, and this side keeps only the last [`MAX_RESULTS`] ids (the
@@ -20,7 +23,7 @@ pub(crate) const MAX_RESULTS: usize = 16;
 /// newest). Bodies that are not valid JSON yield what was read before the fault.
 pub(crate) fn results(body: &[u8]) -> Vec<String> {
     let finder = |k: &[u8]| memchr::memmem::find(body, k).is_some();
-    if !finder(b"\"tool_call_id\"") && !finder(b"\"tool_use_id\"") {
+    if !finder(b"\"tool_call_id\"") && !finder(b"\"tool_use_id\"") && !finder(b"_output\"") {
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -42,13 +45,37 @@ fn push(out: &mut Vec<String>, id: &str) {
 
 fn walk_request(s: &mut Skim<'_>, out: &mut Vec<String>) -> R<()> {
     s.object(|s, k| {
-        if k == b"messages" {
-            s.array(|s, _| walk_message(s, out))?;
-            Ok(())
-        } else {
-            s.skip()
+        match k {
+            b"messages" => s.array(|s, _| walk_message(s, out)).map(drop),
+            // Responses API input: a string, or an array of items.
+            b"input" if s.peek_byte() == Some(b'[') => s.array(|s, _| walk_item(s, out)).map(drop),
+            _ => s.skip(),
         }
     })
+}
+
+/// A Responses API input item: a tool output names the call it answers.
+fn walk_item(s: &mut Skim<'_>, out: &mut Vec<String>) -> R<()> {
+    if s.peek_byte() != Some(b'{') {
+        return s.skip();
+    }
+    let (mut kind, mut call_id) = (None, None);
+    s.object(|s, k| {
+        match k {
+            b"type" => kind = s.str()?,
+            b"call_id" => call_id = s.str()?,
+            _ => s.skip()?,
+        }
+        Ok(())
+    })?;
+    if matches!(
+        kind.as_deref(),
+        Some("function_call_output" | "custom_tool_call_output")
+    ) && let Some(id) = call_id
+    {
+        push(out, &id);
+    }
+    Ok(())
 }
 
 fn walk_message(s: &mut Skim<'_>, out: &mut Vec<String>) -> R<()> {
@@ -104,6 +131,13 @@ mod tests {
     fn anthropic_tool_result_blocks() {
         let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"f","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"},{"type":"text","text":"go on"}]}]}"#;
         assert_eq!(results(body), vec!["toolu_1"]);
+    }
+
+    #[test]
+    fn responses_api_function_call_outputs() {
+        let body = br#"{"model":"m","input":[{"role":"user","content":"hi"},{"type":"function_call","call_id":"call_1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"call_1","output":"sunny"}]}"#;
+        assert_eq!(results(body), vec!["call_1"]);
+        assert!(results(br#"{"model":"m","input":"say function_call_output\""}"#).is_empty());
     }
 
     #[test]

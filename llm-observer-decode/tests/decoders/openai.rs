@@ -313,6 +313,7 @@ fn responses_stream_with_function_call() {
         },
         finish_reason: Some("completed".into()),
         tool_calls: vec!["get_weather".into()],
+        tool_ids: tool_ids(&[("call_1", "get_weather")], &[]),
         ..base(
             Api::Openai,
             Operation::Responses,
