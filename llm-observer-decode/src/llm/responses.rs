@@ -159,10 +159,11 @@ impl Handler for Responses {
                     core.response_model(m);
                 }
             }
-            b"response.output_item.added" => {
-                if e.item.as_ref().is_some_and(|i| i.record_tool(core)) {
-                    core.content(ev.ts_ns);
-                }
+            // The guard records the tool (name and call id) when the item is a tool call.
+            b"response.output_item.added"
+                if e.item.as_ref().is_some_and(|i| i.record_tool(core)) =>
+            {
+                core.content(ev.ts_ns);
             }
             b"response.completed" | b"response.incomplete" => {
                 if let Some(r) = &e.response {
