@@ -19,7 +19,7 @@ use super::families::{ClientFamilies, McpFamilies, ServerFamilies, succeeded};
 use super::gpu::GpuFamilies;
 use super::labels::mcp_method;
 use super::memory::RssTracker;
-use super::prices::{PriceTable, Priced};
+use super::prices::PriceTable;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
 use super::tool_exec::ToolExec;
@@ -580,64 +580,6 @@ impl Metrics {
     }
 }
 
-impl Metrics {
-    /// `llm_client_cost_usd_total` or, for a model the table lacks, `llm_client_unpriced_requests_total`.
-    fn cost(&self, labels: &[&str], ex: &Exchange) {
-        // The client view names no provider yet: only unqualified price entries apply.
-        match self.prices.cost(None, ex) {
-            Priced::Cost(c) => self.agent.cost.with_label_values(labels).inc_by(c.usd()),
-            Priced::Unpriced => self.agent.unpriced.with_label_values(labels).inc(),
-            Priced::NoTokens => {}
-        }
-    }
-
-    /// Pairs the tool calls a client's response asked for with the later request of the same
-    /// process that carries their results (`llm_client_tool_execution_seconds`). Results are
-    /// matched first: a request can answer earlier calls and its response ask for new ones.
-    fn tool_execution(&self, ctx: &ExchangeCtx, process: &str, ex: &Exchange, now: u64) {
-        let ids = &ex.tool_ids;
-        if ids.is_empty() {
-            return;
-        }
-        let mut dropped = Vec::new();
-        let mut executed = Vec::new();
-        {
-            let mut table = lock(&self.tool_exec);
-            for id in &ids.results {
-                if let Some(e) =
-                    table.answered(ctx.pid, id, ex.timings.request_start_ns, &mut dropped)
-                {
-                    executed.push(e);
-                }
-            }
-            // Only a response the client got whole asks for anything: a cut or failed one's
-            // calls are never run.
-            if succeeded(ex)
-                && let Some(end) = ex.timings.response_end_ns
-            {
-                for call in &ids.calls {
-                    dropped.extend(table.asked(ctx.pid, &call.id, &call.name, end));
-                }
-            }
-        }
-        let p = &ctx.place;
-        for e in executed {
-            // The name was admitted (or not) when the successful response asked for the call.
-            let tool = self.caps.tools.label(Some(&e.tool), Admit::Yes, now);
-            self.agent
-                .tool_execution
-                .with_label_values(&[process, &p.container, &p.pod, &p.namespace, &tool])
-                .observe(e.ns as f64 / 1e9);
-        }
-        for d in dropped {
-            self.agent
-                .tool_calls_dropped
-                .with_label_values(&[d.as_str()])
-                .inc();
-        }
-    }
-}
-
 /// Which view's families a label set belongs to (the self-metrics carry none of them).
 #[derive(Debug, Clone, Copy)]
 enum Scope {
@@ -726,3 +668,7 @@ mod tests;
 #[cfg(test)]
 #[path = "agent_metrics_tests.rs"]
 mod agent_tests;
+
+/// The agent families' part of recording an exchange (cost, tool execution time).
+#[path = "agent_record.rs"]
+mod agent_record;
