@@ -311,6 +311,34 @@ pub struct RequestParams {
     pub trace_parent: Option<crate::TraceParent>,
 }
 
+/// A tool call the response asked for, with the id its result will quote.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ToolUse {
+    /// OpenAI `tool_calls[].id`, Anthropic `tool_use.id` (bounded length).
+    pub id: String,
+    /// The tool's name (bounded length).
+    pub name: String,
+}
+
+/// Tool-call ids of one exchange: what pairs a model's tool call with the later request that
+/// carries its result (the agent's tool execution time). Ids are opaque tokens chosen by the
+/// server, never text of the conversation; they are never label values.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ToolIds {
+    /// Calls the response asked for that carried an id, in order (bounded count).
+    pub calls: Vec<ToolUse>,
+    /// Ids of the tool results the request carried (OpenAI `role: tool` messages'
+    /// `tool_call_id`, Anthropic `tool_result.tool_use_id`): the last ones of the conversation,
+    /// bounded count.
+    pub results: Vec<String>,
+}
+
+impl ToolIds {
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.results.is_empty()
+    }
+}
+
 /// One request/response pair, decoded. Holds no prompt or response text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Exchange {
@@ -328,6 +356,9 @@ pub struct Exchange {
     pub status: Option<u16>,
     pub timings: Timings,
     pub tokens: Tokens,
+    /// Of `tokens.prompt`, the tokens written to the prompt cache (Anthropic
+    /// `cache_creation_input_tokens`): billed at their own price.
+    pub cache_write_tokens: TokenCount,
     /// Finish / stop / done reason as the server wrote it (bounded length).
     pub finish_reason: Option<String>,
     pub error: Option<ErrorKind>,
@@ -337,6 +368,9 @@ pub struct Exchange {
     /// Names of tools the model asked to call (OpenAI `tool_calls`, Anthropic `tool_use`, Ollama
     /// `tool_calls`); bounded count.
     pub tool_calls: Vec<String>,
+    /// Ids of the tool calls asked for and of the tool results sent (chat APIs only).
+    #[serde(skip_serializing_if = "ToolIds::is_empty")]
+    pub tool_ids: ToolIds,
     pub mcp: Option<McpInfo>,
     /// Server-reported model load time (Ollama `load_duration`), ns.
     pub load_duration_ns: Option<u64>,

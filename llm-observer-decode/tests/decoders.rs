@@ -7,7 +7,7 @@ use llm_observer_decode::llm::fingerprint::{Evidence, ServerKind, Strength};
 use llm_observer_decode::llm::{self, BodyEnd, Headers, Request, ResponseHead};
 use llm_observer_decode::{
     Api, DecodeError, EndedBy, ErrorKind, Exchange, Incomplete, McpInfo, Operation, Timings,
-    TokenCount, Tokens,
+    TokenCount, Tokens, ToolIds, ToolUse,
 };
 
 const REQ_START: u64 = 1_000;
@@ -137,10 +137,12 @@ fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) 
             content_events: 0,
         },
         tokens: Tokens::default(),
+        cache_write_tokens: Default::default(),
         finish_reason: None,
         error: None,
         incomplete: None,
         tool_calls: vec![],
+        tool_ids: Default::default(),
         mcp: None,
         load_duration_ns: None,
         request_bytes: REQ_WIRE,
@@ -158,6 +160,20 @@ fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) 
             kind,
             strength: Strength::Api,
         }),
+    }
+}
+
+/// `(id, name)` pairs of tool calls and the result ids of the request.
+fn tool_ids(calls: &[(&str, &str)], results: &[&str]) -> ToolIds {
+    ToolIds {
+        calls: calls
+            .iter()
+            .map(|(id, name)| ToolUse {
+                id: (*id).into(),
+                name: (*name).into(),
+            })
+            .collect(),
+        results: results.iter().map(|r| (*r).into()).collect(),
     }
 }
 

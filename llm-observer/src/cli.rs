@@ -170,6 +170,31 @@ pub struct RunArgs {
     /// How long, in milliseconds, the exporter gathers spans into a batch after the first.
     #[arg(long, env = "LLM_OBSERVER_OTLP_FLUSH_MS", default_value_t = 1000)]
     pub otlp_flush_ms: u64,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// The agent (client) view beyond single requests: tool execution time, cost.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Tool calls awaiting their result per client process (llm_client_tool_execution_seconds);
+    /// past it the oldest is dropped (llm_observer_tool_calls_unmatched_total{reason="full"}).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_MAX_PENDING_TOOL_CALLS",
+        default_value_t = 64
+    )]
+    pub max_pending_tool_calls: usize,
+
+    /// Seconds a tool call waits for its result before it is dropped (reason="expired"); 0 = no limit.
+    #[arg(long, env = "LLM_OBSERVER_TOOL_CALL_TIMEOUT", default_value_t = 600)]
+    pub tool_call_timeout: u64,
+
+    /// Price table (TOML, USD per million tokens per model) for llm_client_cost_usd_total; replaces
+    /// the shipped llm-observer/prices.toml, whose format and sources its header describes.
+    #[arg(long, env = "LLM_OBSERVER_PRICES")]
+    pub prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

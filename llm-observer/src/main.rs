@@ -155,6 +155,32 @@ fn start_sources(a: &AttributionArgs) -> std::sync::Arc<Names> {
     names
 }
 
+/// `--prices FILE` (it replaces the shipped table), checked before anything is loaded.
+fn prices(
+    a: &llm_observer::cli::AgentArgs,
+) -> anyhow::Result<llm_observer::sinks::prices::PriceTable> {
+    use llm_observer::sinks::prices::PriceTable;
+    let table = match &a.prices {
+        Some(path) => PriceTable::load(path).context("--prices")?,
+        None => PriceTable::shipped(),
+    };
+    log::info!(
+        "prices: {} models{}{}",
+        table.len(),
+        table
+            .as_of
+            .as_deref()
+            .map(|d| format!(" as of {d}"))
+            .unwrap_or_default(),
+        table
+            .source
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    Ok(table)
+}
+
 async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Result<()> {
     let cfg = MetricsConfig {
         max_models: r.max_models,
@@ -162,6 +188,9 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
         max_processes: r.max_processes,
         tokens_per_second_window: Duration::from_secs(r.tokens_per_second_window),
         label_idle_timeout: Duration::from_secs(r.label_idle_timeout),
+        max_pending_tool_calls: r.agent.max_pending_tool_calls,
+        tool_call_timeout: Duration::from_secs(r.agent.tool_call_timeout),
+        prices: prices(&r.agent)?,
         ..MetricsConfig::default()
     };
     // The web config is checked before anything is loaded, so a bad file fails at once.

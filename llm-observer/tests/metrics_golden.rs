@@ -62,10 +62,12 @@ impl Ex {
                 ..Timings::default()
             },
             tokens: Tokens::default(),
+            cache_write_tokens: Default::default(),
             finish_reason: None,
             error: None,
             incomplete: None,
             tool_calls: Vec::new(),
+            tool_ids: Default::default(),
             mcp: None,
             load_duration_ns: None,
             request_bytes: 0,
@@ -261,6 +263,22 @@ fn session() -> Metrics {
     let mut client_chat = client_chat;
     client_chat.0.tool_calls = vec!["read_file".into()];
     run(&m, &agent, client_chat);
+    // The agent's tool loop on OpenAI: gpt-4.1 asks for read_file (call_9) in a response ending at
+    // t=91.2 s; the tool runs 2.5 s; the next request carries its result. Both priced by the
+    // shipped table: 1000 + 1200 prompt (200 cached), 50 + 30 output tokens.
+    let mut ask = Ex::new(Openai, Chat, Some("gpt-4.1"), 91 * S, 200 * MS).tokens(r(1000), r(50));
+    ask.0.tool_calls = vec!["read_file".into()];
+    ask.0.tool_ids.calls = vec![llm_observer_decode::ToolUse {
+        id: "call_9".into(),
+        name: "read_file".into(),
+    }];
+    let openai = ctx(Role::Client, "node", 5000, "[2001:db8::1]:443");
+    run(&m, &openai, ask);
+    let mut answer =
+        Ex::new(Openai, Chat, Some("gpt-4.1"), 93_700 * MS, 300 * MS).tokens(r(1200), r(30));
+    answer.0.tokens.cached = r(200);
+    answer.0.tool_ids.results = vec!["call_9".into()];
+    run(&m, &openai, answer);
     let limited = Ex::new(Openai, Chat, Some("gpt-4o"), 95 * S, 90 * MS)
         .failed(Some(429), ErrorKind::RateLimited);
     run(

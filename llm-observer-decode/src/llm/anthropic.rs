@@ -44,6 +44,9 @@ struct Block<'a> {
     kind: Option<Str<'a>>,
     #[serde(borrow)]
     name: Option<Str<'a>>,
+    /// `tool_use.id`: what the `tool_result` of the next request quotes.
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
     text: Option<NonEmpty>,
     thinking: Option<NonEmpty>,
     partial_json: Option<NonEmpty>,
@@ -57,6 +60,18 @@ impl Block<'_> {
             "tool_use" | "server_tool_use" | "mcp_tool_use" => self.name.as_deref(),
             _ => None,
         }
+    }
+
+    /// Records a tool-use block's name and id.
+    fn record_tool(&self, core: &mut Core) -> bool {
+        let Some(tool) = self.tool_name() else {
+            return false;
+        };
+        core.tool(tool);
+        if let Some(id) = &self.id {
+            core.tool_id(id, tool);
+        }
+        true
     }
 
     fn has_output(&self) -> bool {
@@ -115,6 +130,7 @@ pub(crate) fn decoder(
     );
     core.params.max_tokens = shape.max_tokens();
     core.params.temperature = shape.temperature();
+    core.tool_results(req.body);
     Engine::boxed(core, Anthropic::default(), limits)
 }
 
@@ -165,10 +181,9 @@ impl Handler for Anthropic {
             }
             b"content_block_start" => {
                 if let Some(b) = &e.content_block {
-                    if let Some(tool) = b.tool_name() {
-                        core.tool(tool);
-                        core.content(ev.ts_ns);
-                    } else if b.has_output() {
+                    // A tool-use block is output even before its input arrives.
+                    let tool = b.record_tool(core);
+                    if tool || b.has_output() {
                         core.content(ev.ts_ns);
                     }
                 }
@@ -211,8 +226,7 @@ impl Handler for Anthropic {
         }
         let mut content = false;
         for b in m.content.iter().flatten() {
-            if let Some(tool) = b.tool_name() {
-                core.tool(tool);
+            if b.record_tool(core) {
                 content = true;
             }
             content |= b.has_output();
@@ -230,6 +244,7 @@ impl Handler for Anthropic {
                 .map(|i| i + self.cache_creation.unwrap_or(0) + self.cache_read.unwrap_or(0)),
         );
         t.cached = reported(self.cache_read);
+        core.cache_write_tokens = reported(self.cache_creation);
         t.completion = match self.output {
             Some(v) => TokenCount::reported(v),
             None => TokenCount::ABSENT,

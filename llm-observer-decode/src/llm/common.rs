@@ -22,7 +22,7 @@ use std::fmt;
 
 use crate::exchange::{
     Api, ErrorKind, Exchange, Incomplete, McpInfo, Operation, RequestParams, Timings, TokenCount,
-    TokenSource, Tokens,
+    TokenSource, Tokens, ToolIds, ToolUse,
 };
 use crate::protocol::jsonarray::JsonArrayParser;
 use crate::protocol::ndjson::NdjsonParser;
@@ -38,6 +38,8 @@ pub(crate) const MAX_MODEL: usize = 256;
 pub(crate) const MAX_REASON: usize = 128;
 pub(crate) const MAX_TOOL_NAME: usize = 64;
 pub(crate) const MAX_TOOLS: usize = 16;
+/// Tool-call ids are short opaque tokens (`call_…`, `toolu_…`: ~30 bytes); longer ones are cut.
+pub(crate) const MAX_TOOL_ID: usize = 64;
 pub(crate) const MAX_PATH: usize = 256;
 pub(crate) const MAX_METHOD: usize = 16;
 pub(crate) const MAX_MCP: usize = 128;
@@ -66,6 +68,7 @@ pub(crate) struct Core {
     pub status: Option<u16>,
     pub response_model: Option<String>,
     pub tokens: Tokens,
+    pub cache_write_tokens: TokenCount,
     /// The server's final usage report was seen (no counted fallback, even for absent fields).
     pub usage_final: bool,
     pub finish_reason: Option<String>,
@@ -73,6 +76,7 @@ pub(crate) struct Core {
     /// The capture could not see the exchange whole (set only while no error is known).
     pub incomplete: Option<Incomplete>,
     pub tool_calls: Vec<String>,
+    pub tool_ids: ToolIds,
     pub mcp: Option<McpInfo>,
     pub load_duration_ns: Option<u64>,
     /// The API's terminal event (or complete body) was seen: the response is whole.
@@ -111,11 +115,13 @@ impl Core {
             status: None,
             response_model: None,
             tokens: Tokens::default(),
+            cache_write_tokens: TokenCount::ABSENT,
             usage_final: false,
             finish_reason: None,
             error: None,
             incomplete: None,
             tool_calls: Vec::new(),
+            tool_ids: ToolIds::default(),
             mcp: None,
             load_duration_ns: None,
             terminal: false,
@@ -171,6 +177,21 @@ impl Core {
         if !name.is_empty() && self.tool_calls.len() < MAX_TOOLS {
             self.tool_calls.push(cap(name, MAX_TOOL_NAME));
         }
+    }
+
+    /// A tool call that carried an id (its name is recorded by [`Core::tool`] separately).
+    pub(crate) fn tool_id(&mut self, id: &str, name: &str) {
+        if !id.is_empty() && self.tool_ids.calls.len() < MAX_TOOLS {
+            self.tool_ids.calls.push(ToolUse {
+                id: cap(id, MAX_TOOL_ID),
+                name: cap(name, MAX_TOOL_NAME),
+            });
+        }
+    }
+
+    /// Reads the tool-result ids a chat request carries (see [`super::tool_ids`]).
+    pub(crate) fn tool_results(&mut self, body: &[u8]) {
+        self.tool_ids.results = super::tool_ids::results(body);
     }
 
     /// Records an error unless one is already known (the first cause wins).
@@ -617,10 +638,12 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             status: core.status,
             timings: core.timings,
             tokens: core.tokens,
+            cache_write_tokens: core.cache_write_tokens,
             finish_reason: core.finish_reason,
             error: core.error,
             incomplete: core.incomplete,
             tool_calls: core.tool_calls,
+            tool_ids: core.tool_ids,
             mcp: core.mcp,
             load_duration_ns: core.load_duration_ns,
             request_bytes: core.request_bytes,

@@ -20,11 +20,13 @@ mod gemini;
 mod json;
 mod llamacpp;
 mod mcp;
+pub mod mcp_stdio;
 mod ollama;
 mod openai;
 mod responses;
 mod skim;
 mod tgi;
+mod tool_ids;
 
 /// HTTP header list as received: names lower-cased ASCII, values raw bytes, in wire order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

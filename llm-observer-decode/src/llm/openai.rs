@@ -11,7 +11,7 @@
 //! - without usage, llama.cpp's top-level `timings` on the last chunk are server-reported counts
 //!   (`prompt_n + cache_n` prompt tokens, `predicted_n` completion tokens); otherwise the completion
 //!   count is the number of content-bearing chunks (source Counted) and the prompt is Absent;
-//! - tool names come from the first fragment of each tool-call `index`;
+//! - tool names (and ids) come from the first fragment of each tool-call `index`;
 //! - `data: {"error":…}` after HTTP 200 is a stream error;
 //! - the stream is complete at `[DONE]` or at a `finish_reason`.
 
@@ -149,6 +149,9 @@ impl LlamaTimings {
     }
 }
 
+/// (choice index, tool index or position, name, id) of a fragment that names a tool.
+type ToolFragment<'a> = (u64, u64, Cow<'a, str>, Option<Cow<'a, str>>);
+
 /// What one chunk (or non-stream body) says.
 #[derive(Debug, Default)]
 struct Chunk<'a> {
@@ -156,8 +159,7 @@ struct Chunk<'a> {
     /// Some choice's delta / message carried output.
     content: bool,
     finish_reason: Option<Cow<'a, str>>,
-    /// (choice index, tool index or position, name) of fragments that name a tool.
-    tools: Vec<(u64, u64, Cow<'a, str>)>,
+    tools: Vec<ToolFragment<'a>>,
     /// Boxed: rare (one chunk per stream), and large to move around.
     usage: Option<Box<Usage>>,
     timings: Option<Box<LlamaTimings>>,
@@ -178,9 +180,11 @@ fn skim_delta<'a>(s: &mut Skim<'a>, choice: u64, c: &mut Chunk<'a>) -> R<()> {
                 let n = s.array(|s, pos| {
                     let mut index = pos as u64;
                     let mut name = None;
+                    let mut id = None;
                     s.object(|s, k| {
                         match k {
                             b"index" => index = s.count()?.unwrap_or(index),
+                            b"id" => id = s.str()?,
                             b"function" => {
                                 s.object_or_null(|s, k| {
                                     match k {
@@ -195,7 +199,7 @@ fn skim_delta<'a>(s: &mut Skim<'a>, choice: u64, c: &mut Chunk<'a>) -> R<()> {
                         Ok(())
                     })?;
                     if let Some(name) = name {
-                        c.tools.push((choice, index, name));
+                        c.tools.push((choice, index, name, id));
                     }
                     Ok(())
                 })?;
@@ -207,7 +211,7 @@ fn skim_delta<'a>(s: &mut Skim<'a>, choice: u64, c: &mut Chunk<'a>) -> R<()> {
                         b"name" => {
                             if let Some(name) = s.str()? {
                                 c.content = true;
-                                c.tools.push((choice, u64::MAX, name));
+                                c.tools.push((choice, u64::MAX, name, None));
                             }
                         }
                         _ => s.skip()?,
@@ -310,6 +314,9 @@ pub(crate) fn decoder(
     let mut core = Core::new(req, Api::Openai, operation, shape.model.as_deref(), stream);
     core.params.max_tokens = shape.max_tokens();
     core.params.temperature = shape.temperature();
+    if endpoint == Endpoint::Chat {
+        core.tool_results(req.body);
+    }
     let h = OpenAi {
         endpoint,
         have_usage: false,
@@ -350,13 +357,16 @@ impl OpenAi {
         } else if let (Some(t), false) = (&c.timings, self.have_usage) {
             t.apply(core);
         }
-        for (choice, idx, name) in &c.tools {
+        for (choice, idx, name, id) in &c.tools {
             let key = (*choice, *idx);
             if !stream || !self.seen_tools.contains(&key) {
                 if self.seen_tools.len() < 64 {
                     self.seen_tools.push(key);
                 }
                 core.tool(name);
+                if let Some(id) = id {
+                    core.tool_id(id, name);
+                }
             }
         }
         if c.content {

@@ -5,7 +5,7 @@
 //! - any `*.delta` event with a non-empty `delta` is content-bearing (output text, reasoning text
 //!   and summaries, refusals, function-call arguments);
 //! - `response.output_item.added` of a `function_call` (or custom / MCP tool call) item names a
-//!   tool, and is content-bearing (the model started its output);
+//!   tool (and its `call_id`), and is content-bearing (the model started its output);
 //! - usage is only in `response.completed` / `response.incomplete` / `response.failed`
 //!   (`response.usage.input_tokens` / `output_tokens`);
 //! - `finish_reason` is `incomplete_details.reason` when the response is incomplete, otherwise its
@@ -32,6 +32,9 @@ struct Item<'a> {
     kind: Option<Str<'a>>,
     #[serde(borrow)]
     name: Option<Str<'a>>,
+    /// What the request carrying the tool's output (`function_call_output`) quotes.
+    #[serde(borrow)]
+    call_id: Option<Str<'a>>,
     content: Option<NonEmpty>,
     summary: Option<NonEmpty>,
 }
@@ -42,6 +45,18 @@ impl Item<'_> {
             "function_call" | "custom_tool_call" | "mcp_call" => self.name.as_deref(),
             _ => None,
         }
+    }
+
+    /// Records a tool-call item's name and call id; true when it was one.
+    fn record_tool(&self, core: &mut Core) -> bool {
+        let Some(tool) = self.tool_name() else {
+            return false;
+        };
+        core.tool(tool);
+        if let Some(id) = &self.call_id {
+            core.tool_id(id, tool);
+        }
+        true
     }
 }
 
@@ -88,13 +103,14 @@ pub(crate) fn decoder(
     limits: &Limits,
 ) -> Box<dyn ApiDecoder> {
     let stream = shape.stream.unwrap_or(false);
-    let core = Core::new(
+    let mut core = Core::new(
         req,
         Api::Openai,
         Operation::Responses,
         shape.model.as_deref(),
         stream,
     );
+    core.tool_results(req.body);
     Engine::boxed(core, Responses, limits)
 }
 
@@ -143,11 +159,11 @@ impl Handler for Responses {
                     core.response_model(m);
                 }
             }
-            b"response.output_item.added" => {
-                if let Some(tool) = e.item.as_ref().and_then(Item::tool_name) {
-                    core.tool(tool);
-                    core.content(ev.ts_ns);
-                }
+            // The guard records the tool (name and call id) when the item is a tool call.
+            b"response.output_item.added"
+                if e.item.as_ref().is_some_and(|i| i.record_tool(core)) =>
+            {
+                core.content(ev.ts_ns);
             }
             b"response.completed" | b"response.incomplete" => {
                 if let Some(r) = &e.response {
@@ -183,8 +199,7 @@ impl Handler for Responses {
         apply_response(core, &r);
         let mut content = false;
         for item in r.output.iter().flatten() {
-            if let Some(tool) = item.tool_name() {
-                core.tool(tool);
+            if item.record_tool(core) {
                 content = true;
             }
             content |= has(item.content) || has(item.summary);

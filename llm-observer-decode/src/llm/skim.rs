@@ -212,6 +212,11 @@ impl<'a> Skim<'a> {
         }
     }
 
+    /// The next non-whitespace byte, not consumed (which kind of value comes next).
+    pub(crate) fn peek_byte(&mut self) -> Option<u8> {
+        self.peek()
+    }
+
     /// Skips any value.
     pub(crate) fn skip(&mut self) -> R<()> {
         match self.peek().ok_or(Bad)? {

@@ -58,6 +58,8 @@ fn stream_with_cache_tokens_tool_use_and_cumulative_usage() {
         },
         finish_reason: Some("tool_use".into()),
         tool_calls: vec!["get_weather".into()],
+        tool_ids: tool_ids(&[("toolu_1", "get_weather")], &[]),
+        cache_write_tokens: rep(100),
         ..want_stream(&case)
     };
     assert_eq!(out.exchange, want);
@@ -113,6 +115,8 @@ fn not_streamed() {
         },
         finish_reason: Some("tool_use".into()),
         tool_calls: vec!["get_weather".into()],
+        tool_ids: tool_ids(&[("toolu_1", "get_weather")], &[]),
+        cache_write_tokens: rep(0),
         ..base(
             Api::Anthropic,
             Operation::Chat,
@@ -171,4 +175,20 @@ fn stream_cut_by_server() {
         ..want_stream(&case)
     };
     assert_eq!(out.exchange, want);
+}
+
+#[test]
+fn request_carrying_tool_results_names_their_ids() {
+    let req = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_a","name":"get_weather","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_a","content":"sunny"}]}]}"#;
+    let case = Case::new("/v1/messages", req).ct(SSE).pieces(&[
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_b\",\"name\":\"get_time\",\"input\":{}}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":5}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ]);
+    let out = drive(&case);
+    assert_eq!(
+        out.exchange.tool_ids,
+        tool_ids(&[("toolu_b", "get_time")], &["toolu_a"])
+    );
+    assert_eq!(out.exchange.tool_calls, vec!["get_time".to_string()]);
 }

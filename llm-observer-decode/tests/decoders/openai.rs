@@ -28,6 +28,7 @@ fn chat_stream_with_tool_calls_and_usage_chunk() {
         },
         finish_reason: Some("tool_calls".into()),
         tool_calls: vec!["get_weather".into(), "get_time".into()],
+        tool_ids: tool_ids(&[("call_1", "get_weather"), ("call_2", "get_time")], &[]),
         ..base(
             Api::Openai,
             Operation::Chat,
@@ -130,6 +131,7 @@ fn chat_not_streamed() {
         },
         finish_reason: Some("tool_calls".into()),
         tool_calls: vec!["lookup".into()],
+        tool_ids: tool_ids(&[("c", "lookup")], &[]),
         ..base(
             Api::Openai,
             Operation::Chat,
@@ -316,6 +318,7 @@ fn responses_stream_with_function_call() {
         },
         finish_reason: Some("completed".into()),
         tool_calls: vec!["get_weather".into()],
+        tool_ids: tool_ids(&[("call_1", "get_weather")], &[]),
         ..base(
             Api::Openai,
             Operation::Responses,
@@ -411,4 +414,18 @@ fn request_params_and_traceparent_are_recorded() {
     let ex = drive(&case).exchange;
     assert_eq!(ex.request_model.as_deref(), Some("m"));
     assert_eq!(ex.params, Default::default());
+}
+
+#[test]
+fn chat_request_carrying_tool_results_names_their_ids() {
+    // The agent's second turn: the assistant's tool call and the tool's result go back.
+    let case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{}"}},{"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{}"}}]},{"role":"tool","tool_call_id":"call_a","content":"sunny"},{"role":"tool","tool_call_id":"call_b","content":"noon"}]}"#,
+    )
+    .ct(JSON)
+    .pieces(&[r#"{"id":"chatcmpl-2","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Sunny at noon."},"finish_reason":"stop"}],"usage":{"prompt_tokens":30,"completion_tokens":4,"total_tokens":34}}"#]);
+    let out = drive(&case);
+    assert_eq!(out.exchange.tool_ids, tool_ids(&[], &["call_a", "call_b"]));
+    assert!(out.exchange.tool_calls.is_empty());
 }

@@ -62,6 +62,8 @@ pub(crate) fn exchange() -> Exchange {
             trace_parent: None,
         },
         server: None,
+        cache_write_tokens: TokenCount::ABSENT,
+        tool_ids: Default::default(),
     }
 }
 

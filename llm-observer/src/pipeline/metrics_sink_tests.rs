@@ -68,6 +68,8 @@ fn exchange(server: Option<Evidence>) -> Exchange {
         body_truncated: false,
         server,
         params: Default::default(),
+        cache_write_tokens: TokenCount::ABSENT,
+        tool_ids: Default::default(),
     }
 }
 

@@ -14,13 +14,16 @@ use llm_observer_decode::{Api, Exchange, Role};
 use prometheus::{IntGauge, Registry, TextEncoder};
 
 use super::admission::{Admit, Forget, LabelCap};
+use super::agent_families::AgentFamilies;
 use super::families::{ClientFamilies, McpFamilies, ServerFamilies, succeeded};
 use super::gpu::GpuFamilies;
 use super::labels::mcp_method;
 use super::memory::RssTracker;
+use super::prices::PriceTable;
 use super::registry::{FamilyInfo, Reg};
 use super::self_metrics::SelfMetrics;
 use super::server_families::ServerInfoFamilies;
+use super::tool_exec::ToolExec;
 use super::window::TokenRateWindow;
 use crate::attribution::serving::UnitLabels;
 
@@ -40,6 +43,12 @@ pub struct MetricsConfig {
     /// A label value no exchange used for this long leaves its cap and its series are removed
     /// (zero: never).
     pub label_idle_timeout: Duration,
+    /// Tool calls awaiting their result per client process (`llm_client_tool_execution_seconds`).
+    pub max_pending_tool_calls: usize,
+    /// A tool call whose result did not come within this long is forgotten (zero: never).
+    pub tool_call_timeout: Duration,
+    /// Prices of `llm_client_cost_usd_total`.
+    pub prices: PriceTable,
 }
 
 impl Default for MetricsConfig {
@@ -51,6 +60,9 @@ impl Default for MetricsConfig {
             max_tools: 64,
             tokens_per_second_window: Duration::from_secs(30),
             label_idle_timeout: Duration::from_secs(3600),
+            max_pending_tool_calls: 64,
+            tool_call_timeout: Duration::from_secs(600),
+            prices: PriceTable::shipped(),
         }
     }
 }
@@ -180,6 +192,10 @@ pub struct Metrics {
     server: ServerFamilies,
     client: ClientFamilies,
     mcp: McpFamilies,
+    agent: AgentFamilies,
+    /// Tool calls awaiting their result, per client process.
+    tool_exec: Mutex<ToolExec>,
+    prices: PriceTable,
     gpu: GpuFamilies,
     servers: ServerInfoFamilies,
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
@@ -215,6 +231,8 @@ impl Metrics {
         let server = ServerFamilies::register(&mut reg)?;
         let client = ClientFamilies::register(&mut reg)?;
         let mcp = McpFamilies::register(&mut reg)?;
+        let agent = AgentFamilies::register(&mut reg)?;
+        let tool_timeout = u64::try_from(cfg.tool_call_timeout.as_nanos()).unwrap_or(u64::MAX);
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let gpu = GpuFamilies::register(&mut reg)?;
         let servers = ServerInfoFamilies::register(&mut reg)?;
@@ -226,6 +244,9 @@ impl Metrics {
             server,
             client,
             mcp,
+            agent,
+            tool_exec: Mutex::new(ToolExec::new(cfg.max_pending_tool_calls, tool_timeout)),
+            prices: cfg.prices,
             gpu,
             servers,
             gpu_memory: Mutex::default(),
@@ -313,6 +334,7 @@ impl Metrics {
     /// A process exited: stop sampling its memory.
     pub fn forget_pid(&self, pid: u32) {
         lock(&self.rss).forget(pid);
+        lock(&self.tool_exec).forget(pid);
     }
 
     /// Lets go of label values no exchange used for the idle timeout, and removes their series
@@ -552,6 +574,8 @@ impl Metrics {
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
                 }
+                self.tool_execution(ctx, process, ex, now);
+                self.cost(ctx.provider, &labels, ex);
             }
         }
     }
@@ -711,3 +735,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 #[path = "metrics_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "agent_metrics_tests.rs"]
+mod agent_tests;
+
+/// The agent families' part of recording an exchange (cost, tool execution time).
+#[path = "agent_record.rs"]
+mod agent_record;

@@ -74,10 +74,12 @@ fn ex(model: &str, stream: bool, latency: u64) -> Exchange {
             ..Timings::default()
         },
         tokens: Tokens::default(),
+        cache_write_tokens: Default::default(),
         finish_reason: Some("stop".into()),
         error: None,
         incomplete: None,
         tool_calls: Vec::new(),
+        tool_ids: Default::default(),
         mcp: None,
         load_duration_ns: None,
         request_bytes: 100,

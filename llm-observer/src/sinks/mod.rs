@@ -8,6 +8,7 @@
 //! Every family, label and definition is listed in `docs/metrics.md`; a test keeps the two equal.
 
 pub mod admission;
+mod agent_families;
 pub mod auth;
 pub mod families;
 pub mod gpu;
@@ -16,11 +17,13 @@ pub mod labels;
 mod memory;
 pub mod metrics;
 pub mod otlp;
+pub mod prices;
 pub mod provider;
 mod registry;
 pub mod self_metrics;
 pub mod server_families;
 pub mod tls;
+mod tool_exec;
 pub mod wallclock;
 pub mod web_config;
 mod window;

@@ -28,7 +28,9 @@ pub async fn respond(plan: Plan, ctx: &Ctx) -> Result<Response<EmuBody>, Died> {
 }
 
 fn stop_reason(plan: &Plan) -> &'static str {
-    if plan.finish_length() {
+    if plan.tool_call.is_some() {
+        "tool_use"
+    } else if plan.finish_length() {
         "max_tokens"
     } else {
         "end_turn"
@@ -50,12 +52,24 @@ fn msg_id(plan: &Plan) -> String {
 /// The non-streamed `Message`.
 fn message(plan: &Plan) -> String {
     format!(
-        "{{\"id\":\"{}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[{{\"type\":\"text\",\"text\":{}}}],\"stop_reason\":\"{}\",\"stop_sequence\":null,\"usage\":{}}}",
+        "{{\"id\":\"{}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[{{\"type\":\"text\",\"text\":{}}}{}],\"stop_reason\":\"{}\",\"stop_sequence\":null,\"usage\":{}}}",
         msg_id(plan),
         js(&plan.model),
         js(&plan.output_text()),
+        plan.tool_call
+            .as_ref()
+            .map_or(String::new(), |name| format!(",{}", tool_use(plan, name))),
         stop_reason(plan),
         usage(plan, plan.output_tokens)
+    )
+}
+
+/// A `tool_use` content block (its input is always `{}`).
+fn tool_use(plan: &Plan, name: &str) -> String {
+    format!(
+        "{{\"type\":\"tool_use\",\"id\":{},\"name\":{},\"input\":{{}}}}",
+        js(&plan.tool_call_id()),
+        js(name)
     )
 }
 
@@ -100,14 +114,29 @@ impl StreamFormat for Sse {
             stop_reason(plan),
             plan.output_tokens
         );
-        vec![
-            event(
+        let mut events = vec![event(
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        )];
+        if let Some(name) = &plan.tool_call {
+            // As Anthropic streams a call: the block names it, input JSON arrives in deltas.
+            let start = format!(
+                "{{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{}}}",
+                tool_use(plan, name)
+            );
+            events.push(event("content_block_start", &start));
+            events.push(event(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
+            ));
+            events.push(event(
                 "content_block_stop",
-                r#"{"type":"content_block_stop","index":0}"#,
-            ),
-            event("message_delta", &delta),
-            event("message_stop", r#"{"type":"message_stop"}"#),
-        ]
+                r#"{"type":"content_block_stop","index":1}"#,
+            ));
+        }
+        events.push(event("message_delta", &delta));
+        events.push(event("message_stop", r#"{"type":"message_stop"}"#));
+        events
     }
 
     fn error_event(&mut self, _plan: &Plan) -> String {

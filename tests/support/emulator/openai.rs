@@ -52,7 +52,9 @@ impl Shape {
     }
 
     fn finish_reason(plan: &Plan) -> &'static str {
-        if plan.finish_length() {
+        if plan.tool_call.is_some() {
+            "tool_calls"
+        } else if plan.finish_length() {
             "length"
         } else {
             "stop"
@@ -114,8 +116,9 @@ impl Shape {
             (
                 "chat.completion",
                 format!(
-                    "[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":{},\"refusal\":null}},\"logprobs\":null,\"finish_reason\":\"{reason}\"}}]",
-                    js(&text)
+                    "[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":{},\"refusal\":null{}}},\"logprobs\":null,\"finish_reason\":\"{reason}\"}}]",
+                    js(&text),
+                    tool_calls(plan)
                 ),
             )
         } else {
@@ -135,6 +138,17 @@ impl Shape {
             usage(plan)
         )
     }
+}
+
+/// `,"tool_calls":[…]` for a message whose answer asks for a call, else nothing.
+fn tool_calls(plan: &Plan) -> String {
+    plan.tool_call.as_ref().map_or(String::new(), |name| {
+        format!(
+            ",\"tool_calls\":[{{\"id\":{},\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":\"{{}}\"}}}}]",
+            js(&plan.tool_call_id()),
+            js(name)
+        )
+    })
 }
 
 /// The `usage` object: prompt tokens include the cached ones, as OpenAI counts them.
@@ -172,9 +186,21 @@ impl StreamFormat for Shape {
     }
 
     fn finish(&mut self, plan: &Plan) -> Vec<String> {
+        let mut events = Vec::new();
+        if let (Some(name), true) = (&plan.tool_call, self.chat) {
+            // As OpenAI streams a call: the first fragment names it, the next carry arguments.
+            let first = format!(
+                "[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":0,\"id\":{},\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":\"\"}}}}]}},\"logprobs\":null,\"finish_reason\":null}}]",
+                js(&plan.tool_call_id()),
+                js(name)
+            );
+            let args = "[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"logprobs\":null,\"finish_reason\":null}]";
+            events.push(self.chunk(plan, &first, Self::null_usage(plan)));
+            events.push(self.chunk(plan, args, Self::null_usage(plan)));
+        }
         let content = if self.chat { None } else { Some("") };
         let finish = self.choice(content, false, Some(Self::finish_reason(plan)));
-        let mut events = vec![self.chunk(plan, &finish, Self::null_usage(plan))];
+        events.push(self.chunk(plan, &finish, Self::null_usage(plan)));
         if plan.include_usage {
             events.push(self.chunk(plan, "[]", Some(&usage(plan))));
         }

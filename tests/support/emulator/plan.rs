@@ -9,6 +9,12 @@
 //!   Anthropic), `options.num_predict` (Ollama, when ≥ 0), else [`super::Config::default_output_tokens`].
 //!   Token `i` (0-based) is the text `w<i>`, preceded by a space for `i > 0`, so the whole output has
 //!   exactly as many words as tokens.
+//! - **tool calls** (scenario `tools`): when the request offers tools (`tools[0].function.name`
+//!   for OpenAI, `tools[0].name` for Anthropic) and its last message is not a tool result (OpenAI
+//!   `role: "tool"`, Anthropic a user message with a `tool_result` block), the answer carries the
+//!   output text and then one call of the first tool, with arguments `{}` and the id
+//!   `call_emu_<request>` / `toolu_emu_<request>`; the finish reason is `tool_calls` / `tool_use`.
+//!   Output tokens are counted as without the call.
 //! - **timing**: token `i` is sent at `ttft + i × interval` after the request body was read; a
 //!   non-streamed answer is sent when its last token would have been.
 
@@ -63,6 +69,8 @@ pub struct Plan {
     pub start: Instant,
     /// The connection's "close with RST" flag (see `conn_io`), set by `reset-mid-stream`.
     pub reset_on_close: Arc<AtomicBool>,
+    /// The tool the answer asks to call (scenario `tools`).
+    pub tool_call: Option<String>,
 }
 
 impl Plan {
@@ -108,6 +116,17 @@ impl Plan {
             interval,
             start,
             reset_on_close: Arc::default(),
+            tool_call: (scenario == Scenario::Tools)
+                .then(|| tool_to_call(api, body))
+                .flatten(),
+        }
+    }
+
+    /// The id of the tool call the answer asks for.
+    pub fn tool_call_id(&self) -> String {
+        match self.api {
+            Api::Anthropic => format!("toolu_emu_{}", self.id),
+            _ => format!("call_emu_{}", self.id),
         }
     }
 
@@ -151,6 +170,27 @@ fn requested_output(api: Api, body: &Value) -> Option<u32> {
             .and_then(as_count)
             .or_else(|| body.get("max_tokens").and_then(as_count)),
     }
+}
+
+/// The first offered tool, unless the conversation already ends with a tool's result.
+fn tool_to_call(api: Api, body: &Value) -> Option<String> {
+    let first = body.get("tools")?.as_array()?.first()?;
+    let name = match api {
+        Api::OpenAi => first.pointer("/function/name"),
+        _ => first.get("name"),
+    }?
+    .as_str()?;
+    let last = body.get("messages")?.as_array()?.last()?;
+    let answered = last.get("role").and_then(Value::as_str) == Some("tool")
+        || last
+            .get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|blocks| {
+                blocks
+                    .iter()
+                    .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            });
+    (!answered).then(|| name.to_owned())
 }
 
 /// Counts the words of every prompt text of a request (see the module comment for which fields).
@@ -258,6 +298,33 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(plan.output_text(), "w0 w1 w2 w3");
+    }
+
+    #[test]
+    fn tools_scenario_calls_the_first_tool_until_answered() {
+        let config = Config::default();
+        let now = Instant::now();
+        let plan = |api, body: Value| Plan::new(3, api, &body, &config, now).tool_call;
+        let tools = json!([{"type": "function", "function": {"name": "get_weather"}}]);
+        let ask = json!({"model": "tools", "tools": tools, "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(plan(Api::OpenAi, ask), Some("get_weather".into()));
+        let answered = json!({"model": "tools", "tools": tools, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "tool", "tool_call_id": "call_emu_1", "content": "sunny"}]});
+        assert_eq!(plan(Api::OpenAi, answered), None);
+        let other_model =
+            json!({"model": "m1", "tools": tools, "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(plan(Api::OpenAi, other_model), None);
+        let a_tools = json!([{"name": "lookup", "input_schema": {"type": "object"}}]);
+        let a_ask = json!({"model": "tools", "tools": a_tools, "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(plan(Api::Anthropic, a_ask), Some("lookup".into()));
+        let a_answered = json!({"model": "tools", "tools": a_tools, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_emu_1", "content": "x"}]}]});
+        assert_eq!(plan(Api::Anthropic, a_answered), None);
+        assert_eq!(
+            Plan::new(3, Api::Anthropic, &json!({}), &config, now).tool_call_id(),
+            "toolu_emu_3"
+        );
     }
 
     #[test]

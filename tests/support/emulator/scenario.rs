@@ -13,6 +13,7 @@
 //! | `slow-<ms>`           | `<ms>` between tokens                                                    |
 //! | `finish-length`       | normal, but the finish reason is `length` / `max_tokens`                  |
 //! | `cached-<n>`          | normal, `min(n, prompt)` of the prompt tokens are reported as cache reads  |
+//! | `tools`               | an agent's model: when the request offers tools and its last message is not a tool result, the answer also asks for a call of the first tool (see `plan`) |
 //! | anything else         | normal generation                                                        |
 //!
 //! An Ollama-style `:tag` suffix is ignored (`err-429:latest` is `err-429`). Without streaming,
@@ -45,6 +46,8 @@ pub enum Scenario {
     FinishLength,
     /// Report up to this many prompt tokens as read from the prompt cache.
     Cached(u32),
+    /// Ask for a call of the first offered tool unless the conversation ends with a tool result.
+    Tools,
 }
 
 impl Scenario {
@@ -74,6 +77,9 @@ impl Scenario {
             return ms.parse::<u64>().map_or(Scenario::Normal, |ms| {
                 Scenario::Slow(Duration::from_millis(ms))
             });
+        }
+        if base == "tools" {
+            return Scenario::Tools;
         }
         if base == "finish-length" {
             return Scenario::FinishLength;
