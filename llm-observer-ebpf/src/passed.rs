@@ -118,12 +118,12 @@ pub fn on_send(tgid: u32, msghdr: u64) {
         roles: [0; MAX_PASSED],
     };
     let mut any = false;
-    for i in 0..MAX_PASSED {
-        if fds[i] < 0 {
+    for (i, &fd) in fds.iter().enumerate() {
+        if fd < 0 {
             continue;
         }
-        if let Some(c) = CONNS.get_ptr(conn_key(tgid, fds[i])) {
-            t.fds[i] = fds[i];
+        if let Some(c) = CONNS.get_ptr(conn_key(tgid, fd)) {
+            t.fds[i] = fd;
             // SAFETY: map value pointer, plain integer.
             t.roles[i] = unsafe { (*c).role };
             any = true;
@@ -201,17 +201,17 @@ pub fn on_recv_exit(ctx: &TracePointContext, pid_tgid: u64) {
         // SAFETY: the map's one value: the ticket is used.
         unsafe { (*p).ts = 0 };
     }
-    for i in 0..MAX_PASSED {
-        if t.fds[i] < 0 || fds[i] < 0 {
+    for ((&sent, &got), &role) in t.fds.iter().zip(fds.iter()).zip(t.roles.iter()) {
+        if sent < 0 || got < 0 {
             continue;
         }
         track_with(
             pid_tgid,
-            fds[i],
+            got,
             ConnInfo {
-                passed_fd: t.fds[i],
+                passed_fd: sent,
                 inherited_from: t.sender,
-                ..ConnInfo::role(t.roles[i])
+                ..ConnInfo::role(role)
             },
         );
     }

@@ -156,8 +156,8 @@ pub fn nested_syscall(pid_tgid: u64, fd: i32, conn: *const ConnState) {
             ssl: (*call).ssl,
         };
         let _ = SSL_FDS.insert(
-            &key,
-            &SslFd {
+            key,
+            SslFd {
                 generation: (*conn).generation,
                 fd,
                 _pad: 0,
@@ -208,7 +208,7 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
             ssl: call.ssl,
         };
         // SAFETY: value copied out of the map.
-        match unsafe { SSL_FDS.get(&key) }.copied() {
+        match unsafe { SSL_FDS.get(key) }.copied() {
             Some(s) => (s.fd, s.generation),
             None => {
                 stat_add(Stat::TlsUnmatchedBytes, n);

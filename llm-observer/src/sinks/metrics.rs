@@ -678,7 +678,10 @@ fn server_labels<'a>(
 }
 
 /// `CLIENT_LABELS` values.
-#[allow(clippy::too_many_arguments)] // one per label, in the order of CLIENT_LABELS
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per label, in the order of CLIENT_LABELS"
+)]
 fn client_labels<'a>(
     api: &'a str,
     op: &'a str,
