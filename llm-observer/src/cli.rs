@@ -91,6 +91,10 @@ pub enum Command {
     /// Print the settings the agent would run with (flags > environment > --config file >
     /// defaults), one TOML line each with where it came from; a valid --config file.
     Config,
+    /// A live terminal view of a running agent, read from its /metrics: per server and model
+    /// (requests, req/s, TTFT p50/p95, tokens/s, active, queue, errors) and per agent process
+    /// (calls, tokens, cost, tool calls). Keys: q quit, s/a sort column, r reverse.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -334,4 +338,27 @@ pub struct TraceArgs {
     /// Exit after printing this many lines.
     #[arg(long, env = "LLM_OBSERVER_TRACE_COUNT")]
     pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// The agent's /metrics URL (plain http://; `user:password@` in it for basic auth).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_TOP_URL",
+        default_value = "http://127.0.0.1:9202/metrics"
+    )]
+    pub url: String,
+
+    /// Seconds between scrapes (and screen refreshes).
+    #[arg(long, env = "LLM_OBSERVER_TOP_INTERVAL", default_value = "1", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(std::time::Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 3600]")),
+    }
 }

@@ -2,7 +2,7 @@
 //! [`capture`] (kernel events) → [`conn`] (connections, reassembly) → `llm_observer_decode`
 //! (HTTP + LLM decoders) → [`sinks`] (Prometheus metrics, JSON trace lines). [`pipeline`] runs
 //! it; [`attribution`] names the processes behind connections; [`servers`] tells which server
-//! software answers them.
+//! software answers them; [`top`] is a terminal view of a running agent's `/metrics`.
 pub mod attribution;
 pub mod capture;
 pub mod cli;
@@ -10,3 +10,4 @@ pub mod conn;
 pub mod pipeline;
 pub mod servers;
 pub mod sinks;
+pub mod top;

@@ -40,6 +40,7 @@ fn main() -> std::process::ExitCode {
             print!("{}", cli::effective_settings(&parsed));
             return std::process::ExitCode::SUCCESS;
         }
+        Some(Command::Top(t)) => llm_observer::top::run(t),
         Some(Command::Trace(t)) => runtime().and_then(|rt| rt.block_on(trace(&cli.capture, t))),
         Some(Command::Run) | None => {
             runtime().and_then(|rt| rt.block_on(run(&cli.run, &cli.capture, &cli.attribution)))
