@@ -42,7 +42,7 @@ fn help_gives_every_flag_an_environment_twin() {
         guard::skip_or_fail::<()>(&format!("no agent at {}", bin.display()));
         return;
     }
-    for sub in [&[][..], &["trace"][..]] {
+    for sub in [&[][..], &["trace"][..], &["top"][..]] {
         let Output { status, stdout, .. } = Command::new(&bin)
             .args(sub)
             .arg("--help")
