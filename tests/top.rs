@@ -26,16 +26,18 @@ const SETTLE: Duration = Duration::from_secs(30);
 const SCREEN_WAIT: Duration = Duration::from_secs(20);
 const BEFORE: &str = "before-top-marker";
 
-/// A tmux server on a socket of its own (`-L`), so the test never touches anyone else's
-/// sessions; killed, with everything in it, on drop — also when an assertion fails.
+/// A tmux server on a socket of its own (`-S`, a path), so the test never touches anyone else's
+/// sessions; killed, with everything in it, and its socket removed on drop — also when an
+/// assertion fails.
 struct Tmux {
-    socket: String,
+    socket: std::path::PathBuf,
 }
 
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket])
+            .arg("-S")
+            .arg(&self.socket)
             .args(args)
             .output()?;
         anyhow::ensure!(
@@ -84,8 +86,11 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
             .output();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -136,7 +141,7 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
         bin.display()
     );
     let tmux = Tmux {
-        socket: format!("llm-observer-top-{}", std::process::id()),
+        socket: std::env::temp_dir().join(format!("llm-observer-top-{}.tmux", std::process::id())),
     };
     tmux.cmd(&[
         "new-session",
