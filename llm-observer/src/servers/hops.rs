@@ -7,7 +7,9 @@
 //! - SGLang's start-up warm-up: the server process calls its own port.
 //!
 //! Rule: on a loopback connection between two local processes, the exchange is a hop when the caller *is*
-//! the server (`self`), or the server's parent is the caller **and** the caller itself serves LLM
+//! the server and that server is SGLang by its process identity (`self`: the one server known to
+//! call itself; any other program calling its own port — a test, an app embedding a server — makes
+//! user requests), or the server's parent is the caller **and** the caller itself serves LLM
 //! requests (`ollama_runner` when it is Ollama, `llamacpp_router` when it is llama-server, else
 //! `child`). A plain program that starts a server as its child and calls it (a test harness, an
 //! app with an embedded model server) is not a server, so its calls stay user requests. Hops are
@@ -80,7 +82,7 @@ pub fn server_hop(
         return None;
     }
     if table.calling(local, p.tgid) {
-        Some(Hop::SelfCall)
+        calls_itself(p)
     } else if p.ppid != 0 && table.calling(local, p.ppid) {
         Hop::by_parent(table, p.ppid)
     } else {
@@ -96,12 +98,18 @@ pub fn client_hop(
 ) -> Option<Hop> {
     let (owner, owner_ppid) = table.owner(peer)?;
     if owner == p.tgid {
-        Some(Hop::SelfCall)
+        calls_itself(p)
     } else if owner_ppid == p.tgid {
         Hop::by_parent(table, p.tgid)
     } else {
         None
     }
+}
+
+/// A process calling its own port: a hop only for SGLang (its start-up warm-up), see the module doc.
+fn calls_itself(p: &ProcessInfo) -> Option<Hop> {
+    (super::identity::from_process(&p.exe, &p.comm, &p.name) == Some(ServerKind::Sglang))
+        .then_some(Hop::SelfCall)
 }
 
 /// Most hop results kept per calling server, and most servers.
