@@ -73,6 +73,21 @@ pub(crate) fn has(v: Option<NonEmpty>) -> bool {
 /// A string that may be borrowed from the input (no escapes) or owned (escapes present).
 pub(crate) type Str<'a> = Cow<'a, str>;
 
+/// A JSON-RPC `result` as MCP's decoders read it (HTTP and stdio): only whether it is a tool error.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct RpcResult {
+    #[serde(rename = "isError")]
+    pub(crate) is_error: Option<bool>,
+}
+
+/// A JSON-RPC `error`: only its code.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct RpcError {
+    pub(crate) code: Option<i64>,
+}
+
 /// A JSON-RPC id (number or string) in a comparable form. Other shapes compare as `Other`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum RpcId {

@@ -27,21 +27,8 @@ use crate::types::{DecodeError, Limits};
 use super::common::{Core, Engine, Handler, MAX_MCP, Native, cap};
 use super::detect::Shape;
 use super::errors::{ErrorFacts, classify_http};
-use super::json::{RpcId, Str, trim_start};
+use super::json::{RpcError, RpcId, RpcResult, Str, trim_start};
 use super::{ApiDecoder, Request};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RpcResult {
-    #[serde(rename = "isError")]
-    is_error: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RpcError {
-    code: Option<i64>,
-}
 
 /// A JSON-RPC message from the server.
 #[derive(Debug, Default, Deserialize)]

@@ -37,7 +37,7 @@ use crate::protocol::ndjson::NdjsonParser;
 use crate::types::DecodeError;
 
 use super::common::{MAX_MCP, cap};
-use super::json::{RpcId, Str};
+use super::json::{RpcError, RpcId, RpcResult, Str};
 
 /// Requests waiting for their answer at once.
 pub const MAX_PENDING: usize = 256;
@@ -78,19 +78,6 @@ struct Params<'a> {
     name: Option<Str<'a>>,
     #[serde(borrow)]
     uri: Option<Str<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RpcResult {
-    #[serde(rename = "isError")]
-    is_error: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RpcError {
-    code: Option<i64>,
 }
 
 /// Any JSON-RPC message; which kind it is follows from the members present.
