@@ -24,7 +24,7 @@ use crate::exchange::{
     Api, ErrorKind, Exchange, Incomplete, McpInfo, Operation, RequestParams, Timings, TokenCount,
     TokenSource, Tokens, ToolIds, ToolUse,
 };
-use crate::protocol::jsonarray::JsonArrayParser;
+use crate::protocol::jsonarray::{JsonArrayParser, JsonNesting};
 use crate::protocol::ndjson::NdjsonParser;
 use crate::protocol::sse::{SseEvent, SseParser};
 use crate::types::{DecodeError, EndedBy, Limits};
@@ -284,9 +284,7 @@ pub(crate) trait Handler: Send + fmt::Debug + 'static {
 pub(crate) struct JsonBody {
     buf: Vec<u8>,
     max: usize,
-    depth: u32,
-    in_str: bool,
-    esc: bool,
+    nest: JsonNesting,
     started: bool,
     done: bool,
     /// The body did not start with `{` or `[`.
@@ -300,9 +298,7 @@ impl JsonBody {
         JsonBody {
             buf: Vec::new(),
             max,
-            depth: 0,
-            in_str: false,
-            esc: false,
+            nest: JsonNesting::default(),
             started: false,
             done: false,
             not_json: false,
@@ -333,27 +329,9 @@ impl JsonBody {
         while i < data.len() {
             let b = data[i];
             i += 1;
-            if self.in_str {
-                if self.esc {
-                    self.esc = false;
-                } else if b == b'\\' {
-                    self.esc = true;
-                } else if b == b'"' {
-                    self.in_str = false;
-                }
-                continue;
-            }
-            match b {
-                b'"' => self.in_str = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    if self.depth == 0 {
-                        self.done = true;
-                        break;
-                    }
-                }
-                _ => {}
+            if self.nest.step(b) {
+                self.done = true;
+                break;
             }
         }
         self.keep(&data[begin..i]);

@@ -5,6 +5,48 @@
 
 use crate::types::DecodeError;
 
+/// Where a byte scan stands in a JSON value: nesting depth and string/escape state. All a scanner
+/// needs to tell when a value closes without parsing it (the streamed-array parser here, and the
+/// whole-body scanner of the API decoders).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct JsonNesting {
+    depth: u32,
+    in_str: bool,
+    esc: bool,
+}
+
+impl JsonNesting {
+    /// Open objects and arrays.
+    pub(crate) fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Takes one byte; true when it closed the outermost open value (a stray closer at depth 0
+    /// counts as closing).
+    pub(crate) fn step(&mut self, b: u8) -> bool {
+        if self.in_str {
+            if self.esc {
+                self.esc = false;
+            } else if b == b'\\' {
+                self.esc = true;
+            } else if b == b'"' {
+                self.in_str = false;
+            }
+            return false;
+        }
+        match b {
+            b'"' => self.in_str = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                return self.depth == 0;
+            }
+            _ => {}
+        }
+        false
+    }
+}
+
 #[derive(Debug)]
 pub struct JsonArrayParser {
     buf: Vec<u8>,
@@ -13,10 +55,8 @@ pub struct JsonArrayParser {
     opened: bool,
     /// The closing `]` was seen.
     closed: bool,
-    /// Nesting depth inside the current element (0: between elements).
-    depth: u32,
-    in_str: bool,
-    esc: bool,
+    /// Where the scan stands inside the current element (depth 0: between elements).
+    nest: JsonNesting,
     /// The current element outgrew `max_event`: skip to its end.
     skipping: bool,
     /// The first bytes were not an array.
@@ -30,9 +70,7 @@ impl JsonArrayParser {
             max_event,
             opened: false,
             closed: false,
-            depth: 0,
-            in_str: false,
-            esc: false,
+            nest: JsonNesting::default(),
             skipping: false,
             not_array: false,
         }
@@ -72,10 +110,10 @@ impl JsonArrayParser {
                 self.opened = true;
                 continue;
             }
-            if self.depth == 0 {
+            if self.nest.depth() == 0 {
                 match b {
                     b'{' | b'[' => {
-                        self.depth = 1;
+                        self.nest.step(b);
                         start = Some(i);
                     }
                     b']' => {
@@ -87,34 +125,16 @@ impl JsonArrayParser {
                 }
                 continue;
             }
-            if self.in_str {
-                if self.esc {
-                    self.esc = false;
-                } else if b == b'\\' {
-                    self.esc = true;
-                } else if b == b'"' {
-                    self.in_str = false;
+            if self.nest.step(b) {
+                let from = start.take().unwrap_or(0);
+                self.keep(&data[from..=i], errors);
+                if !std::mem::take(&mut self.skipping) {
+                    on(&self.buf, ts_ns, errors);
                 }
-                continue;
-            }
-            match b {
-                b'"' => self.in_str = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth -= 1;
-                    if self.depth == 0 {
-                        let from = start.take().unwrap_or(0);
-                        self.keep(&data[from..=i], errors);
-                        if !std::mem::take(&mut self.skipping) {
-                            on(&self.buf, ts_ns, errors);
-                        }
-                        self.buf.clear();
-                    }
-                }
-                _ => {}
+                self.buf.clear();
             }
         }
-        if self.depth > 0 {
+        if self.nest.depth() > 0 {
             let from = start.unwrap_or(0);
             self.keep(&data[from..], errors);
         }
