@@ -2,8 +2,9 @@
 
 use std::{
     ffi::OsStr,
+    io::{BufRead as _, BufReader, Read},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -61,13 +62,30 @@ impl Cmd {
         self
     }
 
+    /// Runs the command with its stderr passed through line by line. On failure the compiler's
+    /// `error` blocks are printed again at the end: in a long CI log the build scripts' and the
+    /// other jobs' output comes after them, and only the log's tail is kept.
     pub fn run(mut self) -> Result<()> {
         eprintln!("xtask: {}", self.describe());
-        let status = self
+        let mut child = self
             .0
-            .status()
+            .stderr(Stdio::piped())
+            .spawn()
             .with_context(|| format!("starting {}", self.describe()))?;
+        let errors = match child.stderr.take() {
+            Some(stderr) => tee_errors(stderr),
+            None => Vec::new(),
+        };
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.describe()))?;
         if !status.success() {
+            if !errors.is_empty() {
+                eprintln!("xtask: the errors that command printed, again:");
+                for line in &errors {
+                    eprintln!("{line}");
+                }
+            }
             bail!("{} failed: {status}", self.describe());
         }
         Ok(())
@@ -101,6 +119,30 @@ impl Cmd {
             args.join(" ")
         )
     }
+}
+
+/// The most lines of `error` blocks kept for the summary at the end of a failed command.
+const ERROR_LINES_KEPT: usize = 120;
+
+/// Copies `from` to this process's stderr line by line, and returns the blocks that begin with a
+/// line starting `error` (up to the next blank line), at most [`ERROR_LINES_KEPT`] lines.
+fn tee_errors(from: impl Read) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut in_block = false;
+    for line in BufReader::new(from).split(b'\n') {
+        let Ok(line) = line else { break };
+        let line = String::from_utf8_lossy(&line).into_owned();
+        eprintln!("{line}");
+        if line.starts_with("error") {
+            in_block = true;
+        } else if line.trim().is_empty() {
+            in_block = false;
+        }
+        if in_block && kept.len() < ERROR_LINES_KEPT {
+            kept.push(line);
+        }
+    }
+    kept
 }
 
 /// `[[bin]]` names in fuzz/Cargo.toml.
@@ -190,4 +232,22 @@ pub fn demo(root: &Path, agent: &Path) -> Result<()> {
         bail!("the emulator demo failed: {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tee_tests {
+    use super::tee_errors;
+
+    #[test]
+    fn keeps_error_blocks_only() {
+        let log = b"   Compiling a v1\nerror[E0425]: cannot find value `x`\n --> src/lib.rs:1:1\n\nwarning: build failed\nerror: could not compile `a` (lib)\n";
+        assert_eq!(
+            tee_errors(&log[..]),
+            [
+                "error[E0425]: cannot find value `x`",
+                " --> src/lib.rs:1:1",
+                "error: could not compile `a` (lib)",
+            ]
+        );
+    }
 }
