@@ -1,9 +1,10 @@
-//! Root end-to-end test of OTLP export: the real agent watches the emulator while the official
-//! OpenAI SDK and curl call it, and sends its spans to an OTLP/HTTP receiver this test runs
-//! (decoding with the OTLP protobuf types). After the agent has exited (its exporter sends what is
-//! queued first), the receiver holds exactly one span per exchange and view, with exact GenAI
-//! attribute values; a loopback call's client and server spans share a trace, the server's the
-//! child of the client's.
+//! Root end-to-end tests of OTLP export: the real agent watches the emulator while the official
+//! OpenAI SDK and curl call it, and sends its spans to a receiver this test runs: an OTLP/HTTP
+//! one (decoding with the OTLP protobuf types), and an OTLP/gRPC one (tonic's server with the
+//! generated TraceService). After the agent has exited (its exporter sends what is queued first),
+//! the receiver holds exactly one span per exchange and view, with exact GenAI attribute values;
+//! a call carrying a `traceparent` joins that trace; a loopback call's client and server spans
+//! share a trace, the server's the child of the client's.
 //!
 //! Needs root, BPF, the release agent (`LLM_OBSERVER_BIN`), the emulator and the clients' venv;
 //! under `CI=true` a missing piece fails the test instead of skipping it.
@@ -20,7 +21,10 @@ use llm_observer_tests::harness::{
     stack::{Agent, EmulatorProc, run_workload},
 };
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
     common::v1::{AnyValue, KeyValue, any_value::Value},
     trace::v1::Span,
 };
@@ -35,9 +39,10 @@ const CALLER_SPAN: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
 const SETTLE: Duration = Duration::from_secs(30);
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One POST the receiver got.
+/// One export request the receiver got.
 #[derive(Debug, Clone)]
 struct Received {
+    /// The HTTP path; empty over gRPC (tonic routes by it, so a wrong one never arrives).
     path: String,
     headers: BTreeMap<String, String>,
     request: ExportTraceServiceRequest,
@@ -100,7 +105,68 @@ fn read_request(mut s: TcpStream) -> std::io::Result<Option<Received>> {
     }))
 }
 
+/// The gRPC receiver's TraceService: keeps each request with its metadata.
+#[derive(Clone)]
+struct GrpcService {
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcService {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = req
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        self.got.lock().expect("receiver lock").push(Received {
+            path: String::new(),
+            headers,
+            request: req.into_inner(),
+        });
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
 impl Receiver {
+    /// An OTLP/gRPC receiver on its own runtime thread.
+    fn start_grpc() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let service = TraceServiceServer::new(GrpcService { got: got.clone() });
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("receiver runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                if let Err(e) = tonic::transport::Server::builder()
+                    .serve_with_incoming(service, incoming)
+                    .await
+                {
+                    eprintln!("OTLP/gRPC receiver: {e}");
+                }
+            });
+        });
+        Receiver { addr, got }
+    }
+
     fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
         let addr = listener.local_addr().expect("receiver address");
@@ -177,7 +243,20 @@ fn one_span_per_exchange_with_genai_attributes_and_linked_views() {
     if !guard::agent_ready() {
         return;
     }
-    let receiver = Receiver::start();
+    one_span_per_exchange(Receiver::start(), "http/protobuf");
+}
+
+#[test]
+#[ignore = "needs root, BPF, the release agent and the clients' venv"]
+fn the_same_spans_over_grpc() {
+    if !guard::agent_ready() {
+        return;
+    }
+    one_span_per_exchange(Receiver::start_grpc(), "grpc");
+}
+
+/// The workload, and every check of what `receiver` got over `protocol`.
+fn one_span_per_exchange(receiver: Receiver, protocol: &str) {
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "20", "--token-interval-ms", "5"])
         .expect("emulator starts");
     let port = emu.addr().port();
@@ -185,6 +264,8 @@ fn one_span_per_exchange_with_genai_attributes_and_linked_views() {
     let mut agent = Agent::start(&[
         "--port",
         &port.to_string(),
+        "--otlp-protocol",
+        protocol,
         "--otlp-endpoint",
         &endpoint,
         "--otlp-header",
@@ -261,11 +342,16 @@ fn one_span_per_exchange_with_genai_attributes_and_linked_views() {
         agent.proc.output()
     );
     for r in &received {
-        assert_eq!(r.path, "/v1/traces");
-        assert_eq!(
-            r.headers.get("content-type").map(String::as_str),
-            Some("application/x-protobuf")
-        );
+        if protocol == "grpc" {
+            // tonic's server only hands over a well-formed TraceService/Export call.
+            assert_eq!(r.path, "");
+        } else {
+            assert_eq!(r.path, "/v1/traces");
+            assert_eq!(
+                r.headers.get("content-type").map(String::as_str),
+                Some("application/x-protobuf")
+            );
+        }
         assert_eq!(r.headers.get("x-tenant").map(String::as_str), Some("t1"));
     }
     let all = spans(&received);

@@ -147,11 +147,16 @@ pub struct RunArgs {
     #[arg(long, env = "LLM_OBSERVER_EVENTS_LOG_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub events_log_max_bytes: u64,
 
-    /// OTLP/HTTP (protobuf) endpoint to send one span per exchange to, e.g.
-    /// http://127.0.0.1:4318 (`/v1/traces` is appended); default: the standard
+    /// OTLP endpoint to send one span per exchange to: http://127.0.0.1:4318 for http/protobuf
+    /// (`/v1/traces` is appended), http://127.0.0.1:4317 for grpc; default: the standard
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT. Off when none is set.
     #[arg(long, env = "LLM_OBSERVER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport: `http/protobuf` or `grpc`; default: the standard
+    /// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
+    #[arg(long, env = "LLM_OBSERVER_OTLP_PROTOCOL", value_parser = ["http/protobuf", "grpc"])]
+    pub otlp_protocol: Option<String>,
 
     /// Extra OTLP request header `key=value` (repeat or comma-separate), added to
     /// OTEL_EXPORTER_OTLP_HEADERS / OTEL_EXPORTER_OTLP_TRACES_HEADERS.

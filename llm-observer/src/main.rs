@@ -298,6 +298,7 @@ fn record_outputs(
         outputs.push(Box::new(log));
     }
     let settings = OtlpSettings {
+        protocol: r.otlp_protocol.clone(),
         endpoint: r.otlp_endpoint.clone(),
         headers: r.otlp_header.clone(),
         timeout_ms: r.otlp_timeout_ms,
@@ -310,9 +311,9 @@ fn record_outputs(
         let dropped = |stage| metrics.self_metrics().dropped.with_label_values(&[stage]);
         let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue_spans);
         log::info!(
-            "exporting one OTLP span per exchange to http://{}{}",
-            cfg.authority,
-            cfg.path
+            "exporting one OTLP span per exchange to {} ({})",
+            cfg.target(),
+            cfg.protocol.as_str()
         );
         let counters = export::ExportCounters {
             failed: dropped("otlp_export"),

@@ -1,5 +1,6 @@
-//! Where spans go: the endpoint and headers from flags and the standard `OTEL_EXPORTER_OTLP_*`
-//! variables (flags win), parsed and checked at start so a bad setting fails at once.
+//! Where spans go: the protocol, endpoint and headers from flags and the standard
+//! `OTEL_EXPORTER_OTLP_*` variables (flags win), parsed and checked at start so a bad setting
+//! fails at once.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -11,18 +12,46 @@ pub enum ConfigError {
     Scheme(String),
     #[error("OTLP endpoint {0:?}: no host:port")]
     Address(String),
-    #[error("OTLP protocol {0:?}: only http/protobuf is supported")]
+    #[error("OTLP protocol {0:?}: expected grpc or http/protobuf (http/json is not supported)")]
     Protocol(String),
-    #[error("OTLP header {0:?}: expected key=value")]
+    #[error("OTLP header {0:?}: expected key=value with a valid header name and value")]
     Header(String),
+}
+
+/// How spans travel: the two OTLP transports the specification defines with protobuf bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `POST {endpoint}/v1/traces`, `application/x-protobuf` (the specification's default).
+    HttpProtobuf,
+    /// The unary `TraceService/Export` call over HTTP/2 (h2c), default port 4317.
+    Grpc,
+}
+
+impl Protocol {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            "grpc" => Ok(Protocol::Grpc),
+            other => Err(ConfigError::Protocol(other.to_owned())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::Grpc => "grpc",
+        }
+    }
 }
 
 /// A parsed `http://host:port/path` endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpConfig {
+    pub protocol: Protocol,
     /// `host:port` to connect to.
     pub authority: String,
-    /// Request path (`/v1/traces` by default).
+    /// Request path of OTLP/HTTP (`/v1/traces` by default); empty for gRPC, whose method path is
+    /// fixed.
     pub path: String,
     pub headers: BTreeMap<String, String>,
     pub timeout: Duration,
@@ -34,6 +63,8 @@ pub struct OtlpConfig {
 /// The flags' values; `env` reads the process environment (a closure, so tests pass their own).
 #[derive(Debug, Clone, Default)]
 pub struct OtlpSettings {
+    /// `grpc` or `http/protobuf`; `None`: the standard variables, else `http/protobuf`.
+    pub protocol: Option<String>,
     pub endpoint: Option<String>,
     pub headers: Vec<String>,
     pub timeout_ms: u64,
@@ -68,11 +99,16 @@ fn parse_headers(list: &str, into: &mut BTreeMap<String, String>) -> Result<(), 
         let (k, v) = item
             .split_once('=')
             .ok_or_else(|| ConfigError::Header(item.to_owned()))?;
-        let k = percent_decode(k.trim());
-        if k.is_empty() {
+        let k = percent_decode(k.trim()).to_ascii_lowercase();
+        let v = percent_decode(v.trim());
+        // Checked here rather than per batch: a header no request can carry would fail every
+        // export. gRPC metadata is HTTP/2 headers, so the same rule covers both transports.
+        if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || hyper::header::HeaderValue::from_str(&v).is_err()
+        {
             return Err(ConfigError::Header(item.to_owned()));
         }
-        into.insert(k, percent_decode(v.trim()));
+        into.insert(k, v);
     }
     Ok(())
 }
@@ -95,23 +131,24 @@ fn parse_url(url: &str) -> Result<(String, String), ConfigError> {
 }
 
 impl OtlpConfig {
+    /// Where spans go, for logs (a gRPC endpoint has no path).
+    pub fn target(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
+    }
+
     /// `None` when no endpoint is configured (export off).
     pub fn resolve(
         s: &OtlpSettings,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<OtlpConfig>, ConfigError> {
-        for var in [
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ] {
-            if let Some(p) = env(var) {
-                if p != "http/protobuf" {
-                    return Err(ConfigError::Protocol(p));
-                }
-                break;
-            }
-        }
-        // A base endpoint gets the signal's path; a traces endpoint is used as given.
+        let protocol = match s.protocol.clone().or_else(|| {
+            env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        }) {
+            Some(p) => Protocol::parse(&p)?,
+            None => Protocol::HttpProtobuf,
+        };
+        // OTLP/HTTP: a base endpoint gets the signal's path, a traces endpoint is used as given.
+        // gRPC: every endpoint is `host:port` and the method path is fixed, so a path is ignored.
         let base = |url: String| -> Result<(String, String), ConfigError> {
             let (a, p) = parse_url(&url)?;
             Ok((a, format!("{}/v1/traces", p.trim_end_matches('/'))))
@@ -126,6 +163,10 @@ impl OtlpConfig {
                 Some(url) => base(url)?,
                 None => return Ok(None),
             },
+        };
+        let path = match protocol {
+            Protocol::HttpProtobuf => path,
+            Protocol::Grpc => String::new(),
         };
         let mut headers = BTreeMap::new();
         for var in [
@@ -148,6 +189,7 @@ impl OtlpConfig {
                 .unwrap_or(10_000)
         };
         Ok(Some(OtlpConfig {
+            protocol,
             authority,
             path,
             headers,
@@ -165,6 +207,7 @@ mod tests {
 
     fn settings(endpoint: Option<&str>) -> OtlpSettings {
         OtlpSettings {
+            protocol: None,
             endpoint: endpoint.map(str::to_owned),
             headers: vec![],
             timeout_ms: 0,
@@ -244,9 +287,17 @@ mod tests {
         ));
         let s = settings(Some("http://c:1"));
         assert_eq!(
-            OtlpConfig::resolve(&s, env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])),
-            Err(ConfigError::Protocol("grpc".into()))
+            OtlpConfig::resolve(&s, env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])),
+            Err(ConfigError::Protocol("http/json".into()))
         );
+        for bad in ["bad name=1", "k=line\nbreak"] {
+            let mut s = settings(Some("http://c:1"));
+            s.headers = vec![bad.into()];
+            assert_eq!(
+                OtlpConfig::resolve(&s, env(&[])),
+                Err(ConfigError::Header(bad.into()))
+            );
+        }
         let mut s = settings(Some("http://c:1"));
         s.headers = vec!["novalue".into()];
         assert!(matches!(
@@ -254,5 +305,37 @@ mod tests {
             Err(ConfigError::Header(_))
         ));
         assert_eq!(percent_decode("%41%zz%4"), "A%zz%4");
+    }
+
+    #[test]
+    fn grpc_from_the_flag_or_the_standard_variables() {
+        // The flag wins over the variables; the signal-specific variable over the general one.
+        let mut s = settings(Some("http://collector:4317/ignored"));
+        s.protocol = Some("grpc".into());
+        let c = OtlpConfig::resolve(&s, env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.protocol, c.authority.as_str(), c.path.as_str()),
+            (Protocol::Grpc, "collector:4317", "")
+        );
+        let c = OtlpConfig::resolve(
+            &settings(None),
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::Grpc);
+        let c = OtlpConfig::resolve(&settings(Some("http://c:4318")), env(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.protocol, c.path.as_str()),
+            (Protocol::HttpProtobuf, "/v1/traces")
+        );
     }
 }

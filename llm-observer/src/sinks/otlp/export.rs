@@ -1,7 +1,10 @@
-//! The exporter task: takes spans off the bounded queue, groups a batch by resource, and POSTs it
-//! as an OTLP/HTTP protobuf `ExportTraceServiceRequest`. One attempt per batch: a batch the
-//! collector does not accept (error status, timeout, no connection) is dropped and its spans are
-//! counted, so a dead collector costs the agent a bounded queue and nothing else.
+//! The exporter task: takes spans off the bounded queue, groups a batch by resource, and sends it
+//! as one `ExportTraceServiceRequest`: POSTed as OTLP/HTTP protobuf (hyper), or as the unary
+//! gRPC `TraceService/Export` call (tonic's client over one lazily connected, self-reconnecting
+//! HTTP/2 channel). One attempt per batch: a batch the collector does not accept (error status,
+//! timeout, no connection) is dropped and its spans are counted, and so are the spans a
+//! collector reports rejected in a partial success; a dead collector costs the agent a bounded
+//! queue and nothing else.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,15 +13,19 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_client::TraceServiceClient,
+    },
     common::v1::InstrumentationScope,
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
 use prost::Message as _;
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
-use super::{OtlpConfig, ResourceKey, span};
+use super::{OtlpConfig, ResourceKey, config::Protocol, span};
 
 /// Counters the exporter keeps.
 #[derive(Clone)]
@@ -83,7 +90,7 @@ pub fn request(batch: Vec<(ResourceKey, Span)>, host: &str) -> ExportTraceServic
 }
 
 #[derive(Debug, thiserror::Error)]
-enum PostError {
+enum SendError {
     #[error("connecting: {0}")]
     Connect(std::io::Error),
     #[error("{0}")]
@@ -92,14 +99,27 @@ enum PostError {
     Request(#[from] hyper::http::Error),
     #[error("the collector answered {0}")]
     Status(u16),
+    #[error("gRPC: {}: {}", .0.code(), .0.message())]
+    Grpc(#[from] tonic::Status),
+    #[error("gRPC endpoint: {0}")]
+    Endpoint(#[from] tonic::transport::Error),
+    #[error("header {0:?} cannot be gRPC metadata")]
+    Metadata(String),
     #[error("timed out")]
     Timeout,
 }
 
-async fn post(cfg: &OtlpConfig, body: Vec<u8>) -> Result<(), PostError> {
+/// How many spans of an accepted request the collector says it rejected.
+fn rejected(resp: &ExportTraceServiceResponse) -> u64 {
+    resp.partial_success
+        .as_ref()
+        .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
+}
+
+async fn post(cfg: &OtlpConfig, body: Vec<u8>) -> Result<u64, SendError> {
     let stream = tokio::net::TcpStream::connect(&cfg.authority)
         .await
-        .map_err(PostError::Connect)?;
+        .map_err(SendError::Connect)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(conn);
     let mut req = hyper::Request::post(cfg.path.as_str())
@@ -112,14 +132,47 @@ async fn post(cfg: &OtlpConfig, body: Vec<u8>) -> Result<(), PostError> {
         .send_request(req.body(Full::new(Bytes::from(body)))?)
         .await?;
     let status = resp.status().as_u16();
-    // Read (and discard) the answer so the connection ends cleanly.
-    let _ = resp.into_body().collect().await;
+    // Read the answer whole (the connection then ends cleanly): a 2xx body may be a partial
+    // success naming rejected spans. An empty or undecodable body rejects none.
+    let answer = resp.into_body().collect().await.map(|b| b.to_bytes());
     driver.abort();
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(PostError::Status(status))
+    if !(200..300).contains(&status) {
+        return Err(SendError::Status(status));
     }
+    Ok(answer
+        .ok()
+        .and_then(|b| ExportTraceServiceResponse::decode(b).ok())
+        .map_or(0, |r| rejected(&r)))
+}
+
+/// The gRPC client, made on the first batch so that a bad endpoint is reported like any other
+/// export failure (the channel itself reconnects after the collector restarts).
+async fn export_grpc(
+    client: &mut Option<TraceServiceClient<Channel>>,
+    cfg: &OtlpConfig,
+    body: ExportTraceServiceRequest,
+) -> Result<u64, SendError> {
+    let client = match client {
+        Some(c) => c,
+        None => {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.authority))?
+                    .connect_timeout(cfg.timeout)
+                    .connect_lazy();
+            client.insert(TraceServiceClient::new(channel))
+        }
+    };
+    let mut req = tonic::Request::new(body);
+    req.set_timeout(cfg.timeout);
+    for (k, v) in &cfg.headers {
+        let key = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes())
+            .map_err(|_| SendError::Metadata(k.clone()))?;
+        let value = tonic::metadata::AsciiMetadataValue::try_from(v.as_str())
+            .map_err(|_| SendError::Metadata(k.clone()))?;
+        req.metadata_mut().insert(key, value);
+    }
+    let resp = client.export(req).await?;
+    Ok(rejected(resp.get_ref()))
 }
 
 fn host_name() -> String {
@@ -141,6 +194,7 @@ pub async fn run(
     counters: ExportCounters,
 ) {
     let host = host_name();
+    let mut grpc = None;
     let mut last_warning: Option<Instant> = None;
     let mut exported = 0u64;
     while let Some(first) = rx.recv().await {
@@ -154,30 +208,54 @@ pub async fn run(
             }
         }
         let n = batch.len() as u64;
-        let body = request(batch, &host).encode_to_vec();
-        let result = match tokio::time::timeout(cfg.timeout, post(&cfg, body)).await {
+        let body = request(batch, &host);
+        let send = async {
+            match cfg.protocol {
+                Protocol::HttpProtobuf => post(&cfg, body.encode_to_vec()).await,
+                Protocol::Grpc => export_grpc(&mut grpc, &cfg, body).await,
+            }
+        };
+        let result = match tokio::time::timeout(cfg.timeout, send).await {
             Ok(r) => r,
-            Err(_) => Err(PostError::Timeout),
+            Err(_) => Err(SendError::Timeout),
         };
         match result {
-            Ok(()) => {
-                exported += n;
-                log::debug!("OTLP: exported {n} spans ({exported} in all)");
+            Ok(rejected) => {
+                let rejected = rejected.min(n);
+                exported += n - rejected;
+                if rejected > 0 {
+                    counters.failed.inc_by(rejected);
+                    warn(
+                        &mut last_warning,
+                        &cfg,
+                        format_args!("the collector rejected {rejected} of {n} spans"),
+                    );
+                }
+                log::debug!("OTLP: exported {} spans ({exported} in all)", n - rejected);
             }
             Err(e) => {
                 counters.failed.inc_by(n);
-                let now = Instant::now();
-                if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
-                    last_warning = Some(now);
-                    log::warn!(
-                        "OTLP: {n} spans not exported to http://{}{}: {e} (counted in \
-                         llm_observer_dropped_total{{stage=\"otlp_export\"}}; warning at most once a minute)",
-                        cfg.authority,
-                        cfg.path
-                    );
-                }
+                warn(
+                    &mut last_warning,
+                    &cfg,
+                    format_args!("{n} spans not exported: {e}"),
+                );
             }
         }
+    }
+}
+
+/// One warning a minute at most: a collector that is down fails every batch.
+fn warn(last: &mut Option<Instant>, cfg: &OtlpConfig, what: std::fmt::Arguments<'_>) {
+    let now = Instant::now();
+    if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+        *last = Some(now);
+        log::warn!(
+            "OTLP ({}): {what}, to {} (counted in llm_observer_dropped_total{{stage=\"otlp_export\"}}; \
+             warning at most once a minute)",
+            cfg.protocol.as_str(),
+            cfg.target()
+        );
     }
 }
 
@@ -198,6 +276,7 @@ mod tests {
 
     fn config(authority: String) -> OtlpConfig {
         OtlpConfig {
+            protocol: Protocol::HttpProtobuf,
             authority,
             path: "/v1/traces".into(),
             headers: [("x-k".to_owned(), "v".to_owned())].into(),
@@ -313,5 +392,100 @@ mod tests {
         assert_eq!(req.resource_spans.len(), 1, "one process, one resource");
         assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 2);
         assert_eq!(failed.get(), 0);
+    }
+
+    /// A gRPC TraceService (tonic's server) that keeps what it gets and rejects one span of each
+    /// request in a partial success.
+    #[derive(Clone, Default)]
+    struct Collector {
+        /// Each request's `x-k` metadata and span count.
+        got: std::sync::Arc<std::sync::Mutex<Vec<Got>>>,
+    }
+
+    type Got = (Option<String>, usize);
+
+    #[tonic::async_trait]
+    impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+        for Collector
+    {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let header = req
+                .metadata()
+                .get("x-k")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let spans = req
+                .get_ref()
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.got.lock().unwrap().push((header, spans));
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: Some(
+                    opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+                        rejected_spans: 1,
+                        error_message: "one too many".into(),
+                    },
+                ),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_export_sends_metadata_and_counts_rejected_spans() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let collector = Collector::default();
+        let service =
+            opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                collector.clone(),
+            );
+        let server = tokio::spawn(tonic::transport::Server::builder().serve_with_incoming(
+            service,
+            tonic::transport::server::TcpIncoming::from(listener),
+        ));
+        let (rx, _) = fill(3, 8);
+        let failed = prometheus::IntCounter::new("f", "f").unwrap();
+        let mut cfg = config(addr.to_string());
+        cfg.protocol = Protocol::Grpc;
+        cfg.path = String::new();
+        run(
+            cfg,
+            rx,
+            ExportCounters {
+                failed: failed.clone(),
+            },
+        )
+        .await;
+        server.abort();
+        assert_eq!(*collector.got.lock().unwrap(), [(Some("v".to_owned()), 3)]);
+        assert_eq!(failed.get(), 1, "the one span the collector rejected");
+    }
+
+    #[tokio::test]
+    async fn a_grpc_collector_that_is_down_costs_counted_spans() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (rx, _) = fill(2, 8);
+        let failed = prometheus::IntCounter::new("f", "f").unwrap();
+        let mut cfg = config(format!("127.0.0.1:{port}"));
+        cfg.protocol = Protocol::Grpc;
+        run(
+            cfg,
+            rx,
+            ExportCounters {
+                failed: failed.clone(),
+            },
+        )
+        .await;
+        assert_eq!(failed.get(), 2);
     }
 }
