@@ -2,7 +2,8 @@
 //! exactly N calls for a model of its own; once the agent is quiescent, `top` runs in a tmux pane
 //! (a real terminal) against the agent's /metrics and must show that model's row with N requests
 //! (and curl's client row with N calls); `q` must end it with status 0, the terminal settings as
-//! they were and the alternate screen left (the text printed before `top` is visible again).
+//! they were and the alternate screen left (the text printed before `top` is visible again); and
+//! a second `top` ended by SIGTERM must leave the terminal the same way.
 //!
 //! Needs root, BPF, the release agent (`LLM_OBSERVER_BIN`), the emulator, curl and tmux; under
 //! `CI=true` a missing piece fails the test instead of skipping it.
@@ -25,6 +26,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// Start-up plus a few scrapes; `top` scrapes at once and then every second.
 const SCREEN_WAIT: Duration = Duration::from_secs(20);
 const BEFORE: &str = "before-top-marker";
+const SECOND: &str = "before-second-top-marker";
 
 /// A tmux server on a socket of its own (`-S`, a path), so the test never touches anyone else's
 /// sessions; killed, with everything in it, and its socket removed on drop — also when an
@@ -183,21 +185,7 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
     assert!(!screen.contains(BEFORE), "{screen}");
 
     tmux.cmd(&["send-keys", "-t", "top", "q"]).expect("send q");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let dead = tmux
-            .cmd(&["list-panes", "-t", "top", "-F", "#{pane_dead}"])
-            .expect("list-panes");
-        if dead.trim() == "1" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "top did not exit on q:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_dead(&tmux, "q");
     let after = tmux.main_screen();
     let lines: Vec<&str> = after.lines().filter(|l| !l.trim().is_empty()).collect();
     // Back on the main screen: the marker, then the shell's report, and nothing of top's tables.
@@ -209,4 +197,71 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
         "{after}"
     );
     assert!(!after.contains(&model), "{after}");
+
+    // SIGTERM (`kill`, as a service manager or a closing multiplexer sends) ends top the same
+    // clean way: the tables leave, the tty settings come back.
+    tmux.cmd(&["kill-server"]).expect("end the first session");
+    let script = script.replace(BEFORE, SECOND);
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "sh",
+        "-c",
+        &script,
+        ";",
+        "set-option",
+        "-t",
+        "top",
+        "remain-on-exit",
+        "on",
+    ])
+    .expect("second tmux session starts");
+    let screen = tmux.wait_screen(SCREEN_WAIT, "the model's row", |s| {
+        field_after(s, 1, &model).is_some()
+    });
+    assert!(!screen.contains(SECOND), "{screen}");
+    let shell = tmux
+        .cmd(&["list-panes", "-t", "top", "-F", "#{pane_pid}"])
+        .expect("pane pid");
+    let out = Command::new("pkill")
+        .args(["-TERM", "-P", shell.trim()])
+        .output()
+        .expect("run pkill");
+    assert!(out.status.success(), "pkill found no top under {shell}");
+    wait_dead(&tmux, "SIGTERM");
+    let after = tmux.main_screen();
+    let lines: Vec<&str> = after.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.first().map(|l| l.trim_end()), Some(SECOND), "{after}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_end() == "top-exit=0 tty=restored"),
+        "{after}"
+    );
+    assert!(!after.contains(&model), "{after}");
+}
+
+/// Waits until the pane's command has ended.
+fn wait_dead(tmux: &Tmux, after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dead = tmux
+            .cmd(&["list-panes", "-t", "top", "-F", "#{pane_dead}"])
+            .expect("list-panes");
+        if dead.trim() == "1" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top did not exit on {after}:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

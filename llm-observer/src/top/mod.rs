@@ -7,6 +7,7 @@ pub mod exposition;
 pub mod model;
 pub mod ui;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -95,6 +96,36 @@ impl Drop for Restore {
     }
 }
 
+/// Set by SIGTERM, SIGHUP or SIGQUIT: `kill`, a closed SSH session or a terminal multiplexer
+/// ending `top` must leave the terminal as it found it, so the signal only asks the loop to
+/// return through [`Restore`].
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The longest the loop waits for a key before it looks at [`STOP`] again.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn catch_stop_signals() -> anyhow::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic and an empty
+        // mask is valid; sigaction reads it and the old action pointer may be null.
+        let rc = unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("installing a signal handler");
+        }
+    }
+    Ok(())
+}
+
 /// The previous good scrape and when it was taken, for rates.
 type Previous = Option<(Vec<exposition::Sample>, Instant)>;
 
@@ -124,7 +155,7 @@ fn scrape_once(rt: &tokio::runtime::Runtime, t: &Target, app: &mut ui::App, prev
     }
 }
 
-/// Runs the view until `q`, Esc or Ctrl-C.
+/// Runs the view until `q`, Esc, Ctrl-C, or SIGTERM / SIGHUP / SIGQUIT.
 pub fn run(args: &TopArgs) -> anyhow::Result<()> {
     let t = target(&args.url)?;
     let interval = args.interval;
@@ -132,24 +163,39 @@ pub fn run(args: &TopArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
+    catch_stop_signals()?;
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
     let _restore = Restore;
     let mut app = ui::App::new(args.url.clone());
     let mut prev: Previous = None;
     let mut next = Instant::now();
     loop {
+        if STOP.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if Instant::now() >= next {
             scrape_once(&rt, &t, &mut app, &mut prev);
             // From now, not from the missed deadline: a slow scrape must not cause a burst.
             next = Instant::now() + interval;
         }
         terminal.draw(|f| ui::draw(f, &app))?;
-        let wait = next.saturating_duration_since(Instant::now());
-        if !event::poll(wait)? {
-            continue;
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(SIGNAL_CHECK);
+        // A signal during the wait interrupts it; that is not an error, the loop looks at STOP.
+        match event::poll(wait) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
         }
         // Raw mode turns Ctrl-C into a key press rather than SIGINT, so it is handled here.
-        if let Event::Key(k) = event::read()?
+        let ev = match event::read() {
+            Ok(ev) => ev,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Event::Key(k) = ev
             && k.kind == KeyEventKind::Press
         {
             match k.code {
