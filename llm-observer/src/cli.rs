@@ -328,6 +328,24 @@ pub struct AttributionArgs {
     /// Path of libnvidia-ml.so.1 (default: the dynamic loader's search path).
     #[arg(long, env = "LLM_OBSERVER_NVML_LIB")]
     pub nvml_lib: Option<PathBuf>,
+
+    /// Seconds between polls of each seen server's own inventory and metrics endpoints (Ollama
+    /// /api/ps, llama-server /props /slots /metrics, vLLM /v1/models /metrics, TGI /info
+    /// /metrics, SGLang /get_model_info /metrics); 0 disables polling.
+    #[arg(long, env = "LLM_OBSERVER_INVENTORY_INTERVAL", default_value_t = 15)]
+    pub inventory_interval: u64,
+
+    /// Never ask servers anything: no llm_model_loaded_info, llm_server_reported_* families.
+    #[arg(long, env = "LLM_OBSERVER_NO_INVENTORY")]
+    pub no_inventory: bool,
+
+    /// Timeout of one inventory request, milliseconds.
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_INVENTORY_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub inventory_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

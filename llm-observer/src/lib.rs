@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod capture;
 pub mod cli;
 pub mod conn;
+pub mod inventory;
 pub mod pipeline;
 pub mod servers;
 pub mod sinks;

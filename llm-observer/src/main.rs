@@ -8,6 +8,7 @@ use llm_observer::{
     capture::{ATTACH_MODE, Capture, CaptureConfig, procfs, system},
     cli::{self, AttributionArgs, CaptureArgs, Command, RunArgs, TraceArgs},
     conn::{ConnTable, ConnTableConfig},
+    inventory,
     pipeline::{
         self,
         event_log::EventLog,
@@ -239,6 +240,17 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
                     &a.proc_root,
                     metrics.clone(),
                 );
+            }
+            if attr.inventory_interval > 0 && !attr.no_inventory {
+                tokio::spawn(inventory::poll::run(
+                    sink.inventory_targets(),
+                    metrics.clone(),
+                    inventory::poll::PollConfig {
+                        interval: Duration::from_secs(attr.inventory_interval),
+                        timeout: Duration::from_millis(attr.inventory_timeout_ms.max(1)),
+                        proc_root: a.proc_root.clone(),
+                    },
+                ));
             }
             let records = (!outputs.is_empty()).then(|| {
                 RecordSink::new(

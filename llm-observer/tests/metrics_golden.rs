@@ -339,6 +339,41 @@ fn session() -> Metrics {
     sm.dropped.with_label_values(&["conn_table_full"]).inc();
     // The OOM killer took the vLLM server once.
     m.oom_killed("python3");
+    // One inventory round: what Ollama's /api/ps and vLLM's /v1/models and /metrics said.
+    let inv = m.inventory();
+    let o = ["ollama", "llama3.2", "ollama", "", "", ""];
+    let v = [
+        "vllm",
+        "meta-llama/Llama-3.1-8B",
+        "vllm",
+        "server",
+        "vllm-0",
+        "llm",
+    ];
+    inv.info
+        .with_label_values(&[
+            "ollama", "llama3.2", "ollama", "", "", "", "llama", "3.2B", "Q4_K_M",
+        ])
+        .set(1.0);
+    inv.size.with_label_values(&o).set(3_338_801_804.0);
+    inv.vram.with_label_values(&o).set(3_338_801_804.0);
+    inv.context.with_label_values(&o).set(4096.0);
+    inv.expires.with_label_values(&o).set(1_796_148_000.0);
+    inv.context.with_label_values(&v).set(8192.0);
+    inv.queue.with_label_values(&v).set(3.0);
+    inv.running.with_label_values(&v).set(7.0);
+    inv.kv_cache.with_label_values(&v).set(0.25);
+    for (state, n) in [("busy", 1.0), ("idle", 3.0)] {
+        inv.slots
+            .with_label_values(&["llamacpp", "llama-server", "", "", "", state])
+            .set(n);
+    }
+    inv.polls
+        .with_label_values(&["ollama", "ollama_ps", "ok"])
+        .inc_by(4);
+    inv.polls
+        .with_label_values(&["vllm", "metrics", "unreachable"])
+        .inc();
     m
 }
 

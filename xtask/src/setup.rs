@@ -140,6 +140,10 @@ pub fn test_deps(root: &Path) -> Result<PathBuf> {
         ("bpftool", "bpftool"),
         // tests/http2.rs: Node's http2 module is the h2c server and client.
         ("node", "nodejs"),
+        // tests/inventory.rs: a server in a network namespace of its own.
+        ("ip", "iproute2"),
+        // tests/top.rs: top runs in a real terminal.
+        ("tmux", "tmux"),
     ]
     .into_iter()
     .filter(|(bin, _)| !have(bin))

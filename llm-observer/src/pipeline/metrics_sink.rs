@@ -10,10 +10,13 @@ use llm_observer_decode::{
     llm::{RequestSummary, fingerprint::Evidence},
 };
 
+use llm_observer_decode::llm::fingerprint::ServerKind;
+
 use crate::{
     attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
     conn::{ConnView, Sink},
+    inventory::{SharedTargets, Target},
     servers::{
         self, ServerTable,
         hops::{self, Hop, InnerFigures},
@@ -63,6 +66,8 @@ pub struct MetricsSink {
     servers: ServerTable,
     /// Figures of finished internal hops, for their outer exchanges.
     inner: InnerFigures,
+    /// Servers seen answering, for the inventory poller.
+    inventory: SharedTargets,
 }
 
 impl MetricsSink {
@@ -85,7 +90,13 @@ impl MetricsSink {
             serving: Arc::default(),
             servers: ServerTable::new(),
             inner: InnerFigures::default(),
+            inventory: SharedTargets::default(),
         }
+    }
+
+    /// The servers this sink has seen answer (shared with the inventory poller).
+    pub fn inventory_targets(&self) -> SharedTargets {
+        self.inventory.clone()
     }
 
     /// The serving units this sink registers (shared with the GPU sampler).
@@ -97,6 +108,25 @@ impl MetricsSink {
         if conn.role == llm_observer_decode::Role::Server {
             let mut reg = self.serving.lock().unwrap_or_else(|e| e.into_inner());
             reg.serve(conn.process, &ctx.process, &ctx.place);
+        }
+    }
+
+    /// A server of a known kind answered on `conn.local`: the inventory poller may ask it.
+    fn pollable(&self, conn: &ConnView<'_>, ctx: &ExchangeCtx) {
+        let kind = ServerKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == ctx.server);
+        if conn.role != Role::Server {
+            return;
+        }
+        if let (Some(kind), Some(addr)) = (kind, conn.local) {
+            let mut t = self.inventory.lock().unwrap_or_else(|e| e.into_inner());
+            t.seen(conn.id.tgid, addr, || Target {
+                kind,
+                addr,
+                process: ctx.process.clone(),
+                place: ctx.place.clone(),
+            });
         }
     }
 
@@ -174,6 +204,7 @@ impl Sink for MetricsSink {
             return;
         }
         self.served(conn, &ctx);
+        self.pollable(conn, &ctx);
         if conn.role == Role::Server && self.inner.waiting(conn.id.tgid) {
             let mut outer = exchange.clone();
             self.inner.complete(conn.id.tgid, &mut outer);
@@ -213,6 +244,10 @@ impl Sink for MetricsSink {
             self.metrics.forget_pid(*tgid);
             self.servers.forget(*tgid);
             self.inner.forget(*tgid);
+            self.inventory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(*tgid);
             self.serving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -164,6 +164,8 @@ pub struct ServerFamilies {
     pub token_source: IntCounterVec,
     pub errors: IntCounterVec,
     pub model_load: HistogramVec,
+    /// The latest load per model beside the histogram, so a "model load times" table works.
+    pub model_last_load: GaugeVec,
     pub tool_calls: IntCounterVec,
     pub active: IntGaugeVec,
     pub queue: IntGaugeVec,
@@ -236,6 +238,11 @@ impl ServerFamilies {
                 l,
                 LOAD_BUCKETS,
             )?,
+            model_last_load: reg.float_gauge_vec(
+                "llm_model_last_load_time_seconds",
+                "The latest load time llm_model_load_time_seconds observed, per model and server process, seconds.",
+                l,
+            )?,
             tool_calls: reg.counter_vec(
                 "llm_tool_calls_total",
                 "Tool calls the model asked for in served responses, by tool name.",
@@ -304,6 +311,7 @@ impl ServerFamilies {
             && (ex.operation == Operation::ModelLoad || ns >= MODEL_LOAD_THRESHOLD_NS)
         {
             self.model_load.with_label_values(l).observe(secs(ns));
+            self.model_last_load.with_label_values(l).set(secs(ns));
         }
     }
 

@@ -17,6 +17,7 @@ use super::admission::{Admit, Forget, LabelCap};
 use super::agent_families::AgentFamilies;
 use super::families::{ClientFamilies, McpFamilies, ServerFamilies, succeeded};
 use super::gpu::GpuFamilies;
+use super::inventory_families::InventoryFamilies;
 use super::labels::mcp_method;
 use super::memory::RssTracker;
 use super::prices::PriceTable;
@@ -198,6 +199,7 @@ pub struct Metrics {
     prices: PriceTable,
     gpu: GpuFamilies,
     servers: ServerInfoFamilies,
+    inventory: InventoryFamilies,
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
     gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
     caps: Caps,
@@ -236,6 +238,7 @@ impl Metrics {
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let gpu = GpuFamilies::register(&mut reg)?;
         let servers = ServerInfoFamilies::register(&mut reg)?;
+        let inventory = InventoryFamilies::register(&mut reg)?;
         Ok(Metrics {
             registry: reg.registry,
             families: reg.families,
@@ -249,6 +252,7 @@ impl Metrics {
             prices: cfg.prices,
             gpu,
             servers,
+            inventory,
             gpu_memory: Mutex::default(),
             caps: Caps {
                 server_models: LabelCap::new(cfg.max_models, idle),
@@ -270,6 +274,11 @@ impl Metrics {
     /// Every registered family with its type, labels and help (present even before it has series).
     pub fn families(&self) -> &[FamilyInfo] {
         &self.families
+    }
+
+    /// The families the inventory poller sets (`crate::inventory`).
+    pub fn inventory(&self) -> &InventoryFamilies {
+        &self.inventory
     }
 
     pub fn self_metrics(&self) -> &SelfMetrics {

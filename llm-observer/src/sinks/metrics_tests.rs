@@ -472,6 +472,12 @@ fn model_load_definition() {
     cold.load_duration_ns = Some(2_500 * MS);
     m.done(None, &server(), &cold);
     assert_eq!(bucket_of(&m.server.model_load.with_label_values(&L)), 2.5);
+    // The latest load beside the histogram: a later, shorter load replaces it.
+    assert_eq!(m.server.model_last_load.with_label_values(&L).get(), 2.5);
+    cold.load_duration_ns = Some(200 * MS);
+    m.done(None, &server(), &cold);
+    assert_eq!(m.server.model_last_load.with_label_values(&L).get(), 0.2);
+    assert_eq!(m.server.model_last_load.with_label_values(&ll).get(), 0.005);
 }
 
 #[test]

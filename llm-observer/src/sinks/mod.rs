@@ -13,6 +13,7 @@ pub mod auth;
 pub mod families;
 pub mod gpu;
 pub mod http;
+pub mod inventory_families;
 pub mod labels;
 mod memory;
 pub mod metrics;

@@ -10,6 +10,7 @@
 mod anthropic;
 mod conn_io;
 pub mod demo;
+pub mod inventory;
 mod ollama;
 mod openai;
 pub mod plan;
@@ -37,6 +38,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub use ollama::{PS_CONTEXT_LENGTH, PS_EXPIRES_UNIX, PS_SIZE, PS_SIZE_VRAM};
 pub use plan::{Api, Plan};
 pub use scenario::Scenario;
 pub use stream::{Died, EmuBody};
@@ -139,6 +141,8 @@ struct Ctx {
     config: Config,
     stats: Arc<Stats>,
     next_id: AtomicU64,
+    /// Models asked for so far: what `/api/ps` lists as loaded.
+    loaded: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// An emulator running on its own thread and runtime, so synchronous tests can use it; it stops
@@ -224,6 +228,7 @@ pub async fn serve(
         config,
         stats,
         next_id: AtomicU64::new(1),
+        loaded: Default::default(),
     });
     tokio::pin!(shutdown);
     loop {
@@ -278,6 +283,20 @@ async fn handle(
         }
         (&Method::GET, "/api/tags") => return Ok(json(StatusCode::OK, ollama::tags())),
         (&Method::GET, "/v1/models") => return Ok(json(StatusCode::OK, openai::models())),
+        (&Method::GET, "/api/ps") => {
+            let loaded = ctx.loaded.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Ok(json(StatusCode::OK, ollama::ps(&loaded)));
+        }
+        // llama-server's own inventory and metrics endpoints, answered with real captures.
+        (&Method::GET, "/props") => return Ok(json(StatusCode::OK, inventory::PROPS.body())),
+        (&Method::GET, "/slots") => return Ok(json(StatusCode::OK, inventory::SLOTS.body())),
+        (&Method::GET, "/metrics") => {
+            return Ok(response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                EmuBody::full(inventory::METRICS.body()),
+            ));
+        }
         (&Method::POST, "/api/generate") => Route::OllamaGenerate,
         (&Method::POST, "/api/chat") => Route::OllamaChat,
         (&Method::POST, "/v1/chat/completions") => Route::OpenAiChat,
@@ -307,6 +326,13 @@ async fn handle(
             ));
         }
     };
+    if let Some(m) = body.get("model").and_then(Value::as_str) {
+        let mut loaded = ctx.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded like a real server's memory: a flood of names does not grow it.
+        if loaded.len() < 64 {
+            loaded.insert(m.to_owned());
+        }
+    }
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     let mut plan = Plan::new(id, api, &body, &ctx.config, start);

@@ -127,6 +127,33 @@ pub fn error_body(message: &str) -> String {
 }
 
 /// `/api/tags`: a fixed list, enough for clients that look a model up first.
+/// What `/api/ps` reports for every loaded model (Ollama's documented shape): fixed figures, so
+/// a test can predict the inventory series exactly.
+pub const PS_SIZE: u64 = 2_000_000_000;
+pub const PS_SIZE_VRAM: u64 = 1_500_000_000;
+pub const PS_CONTEXT_LENGTH: u64 = 4096;
+/// `2030-01-01T00:00:00Z`.
+pub const PS_EXPIRES_UNIX: u64 = 1_893_456_000;
+
+/// `/api/ps`: the models asked for so far, as loaded.
+pub fn ps(loaded: &std::collections::BTreeSet<String>) -> String {
+    let models: Vec<String> = loaded
+        .iter()
+        .map(|name| {
+            format!(
+                "{{\"name\":{n},\"model\":{n},\"size\":{PS_SIZE},\
+                 \"digest\":\"0000000000000000000000000000000000000000000000000000000000000000\",\
+                 \"details\":{{\"parent_model\":\"\",\"format\":\"gguf\",\"family\":\"emulator\",\
+                 \"families\":[\"emulator\"],\"parameter_size\":\"1M\",\"quantization_level\":\"Q4_0\"}},\
+                 \"expires_at\":\"2030-01-01T00:00:00Z\",\"size_vram\":{PS_SIZE_VRAM},\
+                 \"context_length\":{PS_CONTEXT_LENGTH}}}",
+                n = js(name)
+            )
+        })
+        .collect();
+    format!("{{\"models\":[{}]}}", models.join(","))
+}
+
 pub fn tags() -> String {
     let model = |name: &str| {
         format!(

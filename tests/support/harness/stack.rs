@@ -174,8 +174,24 @@ impl EmulatorProc {
     /// Starts `$LLM_EMULATOR_BIN` (else `default_bin`) with `--listen 127.0.0.1:0 <args>` and reads
     /// the port from its first stdout line.
     pub fn start(default_bin: impl AsRef<Path>, args: &[&str]) -> anyhow::Result<EmulatorProc> {
+        Self::start_via(&[], default_bin, args)
+    }
+
+    /// [`EmulatorProc::start`] under a wrapper that execs its arguments (`ip netns exec NS`).
+    pub fn start_via(
+        wrapper: &[&str],
+        default_bin: impl AsRef<Path>,
+        args: &[&str],
+    ) -> anyhow::Result<EmulatorProc> {
         let bin = path_from_env("LLM_EMULATOR_BIN", default_bin);
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.args(["--listen", "127.0.0.1:0"]).args(args);
         let mut proc = Proc::spawn("llm-emulator", cmd)?;
         let addr = proc.wait_for_line(Duration::from_secs(30), |stream, line| {
