@@ -51,6 +51,29 @@ impl Tmux {
     }
 
     /// The visible pane (the alternate screen while `top` runs).
+    /// A 200x50 session `top` running `script` in `sh`, its pane kept after the script ends.
+    fn session(&self, script: &str) -> anyhow::Result<String> {
+        self.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "sh",
+            "-c",
+            script,
+            ";",
+            "set-option",
+            "-t",
+            "top",
+            "remain-on-exit",
+            "on",
+        ])
+    }
+
     fn screen(&self) -> String {
         self.capture(&[])
     }
@@ -145,26 +168,7 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
     let tmux = Tmux {
         socket: std::env::temp_dir().join(format!("llm-observer-top-{}.tmux", std::process::id())),
     };
-    tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "200",
-        "-y",
-        "50",
-        "sh",
-        "-c",
-        &script,
-        ";",
-        "set-option",
-        "-t",
-        "top",
-        "remain-on-exit",
-        "on",
-    ])
-    .expect("tmux session starts");
+    tmux.session(&script).expect("tmux session starts");
 
     let screen = tmux.wait_screen(SCREEN_WAIT, "the model's row", |s| {
         field_after(s, 1, &model).is_some() && field_after(s, 0, "curl").is_some()
@@ -202,26 +206,7 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
     // clean way: the tables leave, the tty settings come back.
     tmux.cmd(&["kill-server"]).expect("end the first session");
     let script = script.replace(BEFORE, SECOND);
-    tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "200",
-        "-y",
-        "50",
-        "sh",
-        "-c",
-        &script,
-        ";",
-        "set-option",
-        "-t",
-        "top",
-        "remain-on-exit",
-        "on",
-    ])
-    .expect("second tmux session starts");
+    tmux.session(&script).expect("second tmux session starts");
     let screen = tmux.wait_screen(SCREEN_WAIT, "the model's row", |s| {
         field_after(s, 1, &model).is_some()
     });
