@@ -133,3 +133,38 @@ fn runner_hops_are_counted_once_with_the_runners_exact_tokens() {
     });
     println!("{}", expected.table(&e));
 }
+
+#[test]
+#[ignore = "needs root, BPF and the release agent"]
+fn batched_prompts_and_choices_are_counted_per_request() {
+    if !ready() {
+        return;
+    }
+    let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "5", "--token-interval-ms", "1"])
+        .expect("emulator starts");
+    let agent = Agent::start(&["--port", &emu.addr().port().to_string()]).expect("agent starts");
+    let model = format!("servers-batch:{}", emu.addr().port());
+    // 3 prompts with n = 2, then one tokenized prompt (token ids) with the default n.
+    for body in [
+        json!({"model": model, "prompt": ["a b", "c", "d e f"], "n": 2, "max_tokens": 2}),
+        json!({"model": model, "prompt": [101, 102, 103], "max_tokens": 2}),
+    ] {
+        let (status, text) = curl_post(
+            &format!("{}/v1/completions", emu.base_url()),
+            &body,
+            false,
+            Duration::from_secs(30),
+        )
+        .expect("curl runs");
+        assert_eq!(status, 200, "{text}");
+    }
+    let e = llm_observer_tests::harness::quiesce::wait_quiescent(agent.addr(), SETTLE)
+        .expect("agent quiescent");
+    let m = [("model", model.as_str())];
+    assert_eq!(e.sum("llm_requests_total", &m), 2.0);
+    assert_eq!(e.sum("llm_request_prompts_total", &m), 4.0);
+    assert_eq!(e.sum("llm_request_choices_total", &m), 7.0);
+    // curl's client view counts the same.
+    assert_eq!(e.sum("llm_client_request_prompts_total", &m), 4.0);
+    assert_eq!(e.sum("llm_client_request_choices_total", &m), 7.0);
+}

@@ -308,6 +308,11 @@ pub struct McpInfo {
 pub struct RequestParams {
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
+    /// Prompts the request carries (OpenAI completions `prompt`, embeddings `input`: an array
+    /// is a batch); `None` for the APIs that take one conversation.
+    pub prompts: Option<u64>,
+    /// Choices it asks for (OpenAI `n`, default 1); `None` where the API has no such parameter.
+    pub choices: Option<u64>,
     pub trace_parent: Option<crate::TraceParent>,
 }
 

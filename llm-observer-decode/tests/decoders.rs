@@ -117,8 +117,19 @@ fn drive(case: &Case<'_>) -> Outcome {
 
 /// The record of a successful exchange with no response content yet; tests fill in the rest.
 fn base(api: Api, op: Operation, path: &str, model: Option<&str>, stream: bool) -> Exchange {
+    // OpenAI's batch parameters of a one-prompt request without `n`.
+    let (prompts, choices) = match (api, op) {
+        (Api::Openai, Operation::Chat) => (None, Some(1)),
+        (Api::Openai, Operation::TextCompletion) => (Some(1), Some(1)),
+        (Api::Openai, Operation::Embeddings) => (Some(1), None),
+        _ => (None, None),
+    };
     Exchange {
-        params: Default::default(),
+        params: llm_observer_decode::RequestParams {
+            prompts,
+            choices,
+            ..Default::default()
+        },
         api,
         operation: op,
         method: "POST".into(),

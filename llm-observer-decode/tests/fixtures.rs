@@ -309,13 +309,34 @@ fn expected_params(fx: &Fixture, spec: &Spec) -> llm_observer_decode::RequestPar
         .position(|w| w == b"\r\n\r\n")
         .and_then(|i| serde_json::from_slice::<Value>(&fx.request[i + 4..]).ok());
     match body {
-        Some(b) if records => llm_observer_decode::RequestParams {
-            max_tokens: b["max_tokens"]
-                .as_u64()
-                .or(b["max_completion_tokens"].as_u64()),
-            temperature: b["temperature"].as_f64(),
-            trace_parent: None,
-        },
+        Some(b) if records => {
+            // OpenAI's batch shapes: a string is one prompt, an array one per element (an
+            // array of token ids is one); `n` choices for each.
+            let prompts = |v: &Value| match v {
+                Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_number) => 1,
+                Value::Array(a) => a.len() as u64,
+                _ => 1,
+            };
+            let n = b["n"].as_u64().unwrap_or(1);
+            let (prompts, choices) = match (spec.api, spec.op) {
+                (Api::Openai, Operation::Chat) => (None, Some(n)),
+                (Api::Openai, Operation::TextCompletion) => {
+                    let p = prompts(&b["prompt"]);
+                    (Some(p), Some(p * n))
+                }
+                (Api::Openai, Operation::Embeddings) => (Some(prompts(&b["input"])), None),
+                _ => (None, None),
+            };
+            llm_observer_decode::RequestParams {
+                max_tokens: b["max_tokens"]
+                    .as_u64()
+                    .or(b["max_completion_tokens"].as_u64()),
+                temperature: b["temperature"].as_f64(),
+                trace_parent: None,
+                prompts,
+                choices,
+            }
+        }
         _ => llm_observer_decode::RequestParams::default(),
     }
 }

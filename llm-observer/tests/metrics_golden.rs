@@ -207,7 +207,20 @@ fn session() -> Metrics {
     .stream(20 * MS, 420 * MS)
     .tokens(r(200), r(101));
     tools.0.tool_calls = vec!["get_weather".into(), "get_weather".into()];
+    tools.0.params.choices = Some(1);
     run(&m, &vllm, tools);
+    // A batch: 4 prompts in one legacy completions request, n = 2 each.
+    let mut batch = Ex::new(
+        Openai,
+        TextCompletion,
+        Some("meta-llama/Llama-3.1-8B"),
+        97 * S,
+        300 * MS,
+    )
+    .tokens(r(16), r(64));
+    batch.0.params.prompts = Some(4);
+    batch.0.params.choices = Some(8);
+    run(&m, &vllm, batch);
     // The server died before answering: no response at all.
     run(
         &m,
@@ -263,11 +276,17 @@ fn session() -> Metrics {
     let mut client_chat = client_chat;
     client_chat.0.tool_calls = vec!["read_file".into()];
     run(&m, &agent, client_chat);
+    // The agent embeds 3 chunks in one request (Ollama's OpenAI-compatible /v1/embeddings).
+    let mut embed = Ex::new(Openai, Embeddings, Some("llama3.2"), 93 * S, 30 * MS)
+        .tokens(r(24), TokenCount::ABSENT);
+    embed.0.params.prompts = Some(3);
+    run(&m, &agent, embed);
     // The agent's tool loop on OpenAI: gpt-4.1 asks for read_file (call_9) in a response ending at
     // t=91.2 s; the tool runs 2.5 s; the next request carries its result. Both priced by the
     // shipped table: 1000 + 1200 prompt (200 cached), 50 + 30 output tokens.
     let mut ask = Ex::new(Openai, Chat, Some("gpt-4.1"), 91 * S, 200 * MS).tokens(r(1000), r(50));
     ask.0.tool_calls = vec!["read_file".into()];
+    ask.0.params.choices = Some(1);
     ask.0.tool_ids.calls = vec![llm_observer_decode::ToolUse {
         id: "call_9".into(),
         name: "read_file".into(),

@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::types::Limits;
 
-use super::json::{NonEmpty, RpcId, Str, trim_start};
+use super::json::{NonEmpty, Prompts, RpcId, Str, trim_start};
 use super::{ApiDecoder, Headers, Request};
 use super::{anthropic, gemini, llamacpp, mcp, ollama, openai, responses, tgi};
 
@@ -45,9 +45,9 @@ pub(crate) struct Shape<'a> {
     pub name: Option<Str<'a>>,
     pub stream: Option<bool>,
     pub messages: Option<NonEmpty>,
-    pub prompt: Option<NonEmpty>,
+    pub prompt: Option<Prompts>,
     pub images: Option<NonEmpty>,
-    pub input: Option<NonEmpty>,
+    pub input: Option<Prompts>,
     pub inputs: Option<NonEmpty>,
     #[serde(deserialize_with = "keep_alive_zero")]
     #[serde(rename = "keep_alive")]
@@ -67,6 +67,9 @@ pub(crate) struct Shape<'a> {
     pub max_completion_tokens: Option<f64>,
     #[serde(deserialize_with = "lenient_number")]
     pub temperature: Option<f64>,
+    /// OpenAI `n`: choices asked for.
+    #[serde(deserialize_with = "lenient_number")]
+    pub n: Option<f64>,
 }
 
 impl Shape<'_> {
@@ -80,6 +83,13 @@ impl Shape<'_> {
 
     pub fn temperature(&self) -> Option<f64> {
         self.temperature.filter(|t| t.is_finite())
+    }
+
+    /// Choices asked for: `n` as a whole count of at least 1, else the default 1.
+    pub fn choices(&self) -> u64 {
+        self.n
+            .filter(|v| v.fract() == 0.0 && *v >= 1.0 && *v <= u32::MAX as f64)
+            .map_or(1, |v| v as u64)
     }
 }
 
@@ -306,8 +316,8 @@ pub(crate) fn recognize(req: &Request<'_>, limits: &Limits) -> Option<Box<dyn Ap
             stream: scan_bool(req.body, b"stream"),
             // Unknown: assume the request asked for output (never a load/unload guess).
             messages: Some(NonEmpty(true)),
-            prompt: Some(NonEmpty(true)),
-            input: Some(NonEmpty(true)),
+            prompt: Some(Prompts::UNKNOWN),
+            input: Some(Prompts::UNKNOWN),
             ..Shape::default()
         },
         None => return None,

@@ -65,6 +65,132 @@ impl<'de> Deserialize<'de> for NonEmpty {
     }
 }
 
+/// A request's `prompt` or `input`: whether it carries anything, and how many prompts it holds.
+/// OpenAI's shapes: a string is one prompt; an array of strings, or of token arrays, one per
+/// element; an array of token ids is one tokenized prompt. Nothing is kept of the text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Prompts {
+    pub non_empty: bool,
+    /// `None` when the value is `null`, or when the body could not be parsed.
+    pub count: Option<u64>,
+}
+
+impl Prompts {
+    /// What an unparseable body is taken to ask: output, from an unknown number of prompts.
+    pub(crate) const UNKNOWN: Prompts = Prompts {
+        non_empty: true,
+        count: None,
+    };
+}
+
+impl<'de> Deserialize<'de> for Prompts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// What one array element is, consumed without keeping it.
+        #[derive(PartialEq)]
+        enum Elem {
+            Number,
+            Other,
+        }
+        impl<'de> Deserialize<'de> for Elem {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct E;
+                impl<'de> Visitor<'de> for E {
+                    type Value = Elem;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("any JSON value")
+                    }
+                    fn visit_u64<X: de::Error>(self, _: u64) -> Result<Elem, X> {
+                        Ok(Elem::Number)
+                    }
+                    fn visit_i64<X: de::Error>(self, _: i64) -> Result<Elem, X> {
+                        Ok(Elem::Number)
+                    }
+                    fn visit_f64<X: de::Error>(self, _: f64) -> Result<Elem, X> {
+                        Ok(Elem::Number)
+                    }
+                    fn visit_str<X: de::Error>(self, _: &str) -> Result<Elem, X> {
+                        Ok(Elem::Other)
+                    }
+                    fn visit_bool<X: de::Error>(self, _: bool) -> Result<Elem, X> {
+                        Ok(Elem::Other)
+                    }
+                    fn visit_unit<X: de::Error>(self) -> Result<Elem, X> {
+                        Ok(Elem::Other)
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Elem, A::Error> {
+                        while a.next_element::<IgnoredAny>()?.is_some() {}
+                        Ok(Elem::Other)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Elem, A::Error> {
+                        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        Ok(Elem::Other)
+                    }
+                }
+                d.deserialize_any(E)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Prompts;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Prompts, E> {
+                Ok(Prompts {
+                    non_empty: !v.is_empty(),
+                    count: Some(1),
+                })
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Prompts, E> {
+                Ok(Prompts {
+                    non_empty: true,
+                    count: Some(1),
+                })
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Prompts, E> {
+                self.visit_bool(true)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Prompts, E> {
+                self.visit_bool(true)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Prompts, E> {
+                self.visit_bool(true)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Prompts, E> {
+                Ok(Prompts::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Prompts, E> {
+                Ok(Prompts::default())
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Prompts, D::Error> {
+                Prompts::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Prompts, A::Error> {
+                let (mut n, mut numbers) = (0u64, 0u64);
+                while let Some(e) = seq.next_element::<Elem>()? {
+                    n += 1;
+                    numbers += u64::from(e == Elem::Number);
+                }
+                Ok(Prompts {
+                    non_empty: n > 0,
+                    count: Some(if n > 0 && numbers == n { 1 } else { n }),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Prompts, A::Error> {
+                let mut any = false;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+                    any = true;
+                }
+                Ok(Prompts {
+                    non_empty: any,
+                    count: Some(1),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Flattens `Option<NonEmpty>` to a bool.
 pub(crate) fn has(v: Option<NonEmpty>) -> bool {
     matches!(v, Some(NonEmpty(true)))

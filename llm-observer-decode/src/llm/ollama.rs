@@ -135,7 +135,9 @@ pub(crate) fn decoder(
             // An empty prompt (generate) or empty `messages` (chat) only loads the model, or with
             // `keep_alive: 0` unloads it.
             let empty = match endpoint {
-                Endpoint::Generate => !has(shape.prompt) && !has(shape.images),
+                Endpoint::Generate => {
+                    !shape.prompt.is_some_and(|p| p.non_empty) && !has(shape.images)
+                }
                 _ => !has(shape.messages),
             };
             match (empty, shape.keep_alive_zero) {

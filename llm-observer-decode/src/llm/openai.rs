@@ -314,6 +314,15 @@ pub(crate) fn decoder(
     let mut core = Core::new(req, Api::Openai, operation, shape.model.as_deref(), stream);
     core.params.max_tokens = shape.max_tokens();
     core.params.temperature = shape.temperature();
+    match endpoint {
+        Endpoint::Chat => core.params.choices = Some(shape.choices()),
+        Endpoint::Completions => {
+            core.params.prompts = shape.prompt.and_then(|p| p.count);
+            // n choices for each prompt of the batch, as the response lists them.
+            core.params.choices = core.params.prompts.map(|p| p * shape.choices());
+        }
+        Endpoint::Embeddings => core.params.prompts = shape.input.and_then(|p| p.count),
+    }
     if endpoint == Endpoint::Chat {
         core.tool_results(req.body);
     }

@@ -413,7 +413,67 @@ fn request_params_and_traceparent_are_recorded() {
         .push(("traceparent", "00-zz-00f067aa0ba902b7-01"));
     let ex = drive(&case).exchange;
     assert_eq!(ex.request_model.as_deref(), Some("m"));
-    assert_eq!(ex.params, Default::default());
+    assert_eq!(
+        ex.params,
+        llm_observer_decode::RequestParams {
+            choices: Some(1),
+            ..Default::default()
+        }
+    );
+}
+
+/// Prompts and choices of one request, by what its body asks.
+fn batch(path: &str, body: &str) -> (Option<u64>, Option<u64>) {
+    let case = Case::new(path, body).ct("application/json").pieces(&[
+        r#"{"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+    ]);
+    let p = drive(&case).exchange.params;
+    (p.prompts, p.choices)
+}
+
+#[test]
+fn batches_of_prompts_and_choices_are_recorded() {
+    let c = "/v1/completions";
+    // A string, strings, token ids (one tokenized prompt), token arrays (one each).
+    assert_eq!(
+        batch(c, r#"{"model":"m","prompt":"a"}"#),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        batch(c, r#"{"model":"m","prompt":["a","b","c"],"n":2}"#),
+        (Some(3), Some(6))
+    );
+    assert_eq!(
+        batch(c, r#"{"model":"m","prompt":[1,2,3]}"#),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        batch(c, r#"{"model":"m","prompt":[[1,2],[3]],"n":3}"#),
+        (Some(2), Some(6))
+    );
+    assert_eq!(batch(c, r#"{"model":"m","prompt":[]}"#), (Some(0), Some(0)));
+    // Chat: one conversation, n choices; a bad n is the default.
+    let chat = "/v1/chat/completions";
+    let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
+    assert_eq!(
+        batch(chat, &format!(r#"{{"model":"m","n":4,{msgs}}}"#)),
+        (None, Some(4))
+    );
+    for bad in ["0", "1.5", r#""2""#, "-1"] {
+        assert_eq!(
+            batch(chat, &format!(r#"{{"model":"m","n":{bad},{msgs}}}"#)),
+            (None, Some(1)),
+            "n={bad}"
+        );
+    }
+    // Embeddings: inputs, no choices.
+    assert_eq!(
+        batch(
+            "/v1/embeddings",
+            r#"{"model":"m","input":["a","b","c","d","e"]}"#
+        ),
+        (Some(5), None)
+    );
 }
 
 #[test]

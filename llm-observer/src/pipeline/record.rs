@@ -73,6 +73,10 @@ pub struct ExchangeRecord<'a> {
     /// The request's `max_tokens` and `temperature` when it set them (OpenAI, Anthropic).
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
+    /// Prompts and choices of a batch (OpenAI `prompt` / `input` arrays, `n`), where the API
+    /// has them.
+    pub prompts: Option<u64>,
+    pub choices: Option<u64>,
     pub status: Option<u16>,
     /// The bounded error kind (`llm_inference_errors_total{error_type}`), `null` on success.
     pub error_type: Option<&'static str>,
@@ -158,6 +162,8 @@ impl<'a> ExchangeRecord<'a> {
             stream: ex.stream,
             max_tokens: ex.params.max_tokens,
             temperature: ex.params.temperature,
+            prompts: ex.params.prompts,
+            choices: ex.params.choices,
             status: ex.status,
             error_type: ex.error.map(|e| e.as_str()),
             incomplete: ex.incomplete.map(|i| i.as_str()),

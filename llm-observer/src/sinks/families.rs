@@ -120,6 +120,8 @@ struct Shared<'a> {
     ttft: &'a HistogramVec,
     prompt_tokens: &'a IntCounterVec,
     response_tokens: &'a IntCounterVec,
+    prompts: &'a IntCounterVec,
+    choices: &'a IntCounterVec,
 }
 
 impl Shared<'_> {
@@ -148,12 +150,24 @@ impl Shared<'_> {
         }
         add_tokens(self.prompt_tokens, l, ex.tokens.prompt);
         add_tokens(self.response_tokens, l, ex.tokens.completion);
+        // Batches: every finished request of an API that has the parameters, failed ones too,
+        // so a ratio to llm_requests_total is prompts (choices) per request.
+        for (c, v) in [
+            (self.prompts, ex.params.prompts),
+            (self.choices, ex.params.choices),
+        ] {
+            if let Some(v) = v {
+                c.with_label_values(l).inc_by(v);
+            }
+        }
     }
 }
 
 /// Server view (`llm_*`): the observed process accepted the connection.
 pub struct ServerFamilies {
     pub requests: IntCounterVec,
+    pub prompts: IntCounterVec,
+    pub choices: IntCounterVec,
     pub latency: HistogramVec,
     pub ttft: HistogramVec,
     pub tpot: HistogramVec,
@@ -243,6 +257,16 @@ impl ServerFamilies {
                 "The latest load time llm_model_load_time_seconds observed, per model and server process, seconds.",
                 l,
             )?,
+            prompts: reg.counter_vec(
+                "llm_request_prompts_total",
+                "Prompts in served requests (OpenAI completions prompt and embeddings input: an array is a batch of prompts); divided by llm_requests_total, prompts per request.",
+                l,
+            )?,
+            choices: reg.counter_vec(
+                "llm_request_choices_total",
+                "Choices served requests asked for (OpenAI n, default 1, times the prompts of a completions batch); divided by llm_requests_total, choices per request.",
+                l,
+            )?,
             tool_calls: reg.counter_vec(
                 "llm_tool_calls_total",
                 "Tool calls the model asked for in served responses, by tool name.",
@@ -286,6 +310,8 @@ impl ServerFamilies {
             ttft: &self.ttft,
             prompt_tokens: &self.prompt_tokens,
             response_tokens: &self.response_tokens,
+            prompts: &self.prompts,
+            choices: &self.choices,
         }
         .record(l, ex);
         if let Some(s) = tpot_seconds(ex) {
@@ -325,6 +351,8 @@ impl ServerFamilies {
 /// Client view (`llm_client_*`): the observed process connected to an LLM API.
 pub struct ClientFamilies {
     pub requests: IntCounterVec,
+    pub prompts: IntCounterVec,
+    pub choices: IntCounterVec,
     pub latency: HistogramVec,
     pub ttft: HistogramVec,
     pub prompt_tokens: IntCounterVec,
@@ -370,6 +398,16 @@ impl ClientFamilies {
                 "Client requests that failed, by error type.",
                 &with(l, &["type"]),
             )?,
+            prompts: reg.counter_vec(
+                "llm_client_request_prompts_total",
+                "Prompts in client requests (OpenAI completions prompt and embeddings input: an array is a batch of prompts).",
+                l,
+            )?,
+            choices: reg.counter_vec(
+                "llm_client_request_choices_total",
+                "Choices client requests asked for (OpenAI n, default 1, times the prompts of a completions batch).",
+                l,
+            )?,
             tool_calls: reg.counter_vec(
                 "llm_client_tool_calls_total",
                 "Tool calls the model asked the observed client to make, by tool name.",
@@ -391,6 +429,8 @@ impl ClientFamilies {
             ttft: &self.ttft,
             prompt_tokens: &self.prompt_tokens,
             response_tokens: &self.response_tokens,
+            prompts: &self.prompts,
+            choices: &self.choices,
         }
         .record(labels.as_slice(), ex);
     }

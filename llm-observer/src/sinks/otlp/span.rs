@@ -102,6 +102,13 @@ pub fn span(r: &ExchangeRecord<'_>) -> Span {
     if let Some(t) = r.temperature {
         attrs.push(double("gen_ai.request.temperature", t));
     }
+    // The conventions ask for the choice count only when the request sets one other than 1.
+    if let Some(n) = r.choices.filter(|&n| n != 1) {
+        attrs.push(int(
+            "gen_ai.request.choice.count",
+            i64::try_from(n).unwrap_or(i64::MAX),
+        ));
+    }
     usage(&mut attrs, "gen_ai.usage.input_tokens", ex.tokens.prompt);
     usage(
         &mut attrs,
@@ -225,6 +232,25 @@ mod tests {
             .iter()
             .find(|kv| kv.key == key)
             .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    #[test]
+    fn a_choice_count_other_than_one_is_an_attribute() {
+        let p = fx::process();
+        let clock = WallClock::fixed(0, 0);
+        let mut ex = fx::exchange();
+        for (choices, want) in [
+            (Some(2), Some(Value::IntValue(2))),
+            (Some(1), None),
+            (None, None),
+        ] {
+            ex.params.choices = choices;
+            let r = ExchangeRecord::new(&clock, &fx::view(&p), 0, &ex, Place::default(), ids());
+            assert_eq!(
+                attr(&span(&r), "gen_ai.request.choice.count"),
+                want.as_ref()
+            );
+        }
     }
 
     #[test]
