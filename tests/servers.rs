@@ -168,3 +168,71 @@ fn batched_prompts_and_choices_are_counted_per_request() {
     assert_eq!(e.sum("llm_client_request_prompts_total", &m), 4.0);
     assert_eq!(e.sum("llm_client_request_choices_total", &m), 7.0);
 }
+
+#[test]
+#[ignore = "needs root, BPF and the release agent"]
+fn batch_api_calls_are_counted_by_operation() {
+    if !ready() {
+        return;
+    }
+    let emu = EmulatorProc::start(EMULATOR, &[]).expect("emulator starts");
+    let agent = Agent::start(&["--port", &emu.addr().port().to_string()]).expect("agent starts");
+    let base = emu.base_url();
+    let create = json!({"input_file_id": "file-emu1", "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"});
+    let (status, text) = curl_post(
+        &format!("{base}/v1/batches"),
+        &create,
+        false,
+        Duration::from_secs(30),
+    )
+    .expect("curl runs");
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = curl_post(
+        &format!("{base}/v1/batches/batch_emu1/cancel"),
+        &json!({}),
+        false,
+        Duration::from_secs(30),
+    )
+    .expect("curl runs");
+    assert_eq!(status, 200, "{text}");
+    // Two reads of one batch and one listing, with GET.
+    for path in [
+        "/v1/batches/batch_emu1",
+        "/v1/batches/batch_emu1",
+        "/v1/batches?limit=5",
+    ] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(format!("{base}{path}"))
+            .output()
+            .expect("curl runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    }
+    let e = llm_observer_tests::harness::quiesce::wait_quiescent(agent.addr(), SETTLE)
+        .expect("agent quiescent");
+    for (op, n) in [
+        ("batch_create", 1.0),
+        ("batch_cancel", 1.0),
+        ("batch_retrieve", 2.0),
+        ("batch_list", 1.0),
+    ] {
+        let l = [("api", "openai"), ("operation", op), ("status", "2xx")];
+        assert_eq!(e.sum("llm_requests_total", &l), n, "{op}");
+        assert_eq!(
+            e.sum("llm_client_requests_total", &l),
+            n,
+            "{op}: curl's view"
+        );
+    }
+    assert_eq!(e.sum("llm_requests_total", &[]), 5.0);
+    assert_eq!(e.sum("llm_inference_errors_total", &[]), 0.0);
+}

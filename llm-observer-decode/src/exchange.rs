@@ -77,6 +77,14 @@ pub enum Operation {
     ToolCall,
     /// Any other MCP JSON-RPC method (`initialize`, `tools/list`, ...); see [`Exchange::mcp`].
     McpOther,
+    /// OpenAI Batch API: `POST /v1/batches`.
+    BatchCreate,
+    /// `GET /v1/batches/{id}`.
+    BatchRetrieve,
+    /// `GET /v1/batches`.
+    BatchList,
+    /// `POST /v1/batches/{id}/cancel`.
+    BatchCancel,
 }
 
 impl Operation {
@@ -92,6 +100,10 @@ impl Operation {
             Operation::ModelPull => "model_pull",
             Operation::ToolCall => "tool_call",
             Operation::McpOther => "mcp",
+            Operation::BatchCreate => "batch_create",
+            Operation::BatchRetrieve => "batch_retrieve",
+            Operation::BatchList => "batch_list",
+            Operation::BatchCancel => "batch_cancel",
         }
     }
 }

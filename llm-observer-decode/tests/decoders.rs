@@ -31,6 +31,7 @@ fn headers(list: &[(&str, &str)]) -> Headers {
 
 /// One request/response, described.
 struct Case<'a> {
+    method: &'a str,
     path: &'a str,
     req_headers: Vec<(&'a str, &'a str)>,
     body: &'a str,
@@ -44,6 +45,7 @@ struct Case<'a> {
 impl<'a> Case<'a> {
     fn new(path: &'a str, body: &'a str) -> Self {
         Case {
+            method: "POST",
             path,
             req_headers: vec![("content-type", "application/json")],
             body,
@@ -84,7 +86,7 @@ struct Outcome {
 fn drive(case: &Case<'_>) -> Outcome {
     let h = headers(&case.req_headers);
     let req = Request {
-        method: "POST",
+        method: case.method,
         path: case.path,
         headers: &h,
         body: case.body.as_bytes(),

@@ -22,7 +22,7 @@ use crate::types::Limits;
 
 use super::json::{NonEmpty, Prompts, RpcId, Str, trim_start};
 use super::{ApiDecoder, Headers, Request};
-use super::{anthropic, gemini, llamacpp, mcp, ollama, openai, responses, tgi};
+use super::{anthropic, batches, gemini, llamacpp, mcp, ollama, openai, responses, tgi};
 
 /// JSON-RPC `params` fields that name the target of a call.
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +234,10 @@ fn has_mcp_headers(headers: &Headers) -> bool {
 /// older HTTP+SSE transport). Everything else is framed without collecting its body: a JSON POST
 /// to any other path on the node (`/upload`, a REST API) costs no buffering.
 pub(crate) fn candidate(method: &str, path: &str, headers: &Headers) -> bool {
+    // The Batch API is also read with GET (bodyless: nothing to buffer).
+    if batches::endpoint(method, path).is_some() {
+        return true;
+    }
     if !method.eq_ignore_ascii_case("POST") {
         return false;
     }
@@ -279,6 +283,10 @@ fn mcp_candidate(req: &Request<'_>) -> bool {
 
 /// See [`super::recognize`].
 pub(crate) fn recognize(req: &Request<'_>, limits: &Limits) -> Option<Box<dyn ApiDecoder>> {
+    // By method and path alone: a create's body is a file id and options, never a prompt.
+    if let Some(op) = batches::endpoint(req.method, req.path) {
+        return Some(batches::decoder(req, op, limits));
+    }
     if !req.method.eq_ignore_ascii_case("POST") {
         return None;
     }

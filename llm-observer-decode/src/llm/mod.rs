@@ -12,6 +12,7 @@ use crate::exchange::{Api, Exchange, Operation};
 use crate::types::{DecodeError, EndedBy, Limits};
 
 mod anthropic;
+mod batches;
 mod common;
 mod detect;
 mod errors;

@@ -489,3 +489,42 @@ fn chat_request_carrying_tool_results_names_their_ids() {
     assert_eq!(out.exchange.tool_ids, tool_ids(&[], &["call_a", "call_b"]));
     assert!(out.exchange.tool_calls.is_empty());
 }
+
+#[test]
+fn batch_api_calls_are_exchanges_by_operation() {
+    let object = r#"{"id":"batch_abc123","object":"batch","endpoint":"/v1/chat/completions","status":"validating","input_file_id":"file-abc123","completion_window":"24h","request_counts":{"total":0,"completed":0,"failed":0}}"#;
+    let list = r#"{"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}"#;
+    for (method, path, body, answer, op) in [
+        (
+            "POST",
+            "/v1/batches",
+            r#"{"input_file_id":"file-abc123","endpoint":"/v1/chat/completions","completion_window":"24h"}"#,
+            object,
+            Operation::BatchCreate,
+        ),
+        (
+            "GET",
+            "/v1/batches/batch_abc123",
+            "",
+            object,
+            Operation::BatchRetrieve,
+        ),
+        ("GET", "/v1/batches?limit=2", "", list, Operation::BatchList),
+        (
+            "POST",
+            "/v1/batches/batch_abc123/cancel",
+            "",
+            object,
+            Operation::BatchCancel,
+        ),
+    ] {
+        let mut case = Case::new(path, body).ct(JSON).pieces(&[answer]);
+        case.method = method;
+        let out = drive(&case);
+        let mut want = base(Api::Openai, op, path, None, false);
+        want.method = method.into();
+        want.timings.response_end_ns = Some(case.end_ns());
+        assert_eq!(out.exchange, want, "{method} {path}");
+        assert!(out.errors.is_empty());
+    }
+}

@@ -303,6 +303,17 @@ async fn handle(
         (&Method::POST, "/v1/completions") => Route::OpenAiCompletions,
         (&Method::POST, "/v1/messages") => Route::AnthropicMessages,
         (&Method::POST, "/completion") => Route::LlamacppCompletion,
+        // OpenAI's Batch API: documented object shapes, nothing run.
+        (&Method::POST, "/v1/batches") => {
+            return Ok(json(StatusCode::OK, openai::batch("validating")));
+        }
+        (&Method::GET, "/v1/batches") => return Ok(json(StatusCode::OK, openai::batch_list())),
+        (&Method::POST, p) if p.starts_with("/v1/batches/") && p.ends_with("/cancel") => {
+            return Ok(json(StatusCode::OK, openai::batch("cancelling")));
+        }
+        (&Method::GET, p) if p.starts_with("/v1/batches/") => {
+            return Ok(json(StatusCode::OK, openai::batch("in_progress")));
+        }
         // Go's net/http text, as Ollama answers.
         _ => return Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
     };

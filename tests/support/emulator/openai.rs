@@ -263,3 +263,20 @@ pub fn models() -> String {
         model("m2")
     )
 }
+
+/// A Batch API `batch` object (OpenAI's documented shape) in `status`.
+pub fn batch(status: &str) -> String {
+    format!(
+        "{{\"id\":\"batch_emu1\",\"object\":\"batch\",\"endpoint\":\"/v1/chat/completions\",\
+         \"errors\":null,\"input_file_id\":\"file-emu1\",\"completion_window\":\"24h\",\
+         \"status\":{},\"output_file_id\":null,\"created_at\":1714508499,\
+         \"request_counts\":{{\"total\":0,\"completed\":0,\"failed\":0}},\"metadata\":null}}",
+        super::js(status)
+    )
+}
+
+/// `GET /v1/batches`: an empty page.
+pub fn batch_list() -> String {
+    "{\"object\":\"list\",\"data\":[],\"first_id\":null,\"last_id\":null,\"has_more\":false}"
+        .to_owned()
+}
