@@ -200,3 +200,30 @@ fn a_bad_config_file_stops_the_agent_naming_its_line() {
     assert!(!err.contains("attached"), "it started capturing: {err}");
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }
+
+#[test]
+fn a_bad_label_rule_in_the_config_file_is_refused_with_its_line() {
+    let bin = agent_bin();
+    if !bin.exists() {
+        guard::skip_or_fail::<()>(&format!("no agent at {}", bin.display()));
+        return;
+    }
+    let text = "label-header = [\"tenant=x-tenant\"]\n# the body's user field\nlabel-body-field = [\"model=/user\"]\n";
+    let path = config_file("bad-label", text);
+    let out = Command::new(&bin)
+        .arg("--config")
+        .arg(&path)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .expect("the agent runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let first = err.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with(&format!("error: --config {}:3:", path.display()))
+            && first.contains("\"model\" is a label the agent already sets"),
+        "{err}"
+    );
+    assert!(!err.contains("attached"), "it started capturing: {err}");
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}

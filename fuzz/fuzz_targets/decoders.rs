@@ -49,6 +49,7 @@ const LIMITS: Limits = Limits {
     max_body_bytes: 4096,
     max_event_bytes: 1024,
     max_pending_requests: 4,
+    labels: &llm_observer_decode::labels::NO_LABELS,
 };
 
 fn run(sel: u8, end: u8, req_body: &[u8], pieces: &[&[u8]]) -> Option<Exchange> {

@@ -21,6 +21,7 @@ const LIMITS: Limits = Limits {
     max_body_bytes: 4096,
     max_event_bytes: 1024,
     max_pending_requests: 4,
+    labels: &llm_observer_decode::labels::NO_LABELS,
 };
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

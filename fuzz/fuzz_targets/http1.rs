@@ -62,6 +62,7 @@ const LIMITS: Limits = Limits {
     max_body_bytes: 4096,
     max_event_bytes: 1024,
     max_pending_requests: 4,
+    labels: &llm_observer_decode::labels::NO_LABELS,
 };
 
 fn run(dir: Direction, frame_only: bool, end: bool, pieces: &[&[u8]]) -> Vec<Ev> {

@@ -316,7 +316,7 @@ pub struct McpInfo {
 /// Request parameters and context an exchange's records report when the request carried them
 /// (never text): OpenAI / Anthropic `max_tokens` (`max_completion_tokens`) and `temperature`, and
 /// the W3C `traceparent` header.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct RequestParams {
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
@@ -325,6 +325,8 @@ pub struct RequestParams {
     pub prompts: Option<u64>,
     /// Choices it asks for (OpenAI `n`, default 1); `None` where the API has no such parameter.
     pub choices: Option<u64>,
+    /// The user-defined labels' values ([`crate::labels`]), in rule order; empty without rules.
+    pub user_labels: Vec<String>,
     pub trace_parent: Option<crate::TraceParent>,
 }
 

@@ -15,6 +15,7 @@
 
 pub mod decoder;
 pub mod exchange;
+pub mod labels;
 pub mod llm;
 pub mod protocol;
 pub mod traceparent;

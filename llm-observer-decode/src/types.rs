@@ -23,6 +23,9 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Most requests waiting for their response on one connection (pipelining depth).
     pub max_pending_requests: usize,
+    /// User-defined labels to read off each recognised request (set once at start; a `'static`
+    /// reference keeps `Limits` a small `Copy` value).
+    pub labels: &'static crate::labels::LabelRules,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_event_bytes: 1024 * 1024,
             max_pending_requests: 64,
+            labels: &crate::labels::NO_LABELS,
         }
     }
 }
@@ -153,6 +157,8 @@ pub enum Output {
         /// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2), at most
         /// [`MAX_HOST_BYTES`] bytes; the agent derives the client view's `provider` from it.
         host: Option<String>,
+        /// The user-defined labels' values ([`crate::labels`]), in rule order.
+        user_labels: Vec<String>,
     },
     /// The first content-bearing response event of request `seq` arrived (TTFT marker).
     FirstToken {

@@ -335,6 +335,7 @@ fn expected_params(fx: &Fixture, spec: &Spec) -> llm_observer_decode::RequestPar
                 trace_parent: None,
                 prompts,
                 choices,
+                user_labels: Vec::new(),
             }
         }
         _ => llm_observer_decode::RequestParams::default(),

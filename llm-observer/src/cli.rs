@@ -3,6 +3,7 @@
 
 pub mod config_file;
 mod effective;
+pub mod labels;
 
 use std::{ffi::OsString, net::SocketAddr, path::PathBuf};
 
@@ -115,6 +116,31 @@ pub struct RunArgs {
     /// Distinct model label values per family before `other`.
     #[arg(long, env = "LLM_OBSERVER_MAX_MODELS", default_value_t = 32)]
     pub max_models: usize,
+
+    /// Extra label on the request families, `NAME=HEADER`, from a request header (repeat or
+    /// comma-separate), e.g. tenant=x-tenant. Credential headers are refused.
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_LABEL_HEADERS",
+        value_delimiter = ',',
+        value_parser = labels::parse_header_rule
+    )]
+    pub label_header: Vec<String>,
+
+    /// Extra label on the request families, `NAME=/json/pointer`, from the request body (repeat
+    /// or comma-separate), e.g. user=/user, user_id=/metadata/user_id.
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_LABEL_BODY_FIELDS",
+        value_delimiter = ',',
+        value_parser = labels::parse_body_rule
+    )]
+    pub label_body_field: Vec<String>,
+
+    /// Distinct values per user-defined label before `other` (a value is admitted by a
+    /// successful request).
+    #[arg(long, env = "LLM_OBSERVER_MAX_LABEL_VALUES", default_value_t = 32)]
+    pub max_label_values: usize,
 
     /// Distinct peer label values (client view) before `other`.
     #[arg(long, env = "LLM_OBSERVER_MAX_PEERS", default_value_t = 32)]

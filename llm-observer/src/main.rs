@@ -26,7 +26,10 @@ use llm_observer::{
         web_config::WebConfig,
     },
 };
-use llm_observer_decode::Limits;
+use llm_observer_decode::{
+    Limits,
+    labels::{LabelRules, NO_LABELS},
+};
 
 fn main() -> std::process::ExitCode {
     let parsed = cli::parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
@@ -76,10 +79,11 @@ fn capture_config(a: &CaptureArgs) -> CaptureConfig {
     }
 }
 
-fn table_config(a: &CaptureArgs) -> ConnTableConfig {
+fn table_config(a: &CaptureArgs, labels: &'static LabelRules) -> ConnTableConfig {
     ConnTableConfig {
         limits: Limits {
             max_body_bytes: a.max_body_bytes,
+            labels,
             ..Limits::default()
         },
         max_connections: a.max_connections,
@@ -90,7 +94,11 @@ fn table_config(a: &CaptureArgs) -> ConnTableConfig {
     }
 }
 
-fn start_capture(a: &CaptureArgs) -> anyhow::Result<(Capture, ConnTable)> {
+/// `labels`: the user-defined label rules the decoders read off each request.
+fn start_capture(
+    a: &CaptureArgs,
+    labels: &'static LabelRules,
+) -> anyhow::Result<(Capture, ConnTable)> {
     let mut capture = Capture::load(&capture_config(a))?;
     log::info!(
         "attached {} tracepoints (attach mode: {ATTACH_MODE})",
@@ -99,7 +107,7 @@ fn start_capture(a: &CaptureArgs) -> anyhow::Result<(Capture, ConnTable)> {
     // Before /metrics is served (and before the sockets are seeded, whose log line tests take as
     // the capture being ready): a running process's next SSL call is captured once it is.
     capture.scan_tls(&a.proc_root);
-    let mut table = ConnTable::new(table_config(a));
+    let mut table = ConnTable::new(table_config(a, labels));
     pipeline::seed_existing(&mut capture, &mut table, &a.proc_root, a.pid);
     Ok((capture, table))
 }
@@ -184,7 +192,14 @@ fn prices(
 }
 
 async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Result<()> {
+    let rules = cli::labels::rules(&r.label_header, &r.label_body_field)
+        .map_err(|e| anyhow::anyhow!("--label-header / --label-body-field: {e}"))?;
+    let user_labels: Vec<String> = rules.rules.iter().map(|r| r.name.clone()).collect();
+    // Read by every connection's decoder for the agent's whole life: made once, never freed.
+    let rules: &'static LabelRules = Box::leak(Box::new(rules));
     let cfg = MetricsConfig {
+        user_labels,
+        max_label_values: r.max_label_values,
         max_models: r.max_models,
         max_peers: r.max_peers,
         max_processes: r.max_processes,
@@ -223,7 +238,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
     let http = tokio::spawn(server.run(metrics.clone(), async move {
         let _ = rx.changed().await;
     }));
-    let result = match start_capture(a) {
+    let result = match start_capture(a, rules) {
         Ok((capture, table)) => {
             log::info!("serving /metrics on {scheme}://{local}/metrics");
             ready.set(true);
@@ -337,7 +352,7 @@ fn record_outputs(
 }
 
 async fn trace(a: &CaptureArgs, t: &TraceArgs) -> anyhow::Result<()> {
-    let (capture, table) = start_capture(a)?;
+    let (capture, table) = start_capture(a, &NO_LABELS)?;
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let mut sink = TraceSink::new(std::io::stdout().lock(), t.raw, t.show_secrets)
         .with_limit(t.count, done_tx);

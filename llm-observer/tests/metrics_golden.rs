@@ -104,6 +104,7 @@ impl Ex {
             operation: self.0.operation,
             model: self.0.request_model.clone(),
             stream: self.0.stream,
+            user_labels: self.0.params.user_labels.clone(),
         }
     }
 }

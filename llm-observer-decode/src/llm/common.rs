@@ -449,7 +449,12 @@ impl<H: Handler> ApiDecoder for Engine<H> {
             operation: self.core.operation,
             model: self.core.request_model.clone(),
             stream: self.core.stream,
+            user_labels: self.core.params.user_labels.clone(),
         }
+    }
+
+    fn set_user_labels(&mut self, values: Vec<String>) {
+        self.core.params.user_labels = values;
     }
 
     fn response_head(&mut self, head: &ResponseHead<'_>) {

@@ -116,6 +116,8 @@ pub struct RequestSummary {
     pub operation: Operation,
     pub model: Option<String>,
     pub stream: bool,
+    /// The user-defined labels' values ([`crate::labels`]), in rule order.
+    pub user_labels: Vec<String>,
 }
 
 /// Decodes one recognised request's response into an [`Exchange`].
@@ -146,6 +148,12 @@ pub trait ApiDecoder: Send + std::fmt::Debug {
     /// No more response: build the record. `end_ns` is the capture time of the last response byte
     /// (or of the close that ended it); `response_wire_bytes` counts head + framed body.
     fn finish(self: Box<Self>, end: BodyEnd, end_ns: u64, response_wire_bytes: u64) -> Exchange;
+
+    /// The request's user-defined label values, read at recognition ([`crate::labels`]).
+    /// Decoders without them (MCP) ignore them.
+    fn set_user_labels(&mut self, values: Vec<String>) {
+        let _ = values;
+    }
 }
 
 /// Whether a request, known by its head alone, could belong to a known API (a POST to a known
@@ -167,5 +175,9 @@ pub fn recognize(req: &Request<'_>) -> Option<Box<dyn ApiDecoder>> {
 /// [`recognize`] with the connection's caps: `max_event_bytes` bounds one SSE event / NDJSON line,
 /// `max_body_bytes` one buffered JSON response body.
 pub fn recognize_with_limits(req: &Request<'_>, limits: &Limits) -> Option<Box<dyn ApiDecoder>> {
-    detect::recognize(req, limits)
+    let mut d = detect::recognize(req, limits)?;
+    if !limits.labels.is_empty() {
+        d.set_user_labels(limits.labels.extract(req));
+    }
+    Some(d)
 }

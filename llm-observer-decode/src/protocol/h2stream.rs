@@ -223,6 +223,7 @@ impl H2Stream {
                 operation: s.operation,
                 model: s.model,
                 stream: s.stream,
+                user_labels: s.user_labels,
                 ts_ns,
                 host: crate::llm::request_host(&self.headers),
             });

@@ -317,6 +317,7 @@ impl Handler for ReqSide<'_> {
                 operation: s.operation,
                 model: s.model,
                 stream: s.stream,
+                user_labels: s.user_labels,
                 ts_ns: end.ts_ns,
                 host: crate::llm::request_host(&inc.headers),
             });

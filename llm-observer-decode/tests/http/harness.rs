@@ -120,6 +120,7 @@ pub fn small_limits() -> Limits {
         max_body_bytes: 64 * 1024,
         max_event_bytes: 4096,
         max_pending_requests: 8,
+        ..Limits::default()
     }
 }
 
@@ -207,6 +208,7 @@ impl ApiDecoder for Probe {
             operation: Operation::Chat,
             model: None,
             stream: false,
+            user_labels: Vec::new(),
         }
     }
 

@@ -695,6 +695,7 @@ impl ConnTable {
                     operation,
                     model,
                     stream,
+                    user_labels,
                     ..
                 } => {
                     let summary = llm_observer_decode::llm::RequestSummary {
@@ -702,6 +703,7 @@ impl ConnTable {
                         operation,
                         model,
                         stream,
+                        user_labels,
                     };
                     sink.started(&view, seq, &summary);
                 }

@@ -62,6 +62,7 @@ pub(crate) fn exchange() -> Exchange {
             trace_parent: None,
             prompts: None,
             choices: Some(2),
+            user_labels: Vec::new(),
         },
         server: None,
         cache_write_tokens: TokenCount::ABSENT,

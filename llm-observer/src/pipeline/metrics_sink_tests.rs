@@ -79,6 +79,7 @@ fn summary() -> RequestSummary {
         operation: Operation::Chat,
         model: Some("m".into()),
         stream: false,
+        user_labels: Vec::new(),
     }
 }
 

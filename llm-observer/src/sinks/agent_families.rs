@@ -3,7 +3,7 @@
 
 use prometheus::{CounterVec, HistogramVec, IntCounterVec};
 
-use super::families::{CLIENT_LABELS, MCP_BUCKETS};
+use super::families::{CLIENT_LABELS, MCP_BUCKETS, with_user};
 use super::registry::Reg;
 use super::tool_exec::Dropped;
 
@@ -19,7 +19,8 @@ pub struct AgentFamilies {
 }
 
 impl AgentFamilies {
-    pub(crate) fn register(reg: &mut Reg) -> prometheus::Result<Self> {
+    pub(crate) fn register(reg: &mut Reg, user: &[String]) -> prometheus::Result<Self> {
+        let client = with_user(CLIENT_LABELS, user);
         let f = AgentFamilies {
             tool_execution: reg.histogram_vec(
                 "llm_client_tool_execution_seconds",
@@ -37,12 +38,12 @@ impl AgentFamilies {
             cost: reg.float_counter_vec(
                 "llm_client_cost_usd_total",
                 "Cost of client requests from their reported or counted tokens and the price table (--prices, default the shipped prices.toml), US dollars.",
-                CLIENT_LABELS,
+                &client,
             )?,
             unpriced: reg.counter_vec(
                 "llm_client_unpriced_requests_total",
                 "Client requests with token counts whose model is not in the price table (their cost is unknown, not zero).",
-                CLIENT_LABELS,
+                &client,
             )?,
         };
         // Bounded self-metric label values are exported as 0 from the first scrape.

@@ -68,6 +68,14 @@ fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(extra).copied().collect()
 }
 
+/// A view's label names followed by the user-defined ones.
+pub(crate) fn with_user<'a>(base: &[&'a str], user: &'a [String]) -> Vec<&'a str> {
+    base.iter()
+        .copied()
+        .chain(user.iter().map(String::as_str))
+        .collect()
+}
+
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -189,8 +197,10 @@ pub struct ServerFamilies {
 }
 
 impl ServerFamilies {
-    pub(crate) fn register(reg: &mut Reg) -> prometheus::Result<Self> {
-        let l = SERVER_LABELS;
+    /// `user`: the operator's label names, after the built-in ones on every per-request family.
+    pub(crate) fn register(reg: &mut Reg, user: &[String]) -> prometheus::Result<Self> {
+        let l = with_user(SERVER_LABELS, user);
+        let l = l.as_slice();
         Ok(ServerFamilies {
             requests: reg.counter_vec(
                 "llm_requests_total",
@@ -301,8 +311,8 @@ impl ServerFamilies {
     }
 
     /// Every per-request family, from one finished exchange (not MCP).
-    pub fn record(&self, labels: &[&str; 8], ex: &Exchange) {
-        let l = labels.as_slice();
+    pub fn record(&self, labels: &[&str], ex: &Exchange) {
+        let l = labels;
         Shared {
             requests: &self.requests,
             errors: &self.errors,
@@ -341,7 +351,7 @@ impl ServerFamilies {
         }
     }
 
-    pub fn tool_call(&self, labels: &[&str; 8], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();
@@ -363,8 +373,9 @@ pub struct ClientFamilies {
 }
 
 impl ClientFamilies {
-    pub(crate) fn register(reg: &mut Reg) -> prometheus::Result<Self> {
-        let l = CLIENT_LABELS;
+    pub(crate) fn register(reg: &mut Reg, user: &[String]) -> prometheus::Result<Self> {
+        let l = with_user(CLIENT_LABELS, user);
+        let l = l.as_slice();
         Ok(ClientFamilies {
             requests: reg.counter_vec(
                 "llm_client_requests_total",
@@ -421,7 +432,7 @@ impl ClientFamilies {
         })
     }
 
-    pub fn record(&self, labels: &[&str; 10], ex: &Exchange) {
+    pub fn record(&self, labels: &[&str], ex: &Exchange) {
         Shared {
             requests: &self.requests,
             errors: &self.errors,
@@ -432,10 +443,10 @@ impl ClientFamilies {
             prompts: &self.prompts,
             choices: &self.choices,
         }
-        .record(labels.as_slice(), ex);
+        .record(labels, ex);
     }
 
-    pub fn tool_call(&self, labels: &[&str; 10], tool: &str) {
+    pub fn tool_call(&self, labels: &[&str], tool: &str) {
         self.tool_calls
             .with_label_values(&with(labels, &[tool]))
             .inc();

@@ -50,6 +50,11 @@ pub struct MetricsConfig {
     pub tool_call_timeout: Duration,
     /// Prices of `llm_client_cost_usd_total`.
     pub prices: PriceTable,
+    /// The operator's label names (`--label-header`, `--label-body-field`), in rule order,
+    /// after the built-in labels of every per-request family.
+    pub user_labels: Vec<String>,
+    /// Distinct values per user label; later values are `other`.
+    pub max_label_values: usize,
 }
 
 impl Default for MetricsConfig {
@@ -64,6 +69,8 @@ impl Default for MetricsConfig {
             max_pending_tool_calls: 64,
             tool_call_timeout: Duration::from_secs(600),
             prices: PriceTable::shipped(),
+            user_labels: Vec::new(),
+            max_label_values: 32,
         }
     }
 }
@@ -153,6 +160,8 @@ struct Held {
     role: Role,
     model: String,
     peer: Option<String>,
+    /// The user labels' values, in rule order.
+    user: Vec<String>,
 }
 
 impl InFlight {
@@ -182,6 +191,8 @@ struct Caps {
     processes: LabelCap,
     peers: LabelCap,
     tools: LabelCap,
+    /// One per user label, in rule order.
+    user: Vec<LabelCap>,
 }
 
 /// The agent's metrics. Owns its registry: several can coexist (tests), nothing is global.
@@ -203,6 +214,8 @@ pub struct Metrics {
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
     gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
     caps: Caps,
+    /// The user labels' names, in rule order (the caps' order).
+    user_names: Vec<String>,
     window: Mutex<TokenRateWindow>,
     rss: Mutex<RssTracker>,
     env: ScrapeEnv,
@@ -230,10 +243,10 @@ impl Metrics {
     ) -> Result<Metrics, MetricsError> {
         let mut reg = Reg::new();
         let self_metrics = SelfMetrics::register(&mut reg, attach_mode)?;
-        let server = ServerFamilies::register(&mut reg)?;
-        let client = ClientFamilies::register(&mut reg)?;
+        let server = ServerFamilies::register(&mut reg, &cfg.user_labels)?;
+        let client = ClientFamilies::register(&mut reg, &cfg.user_labels)?;
         let mcp = McpFamilies::register(&mut reg)?;
-        let agent = AgentFamilies::register(&mut reg)?;
+        let agent = AgentFamilies::register(&mut reg, &cfg.user_labels)?;
         let tool_timeout = u64::try_from(cfg.tool_call_timeout.as_nanos()).unwrap_or(u64::MAX);
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let gpu = GpuFamilies::register(&mut reg)?;
@@ -260,7 +273,13 @@ impl Metrics {
                 processes: LabelCap::new(cfg.max_processes, idle),
                 peers: LabelCap::new(cfg.max_peers, idle),
                 tools: LabelCap::new(cfg.max_tools, idle),
+                user: cfg
+                    .user_labels
+                    .iter()
+                    .map(|_| LabelCap::new(cfg.max_label_values, idle))
+                    .collect(),
             },
+            user_names: cfg.user_labels,
             window: Mutex::new(TokenRateWindow::new(cfg.tokens_per_second_window.as_secs())),
             rss: Mutex::new(RssTracker::new(env.proc_root.clone())),
             env,
@@ -357,7 +376,13 @@ impl Metrics {
             (&self.caps.peers, "peer", Scope::Both),
             (&self.caps.tools, "tool", Scope::Both),
         ];
-        for (cap, label, scope) in scopes {
+        let user = self
+            .caps
+            .user
+            .iter()
+            .zip(&self.user_names)
+            .map(|(cap, name)| (cap, name.as_str(), Scope::Both));
+        for (cap, label, scope) in scopes.into_iter().chain(user) {
             for value in cap.expire(now) {
                 for f in &self.forgettable {
                     if scope.contains(&f.family_name()) {
@@ -404,10 +429,13 @@ impl Metrics {
             .processes
             .label(Some(&ctx.process), Admit::Yes, now);
         let (api, op) = (summary.api.as_str(), summary.operation.as_str());
+        let user = self.hold_user(&summary.user_labels, now);
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
-                let labels = server_labels(api, op, &model, &process, &ctx.place, ctx.server);
+                let mut labels =
+                    server_labels(api, op, &model, &process, &ctx.place, ctx.server).to_vec();
+                labels.extend(user.iter().map(String::as_str));
                 let active = self.server.active.with_label_values(&labels);
                 let queue = self.server.queue.with_label_values(&labels);
                 active.inc();
@@ -419,6 +447,7 @@ impl Metrics {
                         role: ctx.role,
                         model,
                         peer: None,
+                        user,
                     }),
                 }
             }
@@ -427,7 +456,7 @@ impl Metrics {
                     .caps
                     .peers
                     .hold(ctx.peer.map(|p| p.to_string()).as_deref(), now);
-                let labels = client_labels(
+                let mut labels = client_labels(
                     api,
                     op,
                     &model,
@@ -436,7 +465,9 @@ impl Metrics {
                     &peer,
                     ctx.provider,
                     ctx.server,
-                );
+                )
+                .to_vec();
+                labels.extend(user.iter().map(String::as_str));
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -446,6 +477,7 @@ impl Metrics {
                         role: ctx.role,
                         model,
                         peer: Some(peer),
+                        user,
                     }),
                 }
             }
@@ -539,6 +571,40 @@ impl Metrics {
         {
             self.client.active.forget("peer", &peer);
         }
+        for ((cap, name), value) in self.caps.user.iter().zip(&self.user_names).zip(&h.user) {
+            if cap.release(value) {
+                for g in &gauges {
+                    g.forget(name, value);
+                }
+            }
+        }
+    }
+
+    /// The user labels' values of a request in flight: values already admitted, held until it
+    /// ends (see `LabelCap::hold`); `""` where the request has none.
+    fn hold_user(&self, raw: &[String], now: u64) -> Vec<String> {
+        self.caps
+            .user
+            .iter()
+            .enumerate()
+            .map(|(i, cap)| match raw.get(i).map(String::as_str) {
+                Some(v) if !v.is_empty() => cap.hold(Some(v), now),
+                _ => String::new(),
+            })
+            .collect()
+    }
+
+    /// The user labels' values of a finished request; a success admits new ones.
+    fn label_user(&self, raw: &[String], admit: Admit, now: u64) -> Vec<String> {
+        self.caps
+            .user
+            .iter()
+            .enumerate()
+            .map(|(i, cap)| match raw.get(i).map(String::as_str) {
+                Some(v) if !v.is_empty() => cap.label(Some(v), admit, now),
+                _ => String::new(),
+            })
+            .collect()
     }
 
     fn record(&self, ctx: &ExchangeCtx, process: &str, ex: &Exchange, admit: Admit, now: u64) {
@@ -552,10 +618,13 @@ impl Metrics {
             .tool_calls
             .iter()
             .map(|t| self.caps.tools.label(Some(t), admit, now));
+        let user = self.label_user(&ex.params.user_labels, admit, now);
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(process, &ctx.place));
-                let labels = server_labels(api, op, &model, process, &ctx.place, ctx.server);
+                let mut labels =
+                    server_labels(api, op, &model, process, &ctx.place, ctx.server).to_vec();
+                labels.extend(user.iter().map(String::as_str));
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
@@ -569,7 +638,7 @@ impl Metrics {
             }
             Role::Client => {
                 let peer = self.peer_label(ctx, ex, now);
-                let labels = client_labels(
+                let mut labels = client_labels(
                     api,
                     op,
                     &model,
@@ -578,7 +647,9 @@ impl Metrics {
                     &peer,
                     ctx.provider,
                     ctx.server,
-                );
+                )
+                .to_vec();
+                labels.extend(user.iter().map(String::as_str));
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);

@@ -51,6 +51,7 @@ fn summary(model: &str) -> RequestSummary {
         operation: Operation::Chat,
         model: Some(model.into()),
         stream: true,
+        user_labels: Vec::new(),
     }
 }
 
@@ -716,4 +717,61 @@ fn incomplete_exchanges_are_the_agents_not_the_servers() {
         .get();
     assert_eq!(n, 1);
     gauges_zero(&m);
+}
+
+#[test]
+fn user_labels_on_the_request_families_admitted_by_success() {
+    let m = metrics(MetricsConfig {
+        user_labels: vec!["tenant".into()],
+        max_label_values: 1,
+        ..MetricsConfig::default()
+    });
+    let with_tenant = |mut e: Exchange, t: &str| {
+        e.params.user_labels = vec![t.to_owned()];
+        e
+    };
+    let mut s = summary("llama3");
+    s.user_labels = vec!["acme".into()];
+    // In flight before any success: the value is held, so the gauge names it.
+    let f = m.started(&server(), &s);
+    fn tenant(t: &str) -> Vec<&str> {
+        L.iter().copied().chain([t]).collect()
+    }
+    assert_eq!(m.server.active.with_label_values(&tenant("acme")).get(), 1);
+    m.done(
+        Some(f),
+        &server(),
+        &with_tenant(ex("llama3", false, S), "acme"),
+    );
+    let reqs = |t: &str| {
+        let mut l = tenant(t);
+        l.push("2xx");
+        m.server.requests.with_label_values(&l).get()
+    };
+    assert_eq!(reqs("acme"), 1);
+    // The cap (1) is taken by acme: a second tenant's success is `other`; a request without the
+    // header is "" (no value), which takes no slot.
+    m.done(
+        None,
+        &server(),
+        &with_tenant(ex("llama3", false, S), "globex"),
+    );
+    m.done(None, &server(), &with_tenant(ex("llama3", false, S), ""));
+    assert_eq!((reqs("other"), reqs("")), (1, 1));
+    // Junk never admits: a failed request's new value is `other` too.
+    let junk = with_tenant(failed("llama3", 500, ErrorKind::ServerError), "junk");
+    m.done(None, &server(), &junk);
+    let errors = m
+        .server
+        .errors
+        .with_label_values(
+            &L.iter()
+                .copied()
+                .chain(["other", "server_error"])
+                .collect::<Vec<_>>(),
+        )
+        .get();
+    assert_eq!(errors, 1);
+    let text = m.encode();
+    assert!(!text.contains("globex") && !text.contains("junk"), "{text}");
 }

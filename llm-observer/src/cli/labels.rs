@@ -1,0 +1,159 @@
+//! `--label-header NAME=HEADER` and `--label-body-field NAME=/json/pointer`: the operator's own
+//! labels on the request families. Each rule is checked as the flag (or its config-file key) is
+//! read, so a bad one names its flag or its line; [`rules`] then puts them in label order.
+
+use llm_observer_decode::labels::{LabelRule, LabelRules, LabelSource};
+
+/// Label names the request families already use (and Prometheus's own): a rule may not take one.
+const TAKEN: &[&str] = &[
+    "api",
+    "operation",
+    "model",
+    "process",
+    "container",
+    "pod",
+    "namespace",
+    "server",
+    "status",
+    "peer",
+    "provider",
+    "source",
+    "type",
+    "tool",
+    "token_type",
+    "le",
+    "quantile",
+    "job",
+    "instance",
+];
+
+fn split(rule: &str) -> Result<(&str, &str), String> {
+    let (name, source) = rule
+        .split_once('=')
+        .ok_or_else(|| format!("{rule:?}: expected NAME=SOURCE"))?;
+    let (name, source) = (name.trim(), source.trim());
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__");
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+        ));
+    }
+    if TAKEN.contains(&name) {
+        return Err(format!("{name:?} is a label the agent already sets"));
+    }
+    if source.is_empty() {
+        return Err(format!("{rule:?}: no source after ="));
+    }
+    Ok((name, source))
+}
+
+/// `--label-header`'s value parser: `tenant=x-tenant`.
+pub fn parse_header_rule(rule: &str) -> Result<String, String> {
+    let (name, header) = split(rule)?;
+    let token = header
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(format!("{header:?} is not an HTTP header name"));
+    }
+    if [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "api-key",
+    ]
+    .contains(&header.to_ascii_lowercase().as_str())
+    {
+        return Err(format!(
+            "{header:?} carries credentials; it is never copied into a label"
+        ));
+    }
+    Ok(format!("{name}={}", header.to_ascii_lowercase()))
+}
+
+/// `--label-body-field`'s value parser: `user=/user`, `user_id=/metadata/user_id`.
+pub fn parse_body_rule(rule: &str) -> Result<String, String> {
+    let (name, pointer) = split(rule)?;
+    if !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer (RFC 6901: /field/sub-field)"
+        ));
+    }
+    Ok(format!("{name}={pointer}"))
+}
+
+/// The rules in label order (headers, then body fields, each as given); a name used twice is an
+/// error.
+pub fn rules(headers: &[String], body_fields: &[String]) -> Result<LabelRules, String> {
+    let mut out: Vec<LabelRule> = Vec::new();
+    let all = headers
+        .iter()
+        .map(|r| (r, true))
+        .chain(body_fields.iter().map(|r| (r, false)));
+    for (rule, header) in all {
+        let (name, source) = split(rule)?;
+        if out.iter().any(|r| r.name == name) {
+            return Err(format!("label {name:?} is defined twice"));
+        }
+        out.push(LabelRule {
+            name: name.to_owned(),
+            source: if header {
+                LabelSource::Header(source.to_ascii_lowercase())
+            } else {
+                LabelSource::BodyField(source.to_owned())
+            },
+        });
+    }
+    Ok(LabelRules { rules: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_checked_and_ordered() {
+        assert_eq!(
+            parse_header_rule("tenant=X-Tenant"),
+            Ok("tenant=x-tenant".into())
+        );
+        assert_eq!(
+            parse_body_rule("user_id=/metadata/user_id"),
+            Ok("user_id=/metadata/user_id".into())
+        );
+        for bad in [
+            "tenant",
+            "=x",
+            "1x=y",
+            "__x=y",
+            "model=x-model",
+            "t=",
+            "t=bad header",
+        ] {
+            assert!(parse_header_rule(bad).is_err(), "{bad}");
+        }
+        assert!(parse_header_rule("k=Authorization").is_err());
+        assert!(parse_body_rule("u=user").is_err());
+        let r = rules(&["tenant=x-tenant".into()], &["user=/user".into()]).unwrap();
+        assert_eq!(
+            r.rules,
+            [
+                LabelRule {
+                    name: "tenant".into(),
+                    source: LabelSource::Header("x-tenant".into())
+                },
+                LabelRule {
+                    name: "user".into(),
+                    source: LabelSource::BodyField("/user".into())
+                },
+            ]
+        );
+        assert!(rules(&["a=x".into()], &["a=/a".into()]).is_err());
+    }
+}
