@@ -7,13 +7,12 @@
 //! Needs root, BPF and the release agent (`LLM_OBSERVER_BIN`); under `CI=true` a missing piece
 //! fails the test instead of skipping it.
 
-use std::process::Command;
 use std::time::Duration;
 
 use llm_observer_tests::harness::{
     guard,
     quiesce::wait_quiescent,
-    stack::{Agent, EmulatorProc},
+    stack::{Agent, EmulatorProc, curl_status},
 };
 use serde_json::json;
 
@@ -26,25 +25,13 @@ fn chat(url: &str, tenant: Option<&str>, user: Option<&str>, model: &str) {
     if let Some(u) = user {
         body["user"] = json!(u);
     }
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "30",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ])
-    .args(["-H", "content-type: application/json"]);
-    if let Some(t) = tenant {
-        cmd.args(["-H", &format!("X-Tenant: {t}")]);
+    let header = tenant.map(|t| format!("X-Tenant: {t}"));
+    let body = body.to_string();
+    let mut args = vec!["-H", "content-type: application/json", "-d", &body, url];
+    if let Some(h) = &header {
+        args.extend(["-H", h]);
     }
-    let out = cmd
-        .args(["-d", &body.to_string(), url])
-        .output()
-        .expect("curl runs");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    assert_eq!(curl_status(&args).expect("curl runs"), "200");
 }
 
 #[test]

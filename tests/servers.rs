@@ -11,7 +11,7 @@ use std::time::Duration;
 use llm_observer_tests::harness::{
     expect::{Expected, wait_for_expected},
     guard,
-    stack::{Agent, EmulatorProc, curl_post},
+    stack::{Agent, EmulatorProc, curl_post, curl_status},
 };
 use serde_json::json;
 
@@ -202,20 +202,8 @@ fn batch_api_calls_are_counted_by_operation() {
         "/v1/batches/batch_emu1",
         "/v1/batches?limit=5",
     ] {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "30",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg(format!("{base}{path}"))
-            .output()
-            .expect("curl runs");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+        let url = format!("{base}{path}");
+        assert_eq!(curl_status(&[&url]).expect("curl runs"), "200", "{url}");
     }
     let e = llm_observer_tests::harness::quiesce::wait_quiescent(agent.addr(), SETTLE)
         .expect("agent quiescent");

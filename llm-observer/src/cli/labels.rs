@@ -4,19 +4,12 @@
 
 use llm_observer_decode::labels::{LabelRule, LabelRules, LabelSource};
 
-/// Label names the request families already use (and Prometheus's own): a rule may not take one.
+use crate::sinks::families::{CLIENT_LABELS, SERVER_LABELS};
+
+/// Label names the request families add after their view's own, and those Prometheus (or its
+/// scrape config) sets: a rule may take none of these, nor any of the views' labels.
 const TAKEN: &[&str] = &[
-    "api",
-    "operation",
-    "model",
-    "process",
-    "container",
-    "pod",
-    "namespace",
-    "server",
     "status",
-    "peer",
-    "provider",
     "source",
     "type",
     "tool",
@@ -26,6 +19,14 @@ const TAKEN: &[&str] = &[
     "job",
     "instance",
 ];
+
+fn taken(name: &str) -> bool {
+    TAKEN
+        .iter()
+        .chain(SERVER_LABELS)
+        .chain(CLIENT_LABELS)
+        .any(|t| *t == name)
+}
 
 fn split(rule: &str) -> Result<(&str, &str), String> {
     let (name, source) = rule
@@ -43,7 +44,7 @@ fn split(rule: &str) -> Result<(&str, &str), String> {
             "{name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
         ));
     }
-    if TAKEN.contains(&name) {
+    if taken(name) {
         return Err(format!("{name:?} is a label the agent already sets"));
     }
     if source.is_empty() {

@@ -306,6 +306,25 @@ pub fn run_workload(
 
 /// `curl -sS -N` POSTing `body` to `url` (with Anthropic's headers when `anthropic`); returns the
 /// HTTP status and the body curl printed.
+/// Runs curl with `args` (the URL among them) and returns the HTTP status it printed; the body is
+/// discarded.
+pub fn curl_status(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .context("running curl")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub fn curl_post(
     url: &str,
     body: &Value,
