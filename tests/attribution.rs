@@ -485,6 +485,9 @@ fn containers_and_pods_label_both_views() {
         ca.to_str().expect("utf-8 path"),
         "--node-name",
         NODE,
+        // The pod's `app` label, and (outside Kubernetes) the compose container's project.
+        "--label-pod-label",
+        "app=app,project=com.docker.compose.project",
     ])
     .expect("agent starts");
     // Both sources log once they have stored their first listing.
@@ -514,6 +517,8 @@ fn containers_and_pods_label_both_views() {
         ("container", "server"),
         ("pod", "llm-0"),
         ("namespace", "inference"),
+        ("app", "llm"),
+        ("project", ""),
         ("status", "2xx"),
     ];
     let client = [
@@ -522,6 +527,8 @@ fn containers_and_pods_label_both_views() {
         ("container", "agent"),
         ("pod", ""),
         ("namespace", ""),
+        ("app", ""),
+        ("project", "chat"),
         ("status", "2xx"),
     ];
     // Every client waited until its exchange was decoded in both views: compare once.

@@ -137,6 +137,17 @@ pub struct RunArgs {
     )]
     pub label_body_field: Vec<String>,
 
+    /// Extra label on the request families, `NAME=KEY`, from the Kubernetes label KEY of the
+    /// observed process's pod (outside Kubernetes: its container's label), e.g.
+    /// app=app.kubernetes.io/name (repeat or comma-separate).
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_LABEL_POD_LABELS",
+        value_delimiter = ',',
+        value_parser = labels::parse_pod_rule
+    )]
+    pub label_pod_label: Vec<String>,
+
     /// Distinct values per user-defined label before `other` (a value is admitted by a
     /// successful request).
     #[arg(long, env = "LLM_OBSERVER_MAX_LABEL_VALUES", default_value_t = 32)]

@@ -192,13 +192,15 @@ fn prices(
 }
 
 async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Result<()> {
-    let rules = cli::labels::rules(&r.label_header, &r.label_body_field)
-        .map_err(|e| anyhow::anyhow!("--label-header / --label-body-field: {e}"))?;
-    let user_labels: Vec<String> = rules.rules.iter().map(|r| r.name.clone()).collect();
+    let user = cli::labels::user_labels(&r.label_header, &r.label_body_field, &r.label_pod_label)
+        .map_err(|e| {
+        anyhow::anyhow!("--label-header / --label-body-field / --label-pod-label: {e}")
+    })?;
     // Read by every connection's decoder for the agent's whole life: made once, never freed.
-    let rules: &'static LabelRules = Box::leak(Box::new(rules));
+    let rules: &'static LabelRules = Box::leak(Box::new(user.request));
+    let pod_keys = user.pod_keys;
     let cfg = MetricsConfig {
-        user_labels,
+        user_labels: user.names,
         max_label_values: r.max_label_values,
         max_models: r.max_models,
         max_peers: r.max_peers,
@@ -245,7 +247,8 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
             let names = start_sources(attr);
             let names_for_records = names.clone();
             let mut sink =
-                MetricsSink::with_names(metrics.clone(), names.clone(), attr.max_containers);
+                MetricsSink::with_names(metrics.clone(), names.clone(), attr.max_containers)
+                    .with_pod_labels(pod_keys);
             if attr.gpu_interval > 0 {
                 gpu_sampler::start(
                     attr.nvml_lib.as_deref(),

@@ -32,6 +32,7 @@ fn ctx(role: Role, process: &str, pid: u32, peer: &str) -> ExchangeCtx {
         process: process.into(),
         comm: process.into(),
         place: Default::default(),
+        workload_labels: Vec::new(),
         pid,
         peer: Some(peer.parse().unwrap()),
         provider: "self_hosted",

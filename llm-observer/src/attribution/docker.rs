@@ -60,6 +60,7 @@ pub fn meta(name: &str, image: &str, labels: &HashMap<String, String>) -> Contai
         k8s_pod: get("io.kubernetes.pod.name"),
         k8s_namespace: get("io.kubernetes.pod.namespace"),
         k8s_container: get("io.kubernetes.container.name"),
+        labels: super::names::kept_labels(labels),
     }
 }
 

@@ -65,6 +65,8 @@ pub struct ObjectMeta {
     pub resource_version: Option<String>,
     #[serde(default)]
     pub annotations: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub labels: Option<HashMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -125,6 +127,12 @@ impl Pod {
             name: self.metadata.name.clone(),
             namespace: self.metadata.namespace.clone(),
             containers,
+            labels: self
+                .metadata
+                .labels
+                .as_ref()
+                .map(super::names::kept_labels)
+                .unwrap_or_default(),
         }
     }
 }

@@ -13,6 +13,25 @@ use super::{Place, cgroup::CgroupInfo};
 const MAX_OBJECTS: usize = 16_384;
 /// Most container ids queued for a lookup at once.
 const MAX_WANTED: usize = 1024;
+/// Most labels kept per container or pod, and the longest value kept (Kubernetes allows 63).
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_VALUE: usize = 63;
+
+/// A runtime's or the API's labels of one object, bounded for keeping: at most [`MAX_LABELS`],
+/// values over [`MAX_LABEL_VALUE`] bytes left out.
+pub fn kept_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = labels
+        .into_iter()
+        .filter(|(_, v)| v.len() <= MAX_LABEL_VALUE)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // Stable whatever the map's order, so the same labels are kept every time.
+    v.sort();
+    v.truncate(MAX_LABELS);
+    v
+}
 
 /// What a container runtime says about one container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +46,8 @@ pub struct ContainerMeta {
     pub k8s_pod: Option<String>,
     pub k8s_namespace: Option<String>,
     pub k8s_container: Option<String>,
+    /// Its labels ([`kept_labels`]), for `--label-pod-label` outside Kubernetes.
+    pub labels: Vec<(String, String)>,
 }
 
 impl ContainerMeta {
@@ -47,6 +68,8 @@ pub struct PodMeta {
     pub namespace: String,
     /// Container id (64 hex, no runtime prefix) → container name, from the pod's statuses.
     pub containers: HashMap<String, String>,
+    /// The pod's labels ([`kept_labels`]), for `--label-pod-label`.
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +137,34 @@ impl Names {
             pod: pod_name,
             namespace,
         }
+    }
+
+    /// The values of the pod labels `keys` for a process in `cg`: its pod's labels, else (a
+    /// container outside Kubernetes) its container's; `""` where neither has the key.
+    pub fn workload_labels(&self, cg: &CgroupInfo, keys: &[String]) -> Vec<String> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let inner = self.read();
+        let pod = cg.pod_uid.as_deref().and_then(|uid| inner.pods.get(uid));
+        let meta = cg
+            .container
+            .as_ref()
+            .and_then(|(_, id)| inner.containers.get(id.as_str()));
+        let labels: &[(String, String)] = match (pod, meta) {
+            (Some(p), _) => &p.labels,
+            (None, Some(m)) => &m.labels,
+            (None, None) => &[],
+        };
+        keys.iter()
+            .map(|k| {
+                labels
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     fn want(&self, id: &str) {
@@ -245,6 +296,7 @@ mod tests {
                 name: "vllm-0".into(),
                 namespace: "llm".into(),
                 containers: [(ID.to_owned(), "server".to_owned())].into(),
+                labels: vec![("app.kubernetes.io/name".into(), "vllm".into())],
             },
         );
         assert_eq!(
@@ -252,6 +304,37 @@ mod tests {
             place("server", "vllm-0", "llm")
         );
         assert_eq!(names.counts(), (1, 1));
+        // `--label-pod-label`: the pod's labels; outside a pod, the container's.
+        let keys = [
+            "app.kubernetes.io/name".to_owned(),
+            "com.docker.compose.project".to_owned(),
+        ];
+        assert_eq!(names.workload_labels(&cg(Some(UID)), &keys), ["vllm", ""]);
+        names.set_container(
+            ID,
+            ContainerMeta {
+                name: "chat-vllm-1".into(),
+                labels: kept_labels(&std::collections::HashMap::from([(
+                    "com.docker.compose.project".to_owned(),
+                    "chat".to_owned(),
+                )])),
+                ..ContainerMeta::default()
+            },
+        );
+        assert_eq!(names.workload_labels(&cg(None), &keys), ["", "chat"]);
+        assert!(names.workload_labels(&cg(None), &[]).is_empty());
+    }
+
+    #[test]
+    fn kept_labels_are_bounded_and_ordered() {
+        let many: std::collections::HashMap<String, String> = (0..100)
+            .map(|i| (format!("k{i:03}"), "v".to_owned()))
+            .chain([("long".to_owned(), "x".repeat(64))])
+            .collect();
+        let kept = kept_labels(&many);
+        assert_eq!(kept.len(), MAX_LABELS);
+        assert_eq!(kept[0].0, "k000");
+        assert!(kept.iter().all(|(k, _)| k != "long"));
     }
 
     #[tokio::test]

@@ -78,6 +78,20 @@ pub fn parse_header_rule(rule: &str) -> Result<String, String> {
     Ok(format!("{name}={}", header.to_ascii_lowercase()))
 }
 
+/// `--label-pod-label`'s value parser: `app=app.kubernetes.io/name` (a Kubernetes label key:
+/// an optional DNS prefix and `/`, then a name).
+pub fn parse_pod_rule(rule: &str) -> Result<String, String> {
+    let (name, key) = split(rule)?;
+    let ok = key.len() <= 317
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b));
+    if !ok {
+        return Err(format!("{key:?} is not a Kubernetes label key"));
+    }
+    Ok(format!("{name}={key}"))
+}
+
 /// `--label-body-field`'s value parser: `user=/user`, `user_id=/metadata/user_id`.
 pub fn parse_body_rule(rule: &str) -> Result<String, String> {
     let (name, pointer) = split(rule)?;
@@ -89,8 +103,41 @@ pub fn parse_body_rule(rule: &str) -> Result<String, String> {
     Ok(format!("{name}={pointer}"))
 }
 
-/// The rules in label order (headers, then body fields, each as given); a name used twice is an
-/// error.
+/// All user labels: the request-side rules the decoders read, the pod label keys attribution
+/// reads, and every name in label order (headers, body fields, pod labels).
+#[derive(Debug, Default)]
+pub struct UserLabels {
+    pub request: LabelRules,
+    pub pod_keys: Vec<String>,
+    pub names: Vec<String>,
+}
+
+/// [`UserLabels`] of the three flags; a name used twice is an error.
+pub fn user_labels(
+    headers: &[String],
+    body_fields: &[String],
+    pod_labels: &[String],
+) -> Result<UserLabels, String> {
+    let request = rules(headers, body_fields)?;
+    let mut names: Vec<String> = request.rules.iter().map(|r| r.name.clone()).collect();
+    let mut pod_keys = Vec::new();
+    for rule in pod_labels {
+        let (name, key) = split(rule)?;
+        if names.iter().any(|n| n == name) {
+            return Err(format!("label {name:?} is defined twice"));
+        }
+        names.push(name.to_owned());
+        pod_keys.push(key.to_owned());
+    }
+    Ok(UserLabels {
+        request,
+        pod_keys,
+        names,
+    })
+}
+
+/// The request-side rules in label order (headers, then body fields, each as given); a name used
+/// twice is an error.
 pub fn rules(headers: &[String], body_fields: &[String]) -> Result<LabelRules, String> {
     let mut out: Vec<LabelRule> = Vec::new();
     let all = headers
@@ -156,5 +203,19 @@ mod tests {
             ]
         );
         assert!(rules(&["a=x".into()], &["a=/a".into()]).is_err());
+        assert_eq!(
+            parse_pod_rule("app=app.kubernetes.io/name"),
+            Ok("app=app.kubernetes.io/name".into())
+        );
+        assert!(parse_pod_rule("app=bad key").is_err());
+        let u = user_labels(&["t=x-t".into()], &["u=/u".into()], &["app=app".into()]).unwrap();
+        assert_eq!(
+            (u.names, u.pod_keys),
+            (
+                vec!["t".into(), "u".into(), "app".into()],
+                vec!["app".into()]
+            )
+        );
+        assert!(user_labels(&["t=x-t".into()], &[], &["t=app".into()]).is_err());
     }
 }

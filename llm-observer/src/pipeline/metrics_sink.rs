@@ -68,6 +68,8 @@ pub struct MetricsSink {
     inner: InnerFigures,
     /// Servers seen answering, for the inventory poller.
     inventory: SharedTargets,
+    /// `--label-pod-label` keys, in label order after the request-side user labels.
+    pod_keys: Vec<String>,
 }
 
 impl MetricsSink {
@@ -91,7 +93,14 @@ impl MetricsSink {
             servers: ServerTable::new(),
             inner: InnerFigures::default(),
             inventory: SharedTargets::default(),
+            pod_keys: Vec::new(),
         }
+    }
+
+    /// Pod (or container) labels to copy onto the request families (`--label-pod-label`).
+    pub fn with_pod_labels(mut self, keys: Vec<String>) -> Self {
+        self.pod_keys = keys;
+        self
     }
 
     /// The servers this sink has seen answer (shared with the inventory poller).
@@ -154,6 +163,7 @@ impl MetricsSink {
             process: p.name.to_string(),
             comm: p.comm.to_string(),
             place: self.caps.admit(self.names.place(&p.cgroup)),
+            workload_labels: self.names.workload_labels(&p.cgroup, &self.pod_keys),
             pid: conn.id.tgid,
             peer: conn.peer,
             provider: crate::sinks::provider::provider(conn.host),

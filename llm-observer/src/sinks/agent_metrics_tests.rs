@@ -14,6 +14,7 @@ fn agent(pid: u32) -> ExchangeCtx {
         process: "agent".into(),
         comm: "python3".into(),
         place: Default::default(),
+        workload_labels: Vec::new(),
         pid,
         peer: Some("127.0.0.1:8000".parse().unwrap()),
         provider: "self_hosted",

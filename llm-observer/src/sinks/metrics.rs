@@ -95,6 +95,9 @@ pub struct ExchangeCtx {
     pub pid: u32,
     /// The other end of the connection; a label value (`host:port`) in the client view only.
     pub peer: Option<std::net::SocketAddr>,
+    /// The `--label-pod-label` values of the observed process (after the request's own user
+    /// labels, in label order).
+    pub workload_labels: Vec<String>,
     /// The `provider` label of the client view ([`super::provider::provider`] of the request's
     /// host); one of [`super::provider::PROVIDERS`].
     pub provider: &'static str,
@@ -429,7 +432,13 @@ impl Metrics {
             .processes
             .label(Some(&ctx.process), Admit::Yes, now);
         let (api, op) = (summary.api.as_str(), summary.operation.as_str());
-        let user = self.hold_user(&summary.user_labels, now);
+        let raw: Vec<String> = summary
+            .user_labels
+            .iter()
+            .chain(&ctx.workload_labels)
+            .cloned()
+            .collect();
+        let user = self.hold_user(&raw, now);
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
@@ -618,7 +627,14 @@ impl Metrics {
             .tool_calls
             .iter()
             .map(|t| self.caps.tools.label(Some(t), admit, now));
-        let user = self.label_user(&ex.params.user_labels, admit, now);
+        let raw: Vec<String> = ex
+            .params
+            .user_labels
+            .iter()
+            .chain(&ctx.workload_labels)
+            .cloned()
+            .collect();
+        let user = self.label_user(&raw, admit, now);
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(process, &ctx.place));

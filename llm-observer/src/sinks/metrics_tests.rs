@@ -25,6 +25,7 @@ fn server() -> ExchangeCtx {
         process: "ollama".into(),
         comm: "ollama".into(),
         place: Default::default(),
+        workload_labels: Vec::new(),
         pid: u32::MAX, // no such pid: memory sampling finds nothing
         peer: Some("127.0.0.1:50000".parse().unwrap()),
         provider: "self_hosted",
@@ -38,6 +39,7 @@ fn client() -> ExchangeCtx {
         process: "python3".into(),
         comm: "python3".into(),
         place: Default::default(),
+        workload_labels: Vec::new(),
         pid: u32::MAX,
         peer: Some("127.0.0.1:11434".parse().unwrap()),
         provider: "self_hosted",
