@@ -204,7 +204,12 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
 
     // SIGTERM (`kill`, as a service manager or a closing multiplexer sends) ends top the same
     // clean way: the tables leave, the tty settings come back.
-    tmux.cmd(&["kill-server"]).expect("end the first session");
+    // A tmux server of its own: the first one's socket may still be going away.
+    drop(tmux);
+    let tmux = Tmux {
+        socket: std::env::temp_dir()
+            .join(format!("llm-observer-top-term-{}.tmux", std::process::id())),
+    };
     let script = script.replace(BEFORE, SECOND);
     tmux.session(&script).expect("second tmux session starts");
     let screen = tmux.wait_screen(SCREEN_WAIT, "the model's row", |s| {
