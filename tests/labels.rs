@@ -1,8 +1,9 @@
 //! Root end-to-end test of user-defined labels: the real agent, started with
-//! `--label-header tenant=x-tenant --label-body-field user=/user`, watches the emulator while
+//! `--label-header tenant=x-tenant --label-body-field user=/user` and a `--service` rule naming the
+//! emulator's port, watches the emulator while
 //! curl makes chat requests for two tenants (one naming a user in the body), and one without
 //! either. Once the agent is quiescent, the request and token families carry the exact values in
-//! both views, and a request without them is labelled `""`.
+//! both views, a request without them is labelled `""`, and every series names the service.
 //!
 //! Needs root, BPF and the release agent (`LLM_OBSERVER_BIN`); under `CI=true` a missing piece
 //! fails the test instead of skipping it.
@@ -43,9 +44,15 @@ fn header_and_body_field_labels_are_exact_in_both_views() {
     }
     let emu = EmulatorProc::start(EMULATOR, &["--ttft-ms", "5", "--token-interval-ms", "1"])
         .expect("emulator starts");
+    let port = emu.addr().port().to_string();
+    let service = format!("chat-api=port:{port}");
     let agent = Agent::start(&[
         "--port",
-        &emu.addr().port().to_string(),
+        &port,
+        "--service",
+        "nothing=port:1",
+        "--service",
+        &service,
         "--label-header",
         "tenant=x-tenant",
         "--label-body-field",
@@ -68,6 +75,7 @@ fn header_and_body_field_labels_are_exact_in_both_views() {
             ("model", model.as_str()),
             ("tenant", tenant),
             ("user", user),
+            ("service", "chat-api"),
         ];
         assert_eq!(e.sum("llm_requests_total", &l), n, "{tenant}/{user}");
         assert_eq!(e.sum("llm_prompt_tokens_total", &l), 4.0 * n);

@@ -148,6 +148,18 @@ pub struct RunArgs {
     )]
     pub label_pod_label: Vec<String>,
 
+    /// Name a service, `NAME=port:N`, `NAME=process:P` or `NAME=container:C` (repeat or
+    /// comma-separate; the first match wins): a `service` label on the request families — the
+    /// serving process's port, process or container in the server view, the called port in the
+    /// client view.
+    #[arg(
+        long,
+        env = "LLM_OBSERVER_SERVICES",
+        value_delimiter = ',',
+        value_parser = labels::parse_service_rule
+    )]
+    pub service: Vec<String>,
+
     /// Distinct values per user-defined label before `other` (a value is admitted by a
     /// successful request).
     #[arg(long, env = "LLM_OBSERVER_MAX_LABEL_VALUES", default_value_t = 32)]

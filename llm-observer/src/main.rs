@@ -192,13 +192,16 @@ fn prices(
 }
 
 async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Result<()> {
-    let user = cli::labels::user_labels(&r.label_header, &r.label_body_field, &r.label_pod_label)
-        .map_err(|e| {
-        anyhow::anyhow!("--label-header / --label-body-field / --label-pod-label: {e}")
-    })?;
+    let user = cli::labels::user_labels(
+        &r.label_header,
+        &r.label_body_field,
+        &r.label_pod_label,
+        &r.service,
+    )
+    .map_err(|e| anyhow::anyhow!("user labels (--label-*, --service): {e}"))?;
     // Read by every connection's decoder for the agent's whole life: made once, never freed.
     let rules: &'static LabelRules = Box::leak(Box::new(user.request));
-    let pod_keys = user.pod_keys;
+    let (pod_keys, services) = (user.pod_keys, user.services);
     let cfg = MetricsConfig {
         user_labels: user.names,
         max_label_values: r.max_label_values,
@@ -248,7 +251,8 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
             let names_for_records = names.clone();
             let mut sink =
                 MetricsSink::with_names(metrics.clone(), names.clone(), attr.max_containers)
-                    .with_pod_labels(pod_keys);
+                    .with_pod_labels(pod_keys)
+                    .with_services(services);
             if attr.gpu_interval > 0 {
                 gpu_sampler::start(
                     attr.nvml_lib.as_deref(),

@@ -7,8 +7,9 @@ use super::common::{Core, Engine, Handler, Native};
 use super::{ApiDecoder, Request};
 use crate::{Api, DecodeError, Limits, Operation};
 
-/// Path suffixes of the collection (query and trailing `/` aside).
-const COLLECTIONS: [&str; 2] = ["/v1/batches", "/openai/batches"];
+/// Paths of the collection (query and trailing `/` aside): OpenAI's, and Azure's with and without
+/// `v1`. Whole paths, not suffixes: another service's `/api/v1/batches` is not this API.
+const COLLECTIONS: [&str; 3] = ["/v1/batches", "/openai/batches", "/openai/v1/batches"];
 
 /// The Batch API operation of a request, by method and path.
 pub(crate) fn endpoint(method: &str, path: &str) -> Option<Operation> {
@@ -16,7 +17,7 @@ pub(crate) fn endpoint(method: &str, path: &str) -> Option<Operation> {
     let path = path.strip_suffix('/').unwrap_or(path);
     let post = method.eq_ignore_ascii_case("POST");
     let get = method.eq_ignore_ascii_case("GET");
-    if COLLECTIONS.iter().any(|c| path.ends_with(c)) {
+    if COLLECTIONS.contains(&path) {
         return match (post, get) {
             (true, _) => Some(Operation::BatchCreate),
             (_, true) => Some(Operation::BatchList),
@@ -29,7 +30,7 @@ pub(crate) fn endpoint(method: &str, path: &str) -> Option<Operation> {
         None => (path, false),
     };
     let (collection, id) = rest.rsplit_once('/')?;
-    if id.is_empty() || !COLLECTIONS.iter().any(|c| collection.ends_with(c)) {
+    if id.is_empty() || !COLLECTIONS.contains(&collection) {
         return None;
     }
     match (cancel, post, get) {
@@ -91,6 +92,9 @@ mod tests {
             ("GET", "/v1/batches//cancel", None),
             ("GET", "/v1/batchesX", None),
             ("GET", "/v1/files", None),
+            ("GET", "/api/v1/batches", None),
+            ("POST", "/internal/v1/batches/b1/cancel", None),
+            ("POST", "/openai/v1/batches", Some(Operation::BatchCreate)),
         ] {
             assert_eq!(endpoint(method, path), want, "{method} {path}");
         }

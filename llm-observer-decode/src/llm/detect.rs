@@ -85,11 +85,12 @@ impl Shape<'_> {
         self.temperature.filter(|t| t.is_finite())
     }
 
-    /// Choices asked for: `n` as a whole count of at least 1, else the default 1.
+    /// Choices asked for: `n` as a whole count of at least 1 (at most 128, OpenAI's own limit,
+    /// so one request cannot inflate the counters), else the default 1.
     pub fn choices(&self) -> u64 {
         self.n
-            .filter(|v| v.fract() == 0.0 && *v >= 1.0 && *v <= u32::MAX as f64)
-            .map_or(1, |v| v as u64)
+            .filter(|v| v.fract() == 0.0 && *v >= 1.0)
+            .map_or(1, |v| v.min(128.0) as u64)
     }
 }
 

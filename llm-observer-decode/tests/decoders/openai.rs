@@ -466,6 +466,11 @@ fn batches_of_prompts_and_choices_are_recorded() {
             "n={bad}"
         );
     }
+    // OpenAI's own limit bounds what one request can add.
+    assert_eq!(
+        batch(chat, &format!(r#"{{"model":"m","n":4000000000,{msgs}}}"#)),
+        (None, Some(128))
+    );
     // Embeddings: inputs, no choices.
     assert_eq!(
         batch(

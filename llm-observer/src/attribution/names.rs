@@ -24,7 +24,8 @@ pub fn kept_labels<'a>(
 ) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = labels
         .into_iter()
-        .filter(|(_, v)| v.len() <= MAX_LABEL_VALUE)
+        // Kubernetes keys are at most 253 + 1 + 63 bytes; a longer (Docker) key is never asked.
+        .filter(|(k, v)| k.len() <= 317 && v.len() <= MAX_LABEL_VALUE)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     // Stable whatever the map's order, so the same labels are kept every time.

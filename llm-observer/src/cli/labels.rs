@@ -4,6 +4,7 @@
 
 use llm_observer_decode::labels::{LabelRule, LabelRules, LabelSource};
 
+use crate::servers::services::ServiceRule;
 use crate::sinks::families::{CLIENT_LABELS, SERVER_LABELS};
 
 /// Label names the request families add after their view's own, and those Prometheus (or its
@@ -18,6 +19,27 @@ const TAKEN: &[&str] = &[
     "quantile",
     "job",
     "instance",
+    // Other families' labels: a user value expiring removes series by label name and value, so
+    // a user label must not share a name with any family's label.
+    "method",
+    "error",
+    "gpu",
+    "uuid",
+    "name",
+    "family",
+    "parameter_size",
+    "quantization",
+    "state",
+    "endpoint",
+    "result",
+    "view",
+    "kind",
+    "stage",
+    "reason",
+    "direction",
+    "role",
+    "version",
+    "attach_mode",
 ];
 
 fn taken(name: &str) -> bool {
@@ -62,15 +84,23 @@ pub fn parse_header_rule(rule: &str) -> Result<String, String> {
     if !token {
         return Err(format!("{header:?} is not an HTTP header name"));
     }
-    if [
+    let lower = header.to_ascii_lowercase();
+    // The headers `trace --raw` redacts, and any whose name says it carries a secret.
+    let credential = [
         "authorization",
         "proxy-authorization",
         "cookie",
+        "set-cookie",
         "x-api-key",
         "api-key",
+        "x-goog-api-key",
+        "x-amz-security-token",
     ]
-    .contains(&header.to_ascii_lowercase().as_str())
-    {
+    .contains(&lower.as_str())
+        || ["key", "token", "secret", "auth", "password", "session"]
+            .iter()
+            .any(|w| lower.contains(w));
+    if credential {
         return Err(format!(
             "{header:?} carries credentials; it is never copied into a label"
         ));
@@ -104,12 +134,19 @@ pub fn parse_body_rule(rule: &str) -> Result<String, String> {
 }
 
 /// All user labels: the request-side rules the decoders read, the pod label keys attribution
-/// reads, and every name in label order (headers, body fields, pod labels).
+/// reads, the service rules, and every name in label order (headers, body fields, pod labels,
+/// then `service` when there are service rules).
 #[derive(Debug, Default)]
 pub struct UserLabels {
     pub request: LabelRules,
     pub pod_keys: Vec<String>,
+    pub services: Vec<ServiceRule>,
     pub names: Vec<String>,
+}
+
+/// `--service`'s value parser (checked as the flag or its config-file key is read).
+pub fn parse_service_rule(rule: &str) -> Result<String, String> {
+    ServiceRule::parse(rule).map(|_| rule.trim().to_owned())
 }
 
 /// [`UserLabels`] of the three flags; a name used twice is an error.
@@ -117,6 +154,7 @@ pub fn user_labels(
     headers: &[String],
     body_fields: &[String],
     pod_labels: &[String],
+    services: &[String],
 ) -> Result<UserLabels, String> {
     let request = rules(headers, body_fields)?;
     let mut names: Vec<String> = request.rules.iter().map(|r| r.name.clone()).collect();
@@ -129,9 +167,20 @@ pub fn user_labels(
         names.push(name.to_owned());
         pod_keys.push(key.to_owned());
     }
+    let services = services
+        .iter()
+        .map(|r| ServiceRule::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !services.is_empty() {
+        if names.iter().any(|n| n == "service") {
+            return Err("label \"service\" is defined twice (--service sets it)".into());
+        }
+        names.push("service".into());
+    }
     Ok(UserLabels {
         request,
         pod_keys,
+        services,
         names,
     })
 }
@@ -186,7 +235,21 @@ mod tests {
         ] {
             assert!(parse_header_rule(bad).is_err(), "{bad}");
         }
-        assert!(parse_header_rule("k=Authorization").is_err());
+        for secret in [
+            "Authorization",
+            "x-goog-api-key",
+            "X-Auth-Token",
+            "x-my-secret",
+        ] {
+            assert!(
+                parse_header_rule(&format!("k={secret}")).is_err(),
+                "{secret}"
+            );
+        }
+        assert!(
+            parse_header_rule("error=x-e").is_err(),
+            "another family's label"
+        );
         assert!(parse_body_rule("u=user").is_err());
         let r = rules(&["tenant=x-tenant".into()], &["user=/user".into()]).unwrap();
         assert_eq!(
@@ -208,7 +271,13 @@ mod tests {
             Ok("app=app.kubernetes.io/name".into())
         );
         assert!(parse_pod_rule("app=bad key").is_err());
-        let u = user_labels(&["t=x-t".into()], &["u=/u".into()], &["app=app".into()]).unwrap();
+        let u = user_labels(
+            &["t=x-t".into()],
+            &["u=/u".into()],
+            &["app=app".into()],
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             (u.names, u.pod_keys),
             (
@@ -216,6 +285,9 @@ mod tests {
                 vec!["app".into()]
             )
         );
-        assert!(user_labels(&["t=x-t".into()], &[], &["t=app".into()]).is_err());
+        assert!(user_labels(&["t=x-t".into()], &[], &["t=app".into()], &[]).is_err());
+        let u = user_labels(&[], &[], &[], &["api=port:8000".into()]).unwrap();
+        assert_eq!((u.names, u.services.len()), (vec!["service".into()], 1));
+        assert!(user_labels(&["service=x-s".into()], &[], &[], &["api=port:1".into()]).is_err());
     }
 }

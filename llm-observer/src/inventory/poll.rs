@@ -254,6 +254,11 @@ pub async fn run(targets: SharedTargets, metrics: Arc<Metrics>, cfg: PollConfig)
         let mut set = tokio::task::JoinSet::new();
         for (key, t) in snapshot {
             if parse::endpoints(t.kind).is_empty() {
+                // Its kind firmed up to one with nothing to ask (a gateway): what an earlier
+                // decision's endpoints said must not stay.
+                if let Some(old) = written.remove(&key) {
+                    apply(metrics.inventory(), Some(&old), &Series::new());
+                }
                 continue;
             }
             if announced.insert(key, t.addr).is_none() {

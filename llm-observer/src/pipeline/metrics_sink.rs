@@ -20,6 +20,7 @@ use crate::{
     servers::{
         self, ServerTable,
         hops::{self, Hop, InnerFigures},
+        services::{self, ServiceRule},
     },
     sinks::{
         admission::{Admit, LabelCap},
@@ -70,6 +71,8 @@ pub struct MetricsSink {
     inventory: SharedTargets,
     /// `--label-pod-label` keys, in label order after the request-side user labels.
     pod_keys: Vec<String>,
+    /// `--service` rules: the last user label (`service`) when there are any.
+    services: Vec<ServiceRule>,
 }
 
 impl MetricsSink {
@@ -94,7 +97,14 @@ impl MetricsSink {
             inner: InnerFigures::default(),
             inventory: SharedTargets::default(),
             pod_keys: Vec::new(),
+            services: Vec::new(),
         }
+    }
+
+    /// The `--service` rules (a `service` label after the other user labels).
+    pub fn with_services(mut self, rules: Vec<ServiceRule>) -> Self {
+        self.services = rules;
+        self
     }
 
     /// Pod (or container) labels to copy onto the request families (`--label-pod-label`).
@@ -158,12 +168,25 @@ impl MetricsSink {
             Role::Server => self.servers.server_view(p, conn.local, seen),
             Role::Client => self.servers.client_view(conn.peer, seen),
         };
+        let place = self.caps.admit(self.names.place(&p.cgroup));
+        let mut workload_labels = self.names.workload_labels(&p.cgroup, &self.pod_keys);
+        if !self.services.is_empty() {
+            let service = services::service(
+                &self.services,
+                conn.role,
+                conn.local,
+                conn.peer,
+                &p.name,
+                &place.container,
+            );
+            workload_labels.push(service.to_owned());
+        }
         ExchangeCtx {
             role: conn.role,
             process: p.name.to_string(),
             comm: p.comm.to_string(),
-            place: self.caps.admit(self.names.place(&p.cgroup)),
-            workload_labels: self.names.workload_labels(&p.cgroup, &self.pod_keys),
+            place,
+            workload_labels,
             pid: conn.id.tgid,
             peer: conn.peer,
             provider: crate::sinks::provider::provider(conn.host),

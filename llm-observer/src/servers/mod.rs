@@ -4,6 +4,7 @@
 //! ([`table`]). The decision table is documented in docs/metrics.md.
 pub mod hops;
 pub mod identity;
+pub mod services;
 pub mod table;
 
 pub use table::ServerTable;

@@ -180,6 +180,12 @@ impl OtlpConfig {
         for h in &s.headers {
             parse_headers(h, &mut headers)?;
         }
+        // gRPC metadata: a `-bin` key carries binary values, which a text setting cannot give.
+        if protocol == Protocol::Grpc
+            && let Some(k) = headers.keys().find(|k| k.ends_with("-bin"))
+        {
+            return Err(ConfigError::Header(k.clone()));
+        }
         let timeout_ms = if s.timeout_ms > 0 {
             s.timeout_ms
         } else {
@@ -305,6 +311,22 @@ mod tests {
             Err(ConfigError::Header(_))
         ));
         assert_eq!(percent_decode("%41%zz%4"), "A%zz%4");
+    }
+
+    #[test]
+    fn a_binary_metadata_key_is_refused_for_grpc() {
+        let mut s = settings(Some("http://c:4317"));
+        s.protocol = Some("grpc".into());
+        s.headers = vec!["x-trace-bin=abc".into()];
+        assert_eq!(
+            OtlpConfig::resolve(&s, env(&[])),
+            Err(ConfigError::Header("x-trace-bin".into()))
+        );
+        s.protocol = None;
+        assert!(
+            OtlpConfig::resolve(&s, env(&[])).is_ok(),
+            "a plain header over HTTP"
+        );
     }
 
     #[test]

@@ -158,6 +158,11 @@ async fn export_grpc(
             let channel =
                 tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.authority))?
                     .connect_timeout(cfg.timeout)
+                    // A collector that vanished without a reset (node lost, conntrack dropped)
+                    // is noticed by HTTP/2 pings, not by the kernel's retransmission timeout.
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_timeout(Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
                     .connect_lazy();
             client.insert(TraceServiceClient::new(channel))
         }
@@ -219,6 +224,10 @@ pub async fn run(
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout),
         };
+        if matches!(result, Err(SendError::Timeout)) {
+            // The next batch starts over on a new channel rather than a possibly wedged one.
+            grpc = None;
+        }
         match result {
             Ok(rejected) => {
                 let rejected = rejected.min(n);
