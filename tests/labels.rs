@@ -1,5 +1,5 @@
 //! Root end-to-end test of user-defined labels: the real agent, started with
-//! `--label-header tenant=x-tenant --label-body-field user=/user` and a `--service` rule naming the
+//! `--label-header tenant:8=x-tenant --label-body-field user=/user` and a `--service` rule naming the
 //! emulator's port, watches the emulator while
 //! curl makes chat requests for two tenants (one naming a user in the body), and one without
 //! either. Once the agent is quiescent, the request and token families carry the exact values in
@@ -54,7 +54,7 @@ fn header_and_body_field_labels_are_exact_in_both_views() {
         "--service",
         &service,
         "--label-header",
-        "tenant=x-tenant",
+        "tenant:8=x-tenant",
         "--label-body-field",
         "user=/user",
     ])

@@ -160,8 +160,9 @@ pub struct RunArgs {
     )]
     pub service: Vec<String>,
 
-    /// Distinct values per user-defined label before `other` (a value is admitted by a
-    /// successful request).
+    /// Distinct values per user-defined label before `other`, for rules without a cap of their
+    /// own (`NAME:CAP=SOURCE`). Header and body values are admitted by a successful request;
+    /// pod labels and service names at once.
     #[arg(long, env = "LLM_OBSERVER_MAX_LABEL_VALUES", default_value_t = 32)]
     pub max_label_values: usize,
 

@@ -197,14 +197,14 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
         &r.label_body_field,
         &r.label_pod_label,
         &r.service,
+        r.max_label_values,
     )
     .map_err(|e| anyhow::anyhow!("user labels (--label-*, --service): {e}"))?;
     // Read by every connection's decoder for the agent's whole life: made once, never freed.
     let rules: &'static LabelRules = Box::leak(Box::new(user.request));
     let (pod_keys, services) = (user.pod_keys, user.services);
     let cfg = MetricsConfig {
-        user_labels: user.names,
-        max_label_values: r.max_label_values,
+        user_labels: user.labels,
         max_models: r.max_models,
         max_peers: r.max_peers,
         max_processes: r.max_processes,

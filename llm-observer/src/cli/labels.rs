@@ -6,6 +6,7 @@ use llm_observer_decode::labels::{LabelRule, LabelRules, LabelSource};
 
 use crate::servers::services::ServiceRule;
 use crate::sinks::families::{CLIENT_LABELS, SERVER_LABELS};
+use crate::sinks::metrics::UserLabel;
 
 /// Label names the request families add after their view's own, and those Prometheus (or its
 /// scrape config) sets: a rule may take none of these, nor any of the views' labels.
@@ -50,11 +51,27 @@ fn taken(name: &str) -> bool {
         .any(|t| *t == name)
 }
 
-fn split(rule: &str) -> Result<(&str, &str), String> {
+/// `NAME=SOURCE` or `NAME:CAP=SOURCE` (a cap of that label's own instead of
+/// `--max-label-values`; label names have no `:`, so the two cannot be confused).
+fn split(rule: &str) -> Result<(&str, Option<usize>, &str), String> {
     let (name, source) = rule
         .split_once('=')
-        .ok_or_else(|| format!("{rule:?}: expected NAME=SOURCE"))?;
+        .ok_or_else(|| format!("{rule:?}: expected NAME=SOURCE or NAME:CAP=SOURCE"))?;
     let (name, source) = (name.trim(), source.trim());
+    let (name, cap) = match name.split_once(':') {
+        Some((n, c)) => {
+            let cap = c
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c >= 1)
+                .ok_or_else(|| {
+                    format!("{c:?}: a label's cap is a whole number of values, at least 1")
+                })?;
+            (n.trim(), Some(cap))
+        }
+        None => (name, None),
+    };
     let valid = name
         .chars()
         .next()
@@ -72,12 +89,12 @@ fn split(rule: &str) -> Result<(&str, &str), String> {
     if source.is_empty() {
         return Err(format!("{rule:?}: no source after ="));
     }
-    Ok((name, source))
+    Ok((name, cap, source))
 }
 
 /// `--label-header`'s value parser: `tenant=x-tenant`.
 pub fn parse_header_rule(rule: &str) -> Result<String, String> {
-    let (name, header) = split(rule)?;
+    let (_, _, header) = split(rule)?;
     let token = header
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
@@ -105,13 +122,18 @@ pub fn parse_header_rule(rule: &str) -> Result<String, String> {
             "{header:?} carries credentials; it is never copied into a label"
         ));
     }
-    Ok(format!("{name}={}", header.to_ascii_lowercase()))
+    let (name_part, _) = rule.split_once('=').unwrap_or((rule, ""));
+    Ok(format!(
+        "{}={}",
+        name_part.trim(),
+        header.to_ascii_lowercase()
+    ))
 }
 
 /// `--label-pod-label`'s value parser: `app=app.kubernetes.io/name` (a Kubernetes label key:
 /// an optional DNS prefix and `/`, then a name).
 pub fn parse_pod_rule(rule: &str) -> Result<String, String> {
-    let (name, key) = split(rule)?;
+    let (_, _, key) = split(rule)?;
     let ok = key.len() <= 317
         && key
             .bytes()
@@ -119,18 +141,18 @@ pub fn parse_pod_rule(rule: &str) -> Result<String, String> {
     if !ok {
         return Err(format!("{key:?} is not a Kubernetes label key"));
     }
-    Ok(format!("{name}={key}"))
+    Ok(rule.trim().to_owned())
 }
 
 /// `--label-body-field`'s value parser: `user=/user`, `user_id=/metadata/user_id`.
 pub fn parse_body_rule(rule: &str) -> Result<String, String> {
-    let (name, pointer) = split(rule)?;
+    let (_, _, pointer) = split(rule)?;
     if !pointer.starts_with('/') {
         return Err(format!(
             "{pointer:?} is not a JSON pointer (RFC 6901: /field/sub-field)"
         ));
     }
-    Ok(format!("{name}={pointer}"))
+    Ok(rule.trim().to_owned())
 }
 
 /// All user labels: the request-side rules the decoders read, the pod label keys attribution
@@ -141,7 +163,8 @@ pub struct UserLabels {
     pub request: LabelRules,
     pub pod_keys: Vec<String>,
     pub services: Vec<ServiceRule>,
-    pub names: Vec<String>,
+    /// Every label in order, with its cap and admission rule.
+    pub labels: Vec<UserLabel>,
 }
 
 /// `--service`'s value parser (checked as the flag or its config-file key is read).
@@ -149,22 +172,40 @@ pub fn parse_service_rule(rule: &str) -> Result<String, String> {
     ServiceRule::parse(rule).map(|_| rule.trim().to_owned())
 }
 
-/// [`UserLabels`] of the three flags; a name used twice is an error.
+/// [`UserLabels`] of the four flags; a name used twice is an error. `default_cap` is
+/// `--max-label-values`, for rules without a cap of their own.
+///
+/// Admission: a value from the wire (a header, a body field) takes a slot only once a request
+/// carrying it succeeded, so junk cannot crowd out real values; a pod label or a service name
+/// comes from this node or the operator, and is admitted at once.
 pub fn user_labels(
     headers: &[String],
     body_fields: &[String],
     pod_labels: &[String],
     services: &[String],
+    default_cap: usize,
 ) -> Result<UserLabels, String> {
     let request = rules(headers, body_fields)?;
-    let mut names: Vec<String> = request.rules.iter().map(|r| r.name.clone()).collect();
+    let mut labels: Vec<UserLabel> = Vec::new();
+    for rule in headers.iter().chain(body_fields) {
+        let (name, cap, _) = split(rule)?;
+        labels.push(UserLabel {
+            name: name.to_owned(),
+            max_values: cap.unwrap_or(default_cap),
+            from_wire: true,
+        });
+    }
     let mut pod_keys = Vec::new();
     for rule in pod_labels {
-        let (name, key) = split(rule)?;
-        if names.iter().any(|n| n == name) {
+        let (name, cap, key) = split(rule)?;
+        if labels.iter().any(|l| l.name == name) {
             return Err(format!("label {name:?} is defined twice"));
         }
-        names.push(name.to_owned());
+        labels.push(UserLabel {
+            name: name.to_owned(),
+            max_values: cap.unwrap_or(default_cap),
+            from_wire: false,
+        });
         pod_keys.push(key.to_owned());
     }
     let services = services
@@ -172,16 +213,21 @@ pub fn user_labels(
         .map(|r| ServiceRule::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
     if !services.is_empty() {
-        if names.iter().any(|n| n == "service") {
+        if labels.iter().any(|l| l.name == "service") {
             return Err("label \"service\" is defined twice (--service sets it)".into());
         }
-        names.push("service".into());
+        // Bounded by the rules themselves: every name has its slot.
+        labels.push(UserLabel {
+            name: "service".into(),
+            max_values: services.len(),
+            from_wire: false,
+        });
     }
     Ok(UserLabels {
         request,
         pod_keys,
         services,
-        names,
+        labels,
     })
 }
 
@@ -194,7 +240,7 @@ pub fn rules(headers: &[String], body_fields: &[String]) -> Result<LabelRules, S
         .map(|r| (r, true))
         .chain(body_fields.iter().map(|r| (r, false)));
     for (rule, header) in all {
-        let (name, source) = split(rule)?;
+        let (name, _, source) = split(rule)?;
         if out.iter().any(|r| r.name == name) {
             return Err(format!("label {name:?} is defined twice"));
         }
@@ -272,22 +318,47 @@ mod tests {
         );
         assert!(parse_pod_rule("app=bad key").is_err());
         let u = user_labels(
-            &["t=x-t".into()],
+            &["t:5=x-t".into()],
             &["u=/u".into()],
             &["app=app".into()],
             &[],
+            32,
         )
         .unwrap();
+        let caps: Vec<(&str, usize, bool)> = u
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.max_values, l.from_wire))
+            .collect();
+        assert_eq!(caps, [("t", 5, true), ("u", 32, true), ("app", 32, false)]);
+        assert_eq!(u.pod_keys, ["app"]);
         assert_eq!(
-            (u.names, u.pod_keys),
-            (
-                vec!["t".into(), "u".into(), "app".into()],
-                vec!["app".into()]
-            )
+            u.request.rules[0].name, "t",
+            "the cap is not part of the name"
         );
-        assert!(user_labels(&["t=x-t".into()], &[], &["t=app".into()], &[]).is_err());
-        let u = user_labels(&[], &[], &[], &["api=port:8000".into()]).unwrap();
-        assert_eq!((u.names, u.services.len()), (vec!["service".into()], 1));
-        assert!(user_labels(&["service=x-s".into()], &[], &[], &["api=port:1".into()]).is_err());
+        assert_eq!(parse_header_rule("t:5=X-T"), Ok("t:5=x-t".into()));
+        for bad in ["t:0=x", "t:x=x", "t:=x"] {
+            assert!(parse_header_rule(bad).is_err(), "{bad}");
+        }
+        assert!(user_labels(&["t=x-t".into()], &[], &["t=app".into()], &[], 32).is_err());
+        let u = user_labels(&[], &[], &[], &["api=port:8000".into()], 32).unwrap();
+        assert_eq!(
+            (
+                u.labels[0].name.as_str(),
+                u.labels[0].max_values,
+                u.services.len()
+            ),
+            ("service", 1, 1)
+        );
+        assert!(
+            user_labels(
+                &["service=x-s".into()],
+                &[],
+                &[],
+                &["api=port:1".into()],
+                32
+            )
+            .is_err()
+        );
     }
 }

@@ -50,11 +50,21 @@ pub struct MetricsConfig {
     pub tool_call_timeout: Duration,
     /// Prices of `llm_client_cost_usd_total`.
     pub prices: PriceTable,
-    /// The operator's label names (`--label-header`, `--label-body-field`), in rule order,
-    /// after the built-in labels of every per-request family.
-    pub user_labels: Vec<String>,
-    /// Distinct values per user label; later values are `other`.
-    pub max_label_values: usize,
+    /// The operator's labels (`--label-*`, `--service`), in rule order, after the built-in
+    /// labels of every per-request family.
+    pub user_labels: Vec<UserLabel>,
+}
+
+/// One user-defined label: its name, its cap and its admission rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLabel {
+    pub name: String,
+    /// Distinct values before `other`.
+    pub max_values: usize,
+    /// Its values come from the wire (a header, a body field): only a successful request admits
+    /// a new one. Otherwise (a pod label, a service name) they come from this node or the
+    /// operator and are admitted at once.
+    pub from_wire: bool,
 }
 
 impl Default for MetricsConfig {
@@ -70,7 +80,6 @@ impl Default for MetricsConfig {
             tool_call_timeout: Duration::from_secs(600),
             prices: PriceTable::shipped(),
             user_labels: Vec::new(),
-            max_label_values: 32,
         }
     }
 }
@@ -219,6 +228,8 @@ pub struct Metrics {
     caps: Caps,
     /// The user labels' names, in rule order (the caps' order).
     user_names: Vec<String>,
+    /// Per user label: whether only a success admits its values ([`UserLabel::from_wire`]).
+    user_from_wire: Vec<bool>,
     window: Mutex<TokenRateWindow>,
     rss: Mutex<RssTracker>,
     env: ScrapeEnv,
@@ -246,10 +257,11 @@ impl Metrics {
     ) -> Result<Metrics, MetricsError> {
         let mut reg = Reg::new();
         let self_metrics = SelfMetrics::register(&mut reg, attach_mode)?;
-        let server = ServerFamilies::register(&mut reg, &cfg.user_labels)?;
-        let client = ClientFamilies::register(&mut reg, &cfg.user_labels)?;
+        let user_names: Vec<String> = cfg.user_labels.iter().map(|l| l.name.clone()).collect();
+        let server = ServerFamilies::register(&mut reg, &user_names)?;
+        let client = ClientFamilies::register(&mut reg, &user_names)?;
         let mcp = McpFamilies::register(&mut reg)?;
-        let agent = AgentFamilies::register(&mut reg, &cfg.user_labels)?;
+        let agent = AgentFamilies::register(&mut reg, &user_names)?;
         let tool_timeout = u64::try_from(cfg.tool_call_timeout.as_nanos()).unwrap_or(u64::MAX);
         let idle = u64::try_from(cfg.label_idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let gpu = GpuFamilies::register(&mut reg)?;
@@ -279,10 +291,11 @@ impl Metrics {
                 user: cfg
                     .user_labels
                     .iter()
-                    .map(|_| LabelCap::new(cfg.max_label_values, idle))
+                    .map(|l| LabelCap::new(l.max_values, idle))
                     .collect(),
             },
-            user_names: cfg.user_labels,
+            user_from_wire: cfg.user_labels.iter().map(|l| l.from_wire).collect(),
+            user_names,
             window: Mutex::new(TokenRateWindow::new(cfg.tokens_per_second_window.as_secs())),
             rss: Mutex::new(RssTracker::new(env.proc_root.clone())),
             env,
@@ -609,9 +622,15 @@ impl Metrics {
             .user
             .iter()
             .enumerate()
-            .map(|(i, cap)| match raw.get(i).map(String::as_str) {
-                Some(v) if !v.is_empty() => cap.label(Some(v), admit, now),
-                _ => String::new(),
+            .map(|(i, cap)| {
+                let admit = match self.user_from_wire.get(i) {
+                    Some(false) => Admit::Yes,
+                    _ => admit,
+                };
+                match raw.get(i).map(String::as_str) {
+                    Some(v) if !v.is_empty() => cap.label(Some(v), admit, now),
+                    _ => String::new(),
+                }
             })
             .collect()
     }

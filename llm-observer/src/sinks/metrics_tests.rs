@@ -724,8 +724,11 @@ fn incomplete_exchanges_are_the_agents_not_the_servers() {
 #[test]
 fn user_labels_on_the_request_families_admitted_by_success() {
     let m = metrics(MetricsConfig {
-        user_labels: vec!["tenant".into()],
-        max_label_values: 1,
+        user_labels: vec![super::UserLabel {
+            name: "tenant".into(),
+            max_values: 1,
+            from_wire: true,
+        }],
         ..MetricsConfig::default()
     });
     let with_tenant = |mut e: Exchange, t: &str| {
@@ -776,4 +779,33 @@ fn user_labels_on_the_request_families_admitted_by_success() {
     assert_eq!(errors, 1);
     let text = m.encode();
     assert!(!text.contains("globex") && !text.contains("junk"), "{text}");
+}
+
+#[test]
+fn node_side_user_labels_are_admitted_whatever_the_outcome() {
+    let m = metrics(MetricsConfig {
+        user_labels: vec![super::UserLabel {
+            name: "app".into(),
+            max_values: 2,
+            from_wire: false,
+        }],
+        ..MetricsConfig::default()
+    });
+    let mut ctx = server();
+    ctx.workload_labels = vec!["web".into()];
+    // The model is admitted by a success without the label (a server outside any pod)...
+    m.done(None, &server(), &ex("llama3", false, S));
+    // ...and a pod label comes from this node, not the request: a failure names it too.
+    m.done(None, &ctx, &failed("llama3", 500, ErrorKind::ServerError));
+    let errors = m
+        .server
+        .errors
+        .with_label_values(
+            &L.iter()
+                .copied()
+                .chain(["web", "server_error"])
+                .collect::<Vec<_>>(),
+        )
+        .get();
+    assert_eq!(errors, 1);
 }
