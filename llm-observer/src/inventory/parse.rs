@@ -1,14 +1,15 @@
 //! Pure readers of the servers' own inventory answers (JSON) and metrics expositions: bytes in,
 //! readings out. Each shape is the server's documented (or captured) one; a field a server leaves
-//! out is `None`, never a guess. Model names and descriptive strings are cut to [`MAX_VALUE`].
+//! out is `None`, never a guess. Model names and descriptive strings become label values, so they
+//! are sanitised as every label value is ([`labels::sanitize`]: cut to
+//! [`labels::MAX_VALUE_BYTES`], control characters replaced).
 
 use llm_observer_decode::llm::fingerprint::ServerKind;
 use serde_json::Value;
 
+use crate::sinks::labels;
 use crate::top::exposition;
 
-/// Longest label value taken from a server's answer.
-pub const MAX_VALUE: usize = 128;
 /// Most models read from one answer (a server listing more is cut, and says so in the log).
 pub const MAX_MODELS: usize = 32;
 
@@ -132,11 +133,7 @@ pub enum ParseError {
 }
 
 fn bounded(s: &str) -> String {
-    let mut end = s.len().min(MAX_VALUE);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
+    labels::sanitize(s)
 }
 
 fn text(v: &Value, path: &str) -> String {

@@ -215,7 +215,7 @@ fn bad_answers_are_errors_never_panics() {
     else {
         panic!("models");
     };
-    assert_eq!(m[0].model.len(), MAX_VALUE);
+    assert_eq!(m[0].model.len(), crate::sinks::labels::MAX_VALUE_BYTES);
 }
 
 #[test]

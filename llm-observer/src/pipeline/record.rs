@@ -116,14 +116,7 @@ pub struct UnixTimes {
 
 /// `s` cut to at most [`MAX_STR`] bytes, at a character boundary.
 pub fn bounded(s: &str) -> &str {
-    if s.len() <= MAX_STR {
-        return s;
-    }
-    let mut end = MAX_STR;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    crate::sinks::labels::cut(s, MAX_STR)
 }
 
 fn secs(ns: Option<u64>) -> Option<f64> {

@@ -13,15 +13,19 @@ pub const MAX_VALUE_BYTES: usize = 128;
 /// Cuts `raw` to [`MAX_VALUE_BYTES`] and replaces control characters, which some scrapers and
 /// terminals mishandle even though the text format escapes only `\`, `"` and newline.
 pub fn sanitize(raw: &str) -> String {
-    let trimmed = raw.trim();
-    let mut end = trimmed.len().min(MAX_VALUE_BYTES);
-    while !trimmed.is_char_boundary(end) {
-        end -= 1;
-    }
-    trimmed[..end]
+    cut(raw.trim(), MAX_VALUE_BYTES)
         .chars()
         .map(|c| if c.is_control() { '_' } else { c })
         .collect()
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// HTTP status class: `1xx`..`5xx`, `none` when no response head arrived, `other` for codes
