@@ -204,7 +204,13 @@ struct Caps {
     peers: LabelCap,
     tools: LabelCap,
     /// One per user label, in rule order.
-    user: Vec<LabelCap>,
+    user: Vec<UserCap>,
+}
+
+/// A user label's cap with what it needs to name and admit values.
+struct UserCap {
+    cap: LabelCap,
+    label: UserLabel,
 }
 
 /// The agent's metrics. Owns its registry: several can coexist (tests), nothing is global.
@@ -226,10 +232,6 @@ pub struct Metrics {
     /// GPU memory per serving unit from the last GPU sample (`llm_memory_usage_bytes{type="gpu"}`).
     gpu_memory: Mutex<std::collections::BTreeMap<UnitLabels, u64>>,
     caps: Caps,
-    /// The user labels' names, in rule order (the caps' order).
-    user_names: Vec<String>,
-    /// Per user label: whether only a success admits its values ([`UserLabel::from_wire`]).
-    user_from_wire: Vec<bool>,
     window: Mutex<TokenRateWindow>,
     rss: Mutex<RssTracker>,
     env: ScrapeEnv,
@@ -290,12 +292,13 @@ impl Metrics {
                 tools: LabelCap::new(cfg.max_tools, idle),
                 user: cfg
                     .user_labels
-                    .iter()
-                    .map(|l| LabelCap::new(l.max_values, idle))
+                    .into_iter()
+                    .map(|label| UserCap {
+                        cap: LabelCap::new(label.max_values, idle),
+                        label,
+                    })
                     .collect(),
             },
-            user_from_wire: cfg.user_labels.iter().map(|l| l.from_wire).collect(),
-            user_names,
             window: Mutex::new(TokenRateWindow::new(cfg.tokens_per_second_window.as_secs())),
             rss: Mutex::new(RssTracker::new(env.proc_root.clone())),
             env,
@@ -396,8 +399,7 @@ impl Metrics {
             .caps
             .user
             .iter()
-            .zip(&self.user_names)
-            .map(|(cap, name)| (cap, name.as_str(), Scope::Both));
+            .map(|u| (&u.cap, u.label.name.as_str(), Scope::Both));
         for (cap, label, scope) in scopes.into_iter().chain(user) {
             for value in cap.expire(now) {
                 for f in &self.forgettable {
@@ -445,19 +447,12 @@ impl Metrics {
             .processes
             .label(Some(&ctx.process), Admit::Yes, now);
         let (api, op) = (summary.api.as_str(), summary.operation.as_str());
-        let raw: Vec<String> = summary
-            .user_labels
-            .iter()
-            .chain(&ctx.workload_labels)
-            .cloned()
-            .collect();
-        let user = self.hold_user(&raw, now);
+        let user = self.hold_user(&user_raw(&summary.user_labels, ctx), now);
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(&process, &ctx.place));
-                let mut labels =
-                    server_labels(api, op, &model, &process, &ctx.place, ctx.server).to_vec();
-                labels.extend(user.iter().map(String::as_str));
+                let labels =
+                    server_labels(api, op, &model, &process, &ctx.place, ctx.server, &user);
                 let active = self.server.active.with_label_values(&labels);
                 let queue = self.server.queue.with_label_values(&labels);
                 active.inc();
@@ -478,7 +473,7 @@ impl Metrics {
                     .caps
                     .peers
                     .hold(ctx.peer.map(|p| p.to_string()).as_deref(), now);
-                let mut labels = client_labels(
+                let labels = client_labels(
                     api,
                     op,
                     &model,
@@ -487,9 +482,8 @@ impl Metrics {
                     &peer,
                     ctx.provider,
                     ctx.server,
-                )
-                .to_vec();
-                labels.extend(user.iter().map(String::as_str));
+                    &user,
+                );
                 let active = self.client.active.with_label_values(&labels);
                 active.inc();
                 InFlight {
@@ -593,10 +587,10 @@ impl Metrics {
         {
             self.client.active.forget("peer", &peer);
         }
-        for ((cap, name), value) in self.caps.user.iter().zip(&self.user_names).zip(&h.user) {
-            if cap.release(value) {
+        for (u, value) in self.caps.user.iter().zip(&h.user) {
+            if u.cap.release(value) {
                 for g in &gauges {
-                    g.forget(name, value);
+                    g.forget(&u.label.name, value);
                 }
             }
         }
@@ -604,33 +598,27 @@ impl Metrics {
 
     /// The user labels' values of a request in flight: values already admitted, held until it
     /// ends (see `LabelCap::hold`); `""` where the request has none.
-    fn hold_user(&self, raw: &[String], now: u64) -> Vec<String> {
-        self.caps
-            .user
-            .iter()
-            .enumerate()
-            .map(|(i, cap)| match raw.get(i).map(String::as_str) {
-                Some(v) if !v.is_empty() => cap.hold(Some(v), now),
-                _ => String::new(),
-            })
-            .collect()
+    fn hold_user(&self, raw: &[&str], now: u64) -> Vec<String> {
+        self.user_values(raw, |u, v| u.cap.hold(Some(v), now))
     }
 
     /// The user labels' values of a finished request; a success admits new ones.
-    fn label_user(&self, raw: &[String], admit: Admit, now: u64) -> Vec<String> {
+    fn label_user(&self, raw: &[&str], admit: Admit, now: u64) -> Vec<String> {
+        self.user_values(raw, |u, v| {
+            let admit = if u.label.from_wire { admit } else { Admit::Yes };
+            u.cap.label(Some(v), admit, now)
+        })
+    }
+
+    /// One value per user label: `name` of the raw value, or `""` where there is none.
+    fn user_values(&self, raw: &[&str], name: impl Fn(&UserCap, &str) -> String) -> Vec<String> {
         self.caps
             .user
             .iter()
             .enumerate()
-            .map(|(i, cap)| {
-                let admit = match self.user_from_wire.get(i) {
-                    Some(false) => Admit::Yes,
-                    _ => admit,
-                };
-                match raw.get(i).map(String::as_str) {
-                    Some(v) if !v.is_empty() => cap.label(Some(v), admit, now),
-                    _ => String::new(),
-                }
+            .map(|(i, u)| match raw.get(i) {
+                Some(v) if !v.is_empty() => name(u, v),
+                _ => String::new(),
             })
             .collect()
     }
@@ -646,20 +634,11 @@ impl Metrics {
             .tool_calls
             .iter()
             .map(|t| self.caps.tools.label(Some(t), admit, now));
-        let raw: Vec<String> = ex
-            .params
-            .user_labels
-            .iter()
-            .chain(&ctx.workload_labels)
-            .cloned()
-            .collect();
-        let user = self.label_user(&raw, admit, now);
+        let user = self.label_user(&user_raw(&ex.params.user_labels, ctx), admit, now);
         match ctx.role {
             Role::Server => {
                 lock(&self.rss).register(ctx.pid, &ctx.comm, unit(process, &ctx.place));
-                let mut labels =
-                    server_labels(api, op, &model, process, &ctx.place, ctx.server).to_vec();
-                labels.extend(user.iter().map(String::as_str));
+                let labels = server_labels(api, op, &model, process, &ctx.place, ctx.server, &user);
                 self.server.record(&labels, ex);
                 for tool in tools {
                     self.server.tool_call(&labels, &tool);
@@ -673,7 +652,7 @@ impl Metrics {
             }
             Role::Client => {
                 let peer = self.peer_label(ctx, ex, now);
-                let mut labels = client_labels(
+                let labels = client_labels(
                     api,
                     op,
                     &model,
@@ -682,9 +661,8 @@ impl Metrics {
                     &peer,
                     ctx.provider,
                     ctx.server,
-                )
-                .to_vec();
-                labels.extend(user.iter().map(String::as_str));
+                    &user,
+                );
                 self.client.record(&labels, ex);
                 for tool in tools {
                     self.client.tool_call(&labels, &tool);
@@ -771,7 +749,17 @@ impl Scope {
     }
 }
 
-/// `SERVER_LABELS` values.
+/// A request's user-label values in label order: its own (headers, body fields, from the
+/// decoder), then its process's (pod labels, service, from attribution).
+fn user_raw<'a>(request: &'a [String], ctx: &'a ExchangeCtx) -> Vec<&'a str> {
+    request
+        .iter()
+        .chain(&ctx.workload_labels)
+        .map(String::as_str)
+        .collect()
+}
+
+/// `SERVER_LABELS` values, then the user labels' (`user`).
 fn server_labels<'a>(
     api: &'a str,
     op: &'a str,
@@ -779,7 +767,8 @@ fn server_labels<'a>(
     process: &'a str,
     p: &'a crate::attribution::Place,
     server: &'a str,
-) -> [&'a str; 8] {
+    user: &'a [String],
+) -> Vec<&'a str> {
     [
         api,
         op,
@@ -790,9 +779,12 @@ fn server_labels<'a>(
         &p.namespace,
         server,
     ]
+    .into_iter()
+    .chain(user.iter().map(String::as_str))
+    .collect()
 }
 
-/// `CLIENT_LABELS` values.
+/// `CLIENT_LABELS` values, then the user labels' (`user`).
 #[allow(
     clippy::too_many_arguments,
     reason = "one argument per label, in the order of CLIENT_LABELS"
@@ -806,7 +798,8 @@ fn client_labels<'a>(
     peer: &'a str,
     provider: &'a str,
     server: &'a str,
-) -> [&'a str; 10] {
+    user: &'a [String],
+) -> Vec<&'a str> {
     [
         api,
         op,
@@ -819,6 +812,9 @@ fn client_labels<'a>(
         provider,
         server,
     ]
+    .into_iter()
+    .chain(user.iter().map(String::as_str))
+    .collect()
 }
 
 /// The memory family's unit labels of a server exchange.
