@@ -53,18 +53,30 @@ pub struct Targets {
 pub type SharedTargets = Arc<Mutex<Targets>>;
 
 impl Targets {
-    /// A server-view exchange of a known server kind ended on `addr`.
-    pub fn seen(&mut self, pid: u32, addr: SocketAddr, target: impl FnOnce() -> Target) {
+    /// A server-view exchange of a known server kind ended on `addr`. Called for every such
+    /// exchange, so a known server costs a lookup and comparisons, no allocation.
+    pub fn seen(
+        &mut self,
+        pid: u32,
+        addr: SocketAddr,
+        kind: ServerKind,
+        process: &str,
+        place: &Place,
+    ) {
         let key = TargetKey {
             pid,
             port: addr.port(),
         };
         if let Some(t) = self.map.get_mut(&key) {
-            // The `server` decision may firm up (a header after an API-shape guess).
-            let new = target();
-            t.kind = new.kind;
-            t.process = new.process;
-            t.place = new.place;
+            // The `server` decision may firm up (a header after an API-shape guess); the process
+            // label follows an exec.
+            t.kind = kind;
+            if t.process != process {
+                t.process = process.to_owned();
+            }
+            if t.place != *place {
+                t.place = place.clone();
+            }
             return;
         }
         if self.map.len() >= MAX_TARGETS {
@@ -77,7 +89,15 @@ impl Targets {
             }
             return;
         }
-        self.map.insert(key, target());
+        self.map.insert(
+            key,
+            Target {
+                kind,
+                addr,
+                process: process.to_owned(),
+                place: place.clone(),
+            },
+        );
     }
 
     /// The process exited: its servers are no longer polled (and their series go).
@@ -108,31 +128,22 @@ impl Targets {
 mod tests {
     use super::*;
 
-    fn t(kind: ServerKind, addr: &str) -> Target {
-        Target {
-            kind,
-            addr: addr.parse().unwrap(),
-            process: "p".into(),
-            place: Place::default(),
-        }
-    }
-
     #[test]
     fn one_target_per_process_and_port_bounded_and_forgotten() {
         let mut ts = Targets::default();
         let a: SocketAddr = "127.0.0.1:11434".parse().unwrap();
         let b: SocketAddr = "10.0.0.5:11434".parse().unwrap();
-        ts.seen(7, a, || t(ServerKind::Ollama, "127.0.0.1:11434"));
+        let place = Place::default();
+        ts.seen(7, a, ServerKind::Ollama, "p", &place);
         // Same process and port by another address: the same server, the first address kept.
-        ts.seen(7, b, || t(ServerKind::Llamacpp, "10.0.0.5:11434"));
+        ts.seen(7, b, ServerKind::Llamacpp, "p", &place);
         let snap = ts.snapshot();
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].1.addr, a);
         assert_eq!(snap[0].1.kind, ServerKind::Llamacpp, "the newer decision");
         for port in 1..=(MAX_TARGETS as u16 + 5) {
-            ts.seen(8, SocketAddr::from(([127, 0, 0, 1], port)), || {
-                t(ServerKind::Vllm, "127.0.0.1:1")
-            });
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            ts.seen(8, addr, ServerKind::Vllm, "p", &place);
         }
         assert_eq!(ts.len(), MAX_TARGETS);
         ts.forget(8);

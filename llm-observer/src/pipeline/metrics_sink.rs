@@ -16,7 +16,7 @@ use crate::{
     attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
     conn::{ConnView, Sink},
-    inventory::{SharedTargets, Target},
+    inventory::SharedTargets,
     servers::{
         self, ServerTable,
         hops::{self, Hop, InnerFigures},
@@ -132,20 +132,15 @@ impl MetricsSink {
 
     /// A server of a known kind answered on `conn.local`: the inventory poller may ask it.
     fn pollable(&self, conn: &ConnView<'_>, ctx: &ExchangeCtx) {
-        let kind = ServerKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == ctx.server);
         if conn.role != Role::Server {
             return;
         }
+        let kind = ServerKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == ctx.server);
         if let (Some(kind), Some(addr)) = (kind, conn.local) {
             let mut t = self.inventory.lock().unwrap_or_else(|e| e.into_inner());
-            t.seen(conn.id.tgid, addr, || Target {
-                kind,
-                addr,
-                process: ctx.process.clone(),
-                place: ctx.place.clone(),
-            });
+            t.seen(conn.id.tgid, addr, kind, &ctx.process, &ctx.place);
         }
     }
 
