@@ -1,6 +1,7 @@
-//! `--label-header NAME=HEADER` and `--label-body-field NAME=/json/pointer`: the operator's own
-//! labels on the request families. Each rule is checked as the flag (or its config-file key) is
-//! read, so a bad one names its flag or its line; [`rules`] then puts them in label order.
+//! `--label-header NAME=HEADER`, `--label-body-field NAME=/json/pointer`, `--label-pod-label
+//! NAME=KEY` and `--service`: the operator's own labels on the request families. Each rule is
+//! checked as the flag (or its config-file key) is read, so a bad one names its flag or its line;
+//! [`user_labels`] then puts them in label order, each with its cap and admission rule.
 
 use llm_observer_decode::labels::{LabelRule, LabelRules, LabelSource};
 
@@ -185,66 +186,27 @@ pub fn user_labels(
     services: &[String],
     default_cap: usize,
 ) -> Result<UserLabels, String> {
-    let request = rules(headers, body_fields)?;
+    let mut request = LabelRules::default();
     let mut labels: Vec<UserLabel> = Vec::new();
-    for rule in headers.iter().chain(body_fields) {
-        let (name, cap, _) = split(rule)?;
-        labels.push(UserLabel {
-            name: name.to_owned(),
-            max_values: cap.unwrap_or(default_cap),
-            from_wire: true,
-        });
-    }
-    let mut pod_keys = Vec::new();
-    for rule in pod_labels {
-        let (name, cap, key) = split(rule)?;
+    let mut named = |name: &str, cap: Option<usize>, from_wire: bool| {
         if labels.iter().any(|l| l.name == name) {
             return Err(format!("label {name:?} is defined twice"));
         }
         labels.push(UserLabel {
             name: name.to_owned(),
             max_values: cap.unwrap_or(default_cap),
-            from_wire: false,
+            from_wire,
         });
-        pod_keys.push(key.to_owned());
-    }
-    let services = services
-        .iter()
-        .map(|r| ServiceRule::parse(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    if !services.is_empty() {
-        if labels.iter().any(|l| l.name == "service") {
-            return Err("label \"service\" is defined twice (--service sets it)".into());
-        }
-        // Bounded by the rules themselves: every name has its slot.
-        labels.push(UserLabel {
-            name: "service".into(),
-            max_values: services.len(),
-            from_wire: false,
-        });
-    }
-    Ok(UserLabels {
-        request,
-        pod_keys,
-        services,
-        labels,
-    })
-}
-
-/// The request-side rules in label order (headers, then body fields, each as given); a name used
-/// twice is an error.
-pub fn rules(headers: &[String], body_fields: &[String]) -> Result<LabelRules, String> {
-    let mut out: Vec<LabelRule> = Vec::new();
-    let all = headers
+        Ok(())
+    };
+    let wire = headers
         .iter()
         .map(|r| (r, true))
         .chain(body_fields.iter().map(|r| (r, false)));
-    for (rule, header) in all {
-        let (name, _, source) = split(rule)?;
-        if out.iter().any(|r| r.name == name) {
-            return Err(format!("label {name:?} is defined twice"));
-        }
-        out.push(LabelRule {
+    for (rule, header) in wire {
+        let (name, cap, source) = split(rule)?;
+        named(name, cap, true)?;
+        request.rules.push(LabelRule {
             name: name.to_owned(),
             source: if header {
                 LabelSource::Header(source.to_ascii_lowercase())
@@ -253,7 +215,27 @@ pub fn rules(headers: &[String], body_fields: &[String]) -> Result<LabelRules, S
             },
         });
     }
-    Ok(LabelRules { rules: out })
+    let mut pod_keys = Vec::new();
+    for rule in pod_labels {
+        let (name, cap, key) = split(rule)?;
+        named(name, cap, false)?;
+        pod_keys.push(key.to_owned());
+    }
+    let services = services
+        .iter()
+        .map(|r| ServiceRule::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !services.is_empty() {
+        // Bounded by the rules themselves: every name has its slot.
+        named("service", Some(services.len()), false)
+            .map_err(|e| format!("{e} (--service sets it)"))?;
+    }
+    Ok(UserLabels {
+        request,
+        pod_keys,
+        services,
+        labels,
+    })
 }
 
 #[cfg(test)]
@@ -297,7 +279,15 @@ mod tests {
             "another family's label"
         );
         assert!(parse_body_rule("u=user").is_err());
-        let r = rules(&["tenant=x-tenant".into()], &["user=/user".into()]).unwrap();
+        let r = user_labels(
+            &["tenant=x-tenant".into()],
+            &["user=/user".into()],
+            &[],
+            &[],
+            32,
+        )
+        .unwrap()
+        .request;
         assert_eq!(
             r.rules,
             [
@@ -311,7 +301,7 @@ mod tests {
                 },
             ]
         );
-        assert!(rules(&["a=x".into()], &["a=/a".into()]).is_err());
+        assert!(user_labels(&["a=x".into()], &["a=/a".into()], &[], &[], 32).is_err());
         assert_eq!(
             parse_pod_rule("app=app.kubernetes.io/name"),
             Ok("app=app.kubernetes.io/name".into())
