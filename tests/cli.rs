@@ -176,54 +176,49 @@ fn config_file_sits_between_the_environment_and_the_defaults() {
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }
 
-#[test]
-fn a_bad_config_file_stops_the_agent_naming_its_line() {
+/// Runs the agent with a config file of `text` that it must refuse before capturing anything:
+/// exit status 2. Returns the file's path and the first stderr line (the file is removed).
+fn refused_config(name: &str, text: &str) -> Option<(String, String)> {
     let bin = agent_bin();
     if !bin.exists() {
         guard::skip_or_fail::<()>(&format!("no agent at {}", bin.display()));
-        return;
+        return None;
     }
-    let path = config_file("bad", "max-models = 7\n\nmax-modles = 4\n");
+    let path = config_file(name, text);
     let out = Command::new(&bin)
         .arg("--config")
         .arg(&path)
         .args(["--metrics-addr", "127.0.0.1:0"])
         .output()
         .expect("the agent runs");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{err}");
-    let want = format!(
-        "error: --config {}:3: unknown key `max-modles`: not a flag of llm-observer (keys are the long flag names, see --help)",
-        path.display()
-    );
-    assert_eq!(err.lines().next(), Some(want.as_str()), "{err}");
     assert!(!err.contains("attached"), "it started capturing: {err}");
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    let first = err.lines().next().unwrap_or("").to_owned();
+    Some((path.display().to_string(), first))
+}
+
+#[test]
+fn a_bad_config_file_stops_the_agent_naming_its_line() {
+    let Some((path, first)) = refused_config("bad", "max-models = 7\n\nmax-modles = 4\n") else {
+        return;
+    };
+    let want = format!(
+        "error: --config {path}:3: unknown key `max-modles`: not a flag of llm-observer (keys are the long flag names, see --help)"
+    );
+    assert_eq!(first, want);
 }
 
 #[test]
 fn a_bad_label_rule_in_the_config_file_is_refused_with_its_line() {
-    let bin = agent_bin();
-    if !bin.exists() {
-        guard::skip_or_fail::<()>(&format!("no agent at {}", bin.display()));
-        return;
-    }
     let text = "label-header = [\"tenant=x-tenant\"]\n# the body's user field\nlabel-body-field = [\"model=/user\"]\n";
-    let path = config_file("bad-label", text);
-    let out = Command::new(&bin)
-        .arg("--config")
-        .arg(&path)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .output()
-        .expect("the agent runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    let first = err.lines().next().unwrap_or("");
+    let Some((path, first)) = refused_config("bad-label", text) else {
+        return;
+    };
     assert!(
-        first.starts_with(&format!("error: --config {}:3:", path.display()))
+        first.starts_with(&format!("error: --config {path}:3:"))
             && first.contains("\"model\" is a label the agent already sets"),
-        "{err}"
+        "{first}"
     );
-    assert!(!err.contains("attached"), "it started capturing: {err}");
-    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }

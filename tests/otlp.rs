@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use llm_observer_tests::harness::{
     guard,
     quiesce::wait_quiescent,
-    stack::{Agent, EmulatorProc, run_workload},
+    stack::{Agent, EmulatorProc, curl_status, run_workload},
 };
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
@@ -297,30 +297,20 @@ fn one_span_per_exchange(receiver: Receiver, protocol: &str) {
         "model": traced, "max_tokens": 4, "temperature": 0.5, "stream": false,
         "messages": [{"role": "user", "content": "hi there"}],
     });
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "30",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-H",
-            &format!("traceparent: {TRACEPARENT}"),
-        ])
-        .args([
-            "-d",
-            &body.to_string(),
-            &format!("{}/v1/chat/completions", emu.base_url()),
-        ])
-        .output()
-        .expect("run curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    let traceparent = format!("traceparent: {TRACEPARENT}");
+    let body = body.to_string();
+    let url = format!("{}/v1/chat/completions", emu.base_url());
+    let status = curl_status(&[
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &traceparent,
+        "-d",
+        &body,
+        &url,
+    ])
+    .expect("run curl");
+    assert_eq!(status, "200");
     let ended = unix_ns();
     let e = wait_quiescent(agent.addr(), SETTLE).expect("agent quiescent");
     assert_eq!(e.sum("llm_requests_total", &[("model", &model)]), 3.0);

@@ -17,7 +17,7 @@ use llm_observer_tests::harness::{
     expect::{Expected, wait_for_expected},
     guard,
     process::{Proc, Stream},
-    stack::{Agent, EmulatorProc, path_from_env},
+    stack::{Agent, EmulatorProc, curl_status, path_from_env},
 };
 use serde_json::{Value, json};
 
@@ -218,23 +218,15 @@ const RIGHT_BASIC: &str = "cHJvbWV0aGV1czpwbGFudGVkLXNjcmFwZS1wdy00ZTFi";
 const WRONG_PASSWORD: &str = "planted-wrong-pw-77c2";
 const WRONG_BASIC: &str = "cHJvbWV0aGV1czpwbGFudGVkLXdyb25nLXB3LTc3YzI=";
 
-/// `curl` GET of `url` with optional extra headers; the HTTP status.
-fn curl_status(url: &str, headers: &[String]) -> String {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ]);
+/// `curl` GET of `url` with optional extra headers, within 10 s; the HTTP status.
+fn get_status(url: &str, headers: &[String]) -> String {
+    // A later --max-time overrides the helper's own.
+    let mut args = vec!["--max-time", "10"];
     for h in headers {
-        cmd.args(["-H", h]);
+        args.extend(["-H", h.as_str()]);
     }
-    let out = cmd.arg(url).output().expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    args.push(url);
+    curl_status(&args).expect("curl")
 }
 
 #[test]
@@ -270,12 +262,12 @@ fn scrape_credentials_reach_no_log() {
         .expect("the agent serves");
     let metrics = format!("{base}/metrics");
     let auth = |b64: &str| vec![format!("Authorization: Basic {b64}")];
-    assert_eq!(curl_status(&metrics, &auth(RIGHT_BASIC)), "200");
-    assert_eq!(curl_status(&metrics, &auth(RIGHT_BASIC)), "200");
-    assert_eq!(curl_status(&metrics, &auth(WRONG_BASIC)), "401");
-    assert_eq!(curl_status(&metrics, &[]), "401");
-    assert_eq!(curl_status(&format!("{base}/healthz"), &[]), "200");
-    assert_eq!(curl_status(&format!("{base}/readyz"), &[]), "200");
+    assert_eq!(get_status(&metrics, &auth(RIGHT_BASIC)), "200");
+    assert_eq!(get_status(&metrics, &auth(RIGHT_BASIC)), "200");
+    assert_eq!(get_status(&metrics, &auth(WRONG_BASIC)), "401");
+    assert_eq!(get_status(&metrics, &[]), "401");
+    assert_eq!(get_status(&format!("{base}/healthz"), &[]), "200");
+    assert_eq!(get_status(&format!("{base}/readyz"), &[]), "200");
     agent
         .terminate(Duration::from_secs(10))
         .expect("agent stops");
@@ -371,26 +363,11 @@ fn runs_as_nobody_with_exactly_the_documented_capabilities() {
 
     let model = format!("sec-caps:{port}");
     let body = json!({"model": model, "messages": messages(), "max_tokens": 2});
-    let status = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "30",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &body.to_string(),
-        ])
-        .arg(format!("{}/v1/chat/completions", emu.base_url()))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&status.stdout), "200");
+    let body = body.to_string();
+    let url = format!("{}/v1/chat/completions", emu.base_url());
+    let status =
+        curl_status(&["-H", "content-type: application/json", "-d", &body, &url]).expect("curl");
+    assert_eq!(status, "200");
     let server = [
         ("api", "openai"),
         ("operation", "chat"),

@@ -190,17 +190,7 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
 
     tmux.cmd(&["send-keys", "-t", "top", "q"]).expect("send q");
     wait_dead(&tmux, "q");
-    let after = tmux.main_screen();
-    let lines: Vec<&str> = after.lines().filter(|l| !l.trim().is_empty()).collect();
-    // Back on the main screen: the marker, then the shell's report, and nothing of top's tables.
-    assert_eq!(lines.first().map(|l| l.trim_end()), Some(BEFORE), "{after}");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.trim_end() == "top-exit=0 tty=restored"),
-        "{after}"
-    );
-    assert!(!after.contains(&model), "{after}");
+    assert_restored(&tmux, BEFORE, &model);
 
     // SIGTERM (`kill`, as a service manager or a closing multiplexer sends) ends top the same
     // clean way: the tables leave, the tty settings come back.
@@ -225,16 +215,22 @@ fn top_shows_the_exact_requests_and_restores_the_terminal() {
         .expect("run pkill");
     assert!(out.status.success(), "pkill found no top under {shell}");
     wait_dead(&tmux, "SIGTERM");
+    assert_restored(&tmux, SECOND, &model);
+}
+
+/// Back on the main screen: the shell's `marker`, then its report of top's exit status 0 and the
+/// tty settings as they were, and nothing of top's tables (no `model` row).
+fn assert_restored(tmux: &Tmux, marker: &str, model: &str) {
     let after = tmux.main_screen();
     let lines: Vec<&str> = after.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.first().map(|l| l.trim_end()), Some(SECOND), "{after}");
+    assert_eq!(lines.first().map(|l| l.trim_end()), Some(marker), "{after}");
     assert!(
         lines
             .iter()
             .any(|l| l.trim_end() == "top-exit=0 tty=restored"),
         "{after}"
     );
-    assert!(!after.contains(&model), "{after}");
+    assert!(!after.contains(model), "{after}");
 }
 
 /// Waits until the pane's command has ended.

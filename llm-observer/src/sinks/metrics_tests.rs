@@ -721,6 +721,12 @@ fn incomplete_exchanges_are_the_agents_not_the_servers() {
     gauges_zero(&m);
 }
 
+/// `llm_inference_errors_total{type="server_error"}` of `L` with one user label of `value`.
+fn server_errors(m: &Metrics, value: &str) -> u64 {
+    let labels: Vec<&str> = L.iter().copied().chain([value, "server_error"]).collect();
+    m.server.errors.with_label_values(&labels).get()
+}
+
 #[test]
 fn user_labels_on_the_request_families_admitted_by_success() {
     let m = metrics(MetricsConfig {
@@ -766,17 +772,7 @@ fn user_labels_on_the_request_families_admitted_by_success() {
     // Junk never admits: a failed request's new value is `other` too.
     let junk = with_tenant(failed("llama3", 500, ErrorKind::ServerError), "junk");
     m.done(None, &server(), &junk);
-    let errors = m
-        .server
-        .errors
-        .with_label_values(
-            &L.iter()
-                .copied()
-                .chain(["other", "server_error"])
-                .collect::<Vec<_>>(),
-        )
-        .get();
-    assert_eq!(errors, 1);
+    assert_eq!(server_errors(&m, "other"), 1);
     let text = m.encode();
     assert!(!text.contains("globex") && !text.contains("junk"), "{text}");
 }
@@ -797,15 +793,5 @@ fn node_side_user_labels_are_admitted_whatever_the_outcome() {
     m.done(None, &server(), &ex("llama3", false, S));
     // ...and a pod label comes from this node, not the request: a failure names it too.
     m.done(None, &ctx, &failed("llama3", 500, ErrorKind::ServerError));
-    let errors = m
-        .server
-        .errors
-        .with_label_values(
-            &L.iter()
-                .copied()
-                .chain(["web", "server_error"])
-                .collect::<Vec<_>>(),
-        )
-        .get();
-    assert_eq!(errors, 1);
+    assert_eq!(server_errors(&m, "web"), 1);
 }
