@@ -463,6 +463,83 @@ fn files_pipes_and_udp_are_not_captured() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Pipes made while the capture runs are candidates for MCP over stdio: one whose first bytes are
+/// JSON-RPC is announced (role pipe) and delivered byte-exact on both ends; one whose first bytes
+/// are anything else delivers nothing and, once every candidate of the process is decided, leaves
+/// its process untaxed again (the per-process bit cleared).
+#[test]
+fn jsonrpc_pipes_are_captured_and_other_pipes_release_their_process() {
+    let Some(mut live) = Live::start(&own_process_config()) else {
+        return;
+    };
+    let pipe = || {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: valid 2-int array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        // SAFETY: fresh fds from pipe(2), owned from here on (closed on drop).
+        unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        }
+    };
+    let me = pid();
+    // Not JSON-RPC: both ends decided on their first call, nothing delivered, bit released.
+    let (r, w) = pipe();
+    assert_eq!(
+        live.capture.tgid_marked(me),
+        Some(true),
+        "a new pipe marks its process"
+    );
+    send_all(w.as_raw_fd(), SendFlavor::Write, b"x").expect("pipe write");
+    recv_exact(r.as_raw_fd(), RecvFlavor::Read, 1).expect("pipe read");
+    assert_eq!(
+        live.capture.tgid_marked(me),
+        Some(false),
+        "decided candidates release their process"
+    );
+    // A pipe made and closed unused releases it too.
+    drop(pipe());
+    assert_eq!(live.capture.tgid_marked(me), Some(false));
+
+    // JSON-RPC: both ends announced, every byte delivered in order.
+    let (jr, jw) = pipe();
+    let line = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n";
+    let more = b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n";
+    for m in [&line[..], &more[..]] {
+        send_all(jw.as_raw_fd(), SendFlavor::Write, m).expect("pipe write");
+        recv_exact(jr.as_raw_fd(), RecvFlavor::Read, m.len()).expect("pipe read");
+    }
+    let want = [&line[..], &more[..]].concat();
+    let (wfd, rfd) = (jw.as_raw_fd(), jr.as_raw_fd());
+    live.collector
+        .wait_until(Duration::from_secs(10), |c| {
+            concat(&c.data_on_fd(me, wfd)).len() == want.len()
+                && concat(&c.data_on_fd(me, rfd)).len() == want.len()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = &live.collector;
+    for (fd, dir) in [(wfd, Direction::Egress), (rfd, Direction::Ingress)] {
+        let open = c.open_of(me, fd).expect("announced once");
+        assert_eq!(open.role, KernelRole::Pipe);
+        let data = c.stream(open.conn, dir);
+        assert_eq!(concat(&data), want, "fd {fd}:\n{}", dump(&data));
+        assert_eq!(data[0].pos, 0);
+    }
+    // The pipe that was not JSON-RPC (still open: its fd numbers were not reused) was never
+    // announced and delivered nothing.
+    for fd in [r.as_raw_fd(), w.as_raw_fd()] {
+        assert!(c.opens(me, fd).is_empty() && c.data_on_fd(me, fd).is_empty());
+    }
+    drop((jr, jw));
+    live.collector
+        .wait_until(Duration::from_secs(10), |c| {
+            c.closes(me, wfd).len() == 1 && c.closes(me, rfd).len() == 1
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 // ---- 4. sockets that existed before load -----------------------------------------------------
 
 /// Reads exactly `buf.len()` bytes with raw read(2). Async-signal-safe: used in a forked child.

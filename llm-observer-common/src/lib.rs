@@ -207,6 +207,9 @@ pub const ROLE_SERVER: u32 = 1;
 pub const ROLE_CLIENT: u32 = 2;
 /// Seeded by user space for a socket that existed before the agent started; role resolved there.
 pub const ROLE_UNKNOWN: u32 = 0;
+/// A pipe end whose first bytes were JSON-RPC (MCP over stdio): user space gives it its role
+/// from the fd and the process holding the other end.
+pub const ROLE_PIPE: u32 = 3;
 
 /// Raw `struct sockaddr_in6` size, the largest address the kernel copies.
 pub const SOCKADDR_MAX: usize = 28;
@@ -283,6 +286,54 @@ pub const PROTO_SEEDED: u32 = 3;
 /// ciphertext is never copied nor counted as other-protocol bytes; the plaintext comes from the
 /// SSL probes instead, with positions restarted at 0 (see [`DATA_FLAG_TLS`]).
 pub const PROTO_TLS: u32 = 4;
+/// A pipe end created (or dup'd, or inherited) while the agent runs, not yet written or read:
+/// its first bytes decide ([`starts_like_jsonrpc`]). JSON-RPC makes it [`PROTO_JSONRPC`] and it
+/// is announced (`ConnOpen`, [`ROLE_PIPE`]); anything else removes it from the map. Until then
+/// nothing of it is delivered, not even its close.
+pub const PROTO_PIPE: u32 = 5;
+/// A pipe end that carries JSON-RPC (MCP over stdio): copied like an HTTP socket.
+pub const PROTO_JSONRPC: u32 = 6;
+
+/// Bytes of a pipe's first write or read looked at by [`starts_like_jsonrpc`].
+pub const JSONRPC_PEEK: usize = 16;
+
+/// Whether the first bytes of a pipe start a JSON-RPC message as the MCP SDKs write one: a JSON
+/// object whose first key is `jsonrpc` (Python SDK), `method` or `id` (requests and
+/// notifications of SDKs that put `jsonrpc` later), `result` or `error` (their responses).
+/// `len` is how many of `head`'s bytes are valid. `None`: too few bytes to tell. Written as
+/// plain loops: the kernel program has no `memcmp`.
+#[inline(always)]
+pub fn starts_like_jsonrpc(head: &[u8; JSONRPC_PEEK], len: usize) -> Option<bool> {
+    const KEYS: [&[u8]; 5] = [
+        b"{\"jsonrpc\"",
+        b"{\"method\"",
+        b"{\"id\"",
+        b"{\"result\"",
+        b"{\"error\"",
+    ];
+    let len = if len > JSONRPC_PEEK {
+        JSONRPC_PEEK
+    } else {
+        len
+    };
+    let mut undecided = false;
+    let mut k = 0;
+    while k < KEYS.len() {
+        let key = KEYS[k];
+        let mut i = 0;
+        while i < key.len() && i < len && head[i] == key[i] {
+            i += 1;
+        }
+        if i == key.len() {
+            return Some(true);
+        }
+        if i == len {
+            undecided = true;
+        }
+        k += 1;
+    }
+    if undecided { None } else { Some(false) }
+}
 
 /// Whether a connection's first four bytes start an HTTP/2 connection: the client preface
 /// (`PRI * HTTP/2.0`, h2c with prior knowledge, or h2 plaintext after TLS), or the SETTINGS frame a
@@ -519,5 +570,44 @@ mod tests {
         assert!(!starts_like_http(b"\x00\x00\x00\x01"));
         assert!(starts_like_http(b"POST"));
         assert!(starts_like_http(b"HTTP"));
+    }
+
+    fn jsonrpc(text: &[u8]) -> Option<bool> {
+        let mut head = [0u8; JSONRPC_PEEK];
+        let n = text.len().min(JSONRPC_PEEK);
+        head[..n].copy_from_slice(&text[..n]);
+        starts_like_jsonrpc(&head, text.len())
+    }
+
+    #[test]
+    fn jsonrpc_first_bytes() {
+        // The Python SDK's request and response, the TypeScript SDK's key orders.
+        assert_eq!(
+            jsonrpc(br#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#),
+            Some(true)
+        );
+        assert_eq!(
+            jsonrpc(br#"{"method":"initialize","params":{}}"#),
+            Some(true)
+        );
+        assert_eq!(
+            jsonrpc(br#"{"result":{},"jsonrpc":"2.0","id":1}"#),
+            Some(true)
+        );
+        assert_eq!(jsonrpc(br#"{"error":{"code":-32601}}"#), Some(true));
+        assert_eq!(jsonrpc(br#"{"id":7}"#), Some(true));
+        // Not JSON-RPC: other JSON, text, binary.
+        assert_eq!(jsonrpc(br#"{"calls": 3}"#), Some(false));
+        assert_eq!(jsonrpc(b"hello world, a log line"), Some(false));
+        assert_eq!(jsonrpc(b"\x00\x01\x02\x03"), Some(false));
+        // A prefix of a key: wait for more bytes.
+        assert_eq!(jsonrpc(br#"{"json"#), None);
+        assert_eq!(jsonrpc(b"{"), None);
+        assert_eq!(jsonrpc(b""), None);
+        // The length counts, not the buffer: bytes past it are not looked at.
+        let mut head = *b"{\"jsonrpc\":\"2.0\"";
+        assert_eq!(starts_like_jsonrpc(&head, 4), None);
+        head[1] = b'x';
+        assert_eq!(starts_like_jsonrpc(&head, 4), Some(false));
     }
 }

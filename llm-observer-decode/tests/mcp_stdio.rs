@@ -122,6 +122,56 @@ fn other_pipe_traffic_is_not_jsonrpc() {
     }
 }
 
+/// A pipe end's first message tells which side writes it, whatever its key order.
+#[test]
+fn the_first_message_names_the_writer() {
+    use llm_observer_decode::llm::mcp_stdio::{SIDE_PEEK, Side, writer_side};
+    // The recorded session: the first request chunk is the client's, the first response the
+    // server's.
+    let all = chunks();
+    let first = |want: Stream| &all.iter().find(|c| c.0 == want).unwrap().2;
+    assert_eq!(writer_side(first(Stream::Request)), Side::Client);
+    assert_eq!(writer_side(first(Stream::Response)), Side::Server);
+    // Other SDKs' key orders, Python's separators, an error answer.
+    for (head, want) in [
+        (
+            &br#"{"method":"initialize","params":{},"jsonrpc":"2.0","id":0}"#[..],
+            Side::Client,
+        ),
+        (
+            br#"{"result":{"tools":[]},"jsonrpc":"2.0","id":0}"#,
+            Side::Server,
+        ),
+        (
+            br#"{"jsonrpc": "2.0", "id": 1, "error": {"code": -32601}}"#,
+            Side::Server,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            Side::Client,
+        ),
+        // A member name inside a value does not count; `params` holding "result" neither.
+        (br#"{"id":"method","result":{}}"#, Side::Server),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"result":1}}"#,
+            Side::Client,
+        ),
+        // Too early to tell; then not JSON-RPC once the line ended without either.
+        (br#"{"jsonrpc":"2.0","id":1,"#, Side::Undecided),
+        (b"  ", Side::Undecided),
+        (
+            b"{\"level\":\"info\"}\n{\"method\":\"x\"}",
+            Side::NotJsonRpc,
+        ),
+        (b"hello", Side::NotJsonRpc),
+    ] {
+        assert_eq!(writer_side(head), want, "{}", String::from_utf8_lossy(head));
+    }
+    // A first line longer than the peek with neither member in it.
+    let long = format!("{{\"jsonrpc\":\"2.0\",\"x\":\"{}\"", "a".repeat(SIDE_PEEK));
+    assert_eq!(writer_side(long.as_bytes()), Side::NotJsonRpc);
+}
+
 #[test]
 fn bad_lines_errors_and_unanswered_requests_are_counted() {
     let mut d = McpStdio::new(128);

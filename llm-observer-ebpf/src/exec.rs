@@ -21,6 +21,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if !wanted(&config(), (pid_tgid >> 32) as u32) {
         return 0;
     }
+    // The fds CLOEXEC just closed were not seen closing: their pipe candidates go (fds 0-2, an
+    // MCP server's stdio, stay).
+    if crate::may_track((pid_tgid >> 32) as u32) {
+        crate::pipes::drop_pipes((pid_tgid >> 32) as u32, false);
+        crate::release_tgid((pid_tgid >> 32) as u32);
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         stat_add(Stat::LostControlEvents, 1);
         return 0;

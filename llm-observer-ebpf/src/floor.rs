@@ -26,6 +26,8 @@ floor_probes! {
     floor_sys_enter_recvfrom, floor_sys_exit_recvfrom, floor_sys_enter_recvmsg,
     floor_sys_exit_recvmsg, floor_sys_enter_recvmmsg, floor_sys_exit_recvmmsg,
     floor_sys_enter_sendfile64, floor_sys_exit_sendfile64,
-    floor_sys_enter_dup2, floor_sys_enter_dup3,
+    floor_sys_enter_dup2, floor_sys_exit_dup2, floor_sys_enter_dup3, floor_sys_exit_dup3,
+    floor_sys_enter_dup, floor_sys_exit_dup, floor_sys_enter_fcntl, floor_sys_exit_fcntl,
+    floor_sys_enter_pipe2, floor_sys_exit_pipe2, floor_sys_enter_pipe, floor_sys_exit_pipe,
     floor_task_newtask, floor_mark_victim, floor_sched_process_exec,
 }

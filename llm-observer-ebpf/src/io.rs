@@ -18,10 +18,10 @@ use aya_ebpf::{
 };
 use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET,
-    DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs,
+    DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs, JSONRPC_PEEK,
     MAX_CAPTURE_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP,
-    PROTO_OTHER, PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN, Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET,
-    conn_key, starts_like_http,
+    PROTO_JSONRPC, PROTO_OTHER, PROTO_PIPE, PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN, ROLE_PIPE,
+    Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET, conn_key, starts_like_http, starts_like_jsonrpc,
 };
 
 use crate::{
@@ -184,6 +184,11 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
     if generation != args.generation {
         return 0;
     }
+    // An unclassified pipe: only its bytes can tell what it is; an end or a failure says nothing
+    // (it was never announced).
+    if proto == PROTO_PIPE && (ret <= 0 || sys == Syscall::Sendfile) {
+        return 0;
+    }
     let dir = sys.direction();
     // SAFETY: helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -277,6 +282,32 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
         stat_add(Stat::TruncatedBytes, total);
         marker(&ev, DATA_FLAG_TRUNCATED, total);
         return 0;
+    }
+    if proto == PROTO_PIPE {
+        let tgid = (pid_tgid >> 32) as u32;
+        match classify_pipe(segs) {
+            Some(true) => {
+                // SAFETY: map value pointer.
+                unsafe { (*conn).proto = PROTO_JSONRPC };
+                // Announced before its first bytes, so user space knows the fd when they come.
+                crate::emit_conn(
+                    EventKind::ConnOpen,
+                    pid_tgid,
+                    args.fd,
+                    generation,
+                    crate::ConnInfo::role(ROLE_PIPE),
+                );
+            }
+            Some(false) => {
+                // Not JSON-RPC: forgotten, so this fd costs one lookup from now on.
+                let _ = CONNS.remove(conn_key(tgid, args.fd));
+                crate::forget_fd(tgid, args.fd);
+                crate::release_tgid(tgid);
+                return 0;
+            }
+            // Unreadable buffer: judged again at the next call.
+            None => return 0,
+        }
     }
     let mut cap = if cfg.max_bytes_per_call == 0 || cfg.max_bytes_per_call > MAX_CAPTURE_PER_CALL {
         MAX_CAPTURE_PER_CALL as u64
@@ -514,6 +545,31 @@ fn classify(segs: *const Segments) -> u32 {
     } else {
         PROTO_OTHER
     }
+}
+
+/// Whether a pipe's first call moved JSON-RPC ([`starts_like_jsonrpc`]); `None` only when its
+/// buffer could not be read. Too few bytes to tell is a no: the bytes of an undecided call are not
+/// delivered, so a message whose start was written in pieces could not be decoded anyway, and a
+/// pipe of 1-byte writes must not stay on the capture path. A fixed 16-byte read (a
+/// variable-length one needs bounds the verifier can follow); the comparison looks only at the
+/// bytes the call moved.
+#[inline(always)]
+fn classify_pipe(segs: *const Segments) -> Option<bool> {
+    // SAFETY: per-CPU scratch written by gather's loop: read fresh.
+    let (n, len0, ptr0) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*segs).n),
+            core::ptr::read_volatile(&raw const (*segs).len[0]),
+            core::ptr::read_volatile(&raw const (*segs).ptr[0]),
+        )
+    };
+    // The shortest key, `{"id"`, is 5 bytes.
+    if n == 0 || len0 < 5 {
+        return Some(false);
+    }
+    // SAFETY: user memory through the checked helper.
+    let head = unsafe { bpf_probe_read_user(ptr0 as *const [u8; JSONRPC_PEEK]) }.ok()?;
+    Some(starts_like_jsonrpc(&head, len0 as usize) == Some(true))
 }
 
 pub(crate) fn push(segs: &mut Segments, ptr: u64, len: u64) {

@@ -20,36 +20,36 @@
 //!   `sched_process_exec` (exec.rs) that it runs another program.
 //! - fork: `task:task_newtask` (in the parent, before the child first runs; its `clone_flags` tell
 //!   a new process from a new thread, which shares the fd table and needs nothing) copies the
-//!   parent's tracked sockets to the child, found through the per-process fd list `TGID_FDS`.
+//!   parent's tracked sockets to the child, found through the per-process fd list `TGID_FDS`
+//!   (fork.rs).
 //! - fd passing: a tracked socket sent over a unix socket (`SCM_RIGHTS`) is tracked in the process
 //!   that receives it (passed.rs).
+//! - pipes: candidates for MCP over stdio, marked where they are made and copied only once their
+//!   first bytes are JSON-RPC (pipes.rs).
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
 
 mod exec;
 mod floor;
+mod fork;
 mod io;
 mod passed;
+mod pipes;
 mod tls;
-
-use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_loop,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use llm_observer_common::{
-    AcceptArgs, CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent,
-    ConnState, DataEvent, EventHeader, EventKind, IoArgs, MAX_SEGMENTS, PROTO_OTHER, PROTO_SEEDED,
-    PROTO_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX, STAT_COUNT, Stat, Syscall,
-    TGID_BITMAP_WORDS, TP_ARG0, TP_ARG1, TP_ARG2, TP_RET, TRACKED_FDS, TrackedFds, conn_key,
-    tgid_bit,
+    AcceptArgs, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnEvent, ConnState, DataEvent, EventHeader,
+    EventKind, IoArgs, MAX_SEGMENTS, PROTO_PIPE, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_MAX,
+    STAT_COUNT, Stat, Syscall, TGID_BITMAP_WORDS, TP_ARG0, TP_ARG1, TP_ARG2, TP_RET, TRACKED_FDS,
+    TrackedFds, conn_key, tgid_bit,
 };
 
 /// Every event for user space. The size here is a default; the agent sets it at load time.
@@ -141,14 +141,14 @@ pub(crate) fn syscall_args(ctx: &TracePointContext) -> (u64, u64, u64) {
 /// The first argument of a `sys_enter_*` tracepoint (close has only one: a load past the end of
 /// a tracepoint's record makes the attach fail with EACCES).
 #[inline(always)]
-fn syscall_arg0(ctx: &TracePointContext) -> u64 {
+pub(crate) fn syscall_arg0(ctx: &TracePointContext) -> u64 {
     // SAFETY: as above.
     unsafe { ctx_load::<u64>(ctx, TP_ARG0) }
 }
 
 /// The first two arguments (dup2, dup3).
 #[inline(always)]
-fn syscall_args2(ctx: &TracePointContext) -> (u64, u64) {
+pub(crate) fn syscall_args2(ctx: &TracePointContext) -> (u64, u64) {
     // SAFETY: as above.
     unsafe { (ctx_load::<u64>(ctx, TP_ARG0), ctx_load::<u64>(ctx, TP_ARG1)) }
 }
@@ -181,7 +181,7 @@ pub(crate) fn may_track(tgid: u32) -> bool {
 }
 
 #[inline(always)]
-fn mark_tgid(tgid: u32) {
+pub(crate) fn mark_tgid(tgid: u32) {
     let (word, bit) = tgid_bit(tgid);
     if let Some(p) = TRACKED_TGIDS.get_ptr_mut(word) {
         // SAFETY: a map value, 8-byte aligned; other CPUs update it only atomically. Rust's core
@@ -203,6 +203,34 @@ fn unmark_tgid(tgid: u32) {
             core::arch::asm!("lock *(u64 *)({p} + 0) &= {b}", p = in(reg) p, b = in(reg) !bit,
                 options(nostack));
         }
+    }
+}
+
+/// Clears `tgid`'s bit once its fd list is empty: the process holds nothing the kernel tracks
+/// any more (its pipe candidates were closed or found not to be JSON-RPC), so its other I/O is
+/// turned away by the bitmap again instead of paying the map lookups. A missing list (it could
+/// not be made) or one that overflowed proves nothing, and the bit stays.
+///
+/// Races with another thread of the process starting to track an fd: that thread sets the bit,
+/// inserts the entry, lists the fd, and sets the bit again; this one clears the bit and then
+/// reads the list again, setting the bit back if it is no longer empty. The atomic operations are
+/// full barriers, so either the other thread's second set comes after this clear, or its listing
+/// came before this re-read: the bit ends set whenever an entry exists.
+#[inline(always)]
+pub(crate) fn release_tgid(tgid: u32) {
+    let empty = |l: &TrackedFds| l.overflow == 0 && l.slot.iter().all(|&v| v == 0);
+    // SAFETY: value copied out of the map.
+    let Some(list) = (unsafe { TGID_FDS.get(tgid) }).copied() else {
+        return;
+    };
+    if !empty(&list) {
+        return;
+    }
+    unmark_tgid(tgid);
+    // SAFETY: as above.
+    match (unsafe { TGID_FDS.get(tgid) }).copied() {
+        Some(l) if empty(&l) => {}
+        _ => mark_tgid(tgid),
     }
 }
 
@@ -244,21 +272,21 @@ fn header(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, ts_ns: u64) 
 }
 
 /// What a connection event says besides its header.
-struct ConnInfo {
-    role: u32,
+pub(crate) struct ConnInfo {
+    pub(crate) role: u32,
     /// User pointer to the peer's sockaddr (0: none) and its length.
-    addr: u64,
-    addrlen: u64,
+    pub(crate) addr: u64,
+    pub(crate) addrlen: u64,
     /// Listening fd of an accepted socket, else -1.
-    listen_fd: i32,
+    pub(crate) listen_fd: i32,
     /// Parent tgid of a socket inherited across fork, or the sender of a passed one, else 0.
-    inherited_from: u32,
+    pub(crate) inherited_from: u32,
     /// The sender's fd of a socket passed over a unix socket, else -1.
-    passed_fd: i32,
+    pub(crate) passed_fd: i32,
 }
 
 impl ConnInfo {
-    fn role(role: u32) -> ConnInfo {
+    pub(crate) fn role(role: u32) -> ConnInfo {
         ConnInfo {
             role,
             addr: 0,
@@ -272,7 +300,7 @@ impl ConnInfo {
 
 // Inlined: BPF calls take at most five arguments.
 #[inline(always)]
-fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnInfo) {
+pub(crate) fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnInfo) {
     let ConnInfo {
         role,
         addr,
@@ -345,6 +373,8 @@ fn track_with(pid_tgid: u64, fd: i32, c: ConnInfo) {
         return;
     }
     remember_fd((pid_tgid >> 32) as u32, fd);
+    // Again, now that the fd is listed: see `release_tgid`.
+    mark_tgid((pid_tgid >> 32) as u32);
     emit_conn(EventKind::ConnOpen, pid_tgid, fd, generation, c);
 }
 
@@ -359,7 +389,7 @@ fn fd_slot(fd: i32) -> u32 {
 /// close we never saw) is reused. Two threads of one process tracking sockets at the same instant
 /// may race for one slot (plain stores: one of the two fds is then not inherited by a later fork).
 #[inline(always)]
-fn remember_fd(tgid: u32, fd: i32) {
+pub(crate) fn remember_fd(tgid: u32, fd: i32) {
     let want = fd_slot(fd);
     let list = match TGID_FDS.get_ptr_mut(tgid) {
         Some(p) => p,
@@ -404,7 +434,7 @@ fn remember_fd(tgid: u32, fd: i32) {
 
 /// Removes `fd` from its process's fd list.
 #[inline(always)]
-fn forget_fd(tgid: u32, fd: i32) {
+pub(crate) fn forget_fd(tgid: u32, fd: i32) {
     let Some(list) = TGID_FDS.get_ptr_mut(tgid) else {
         return;
     };
@@ -596,6 +626,11 @@ fn close_tracked(pid_tgid: u64, fd: i32) {
     };
     let _ = CONNS.remove(key);
     forget_fd((pid_tgid >> 32) as u32, fd);
+    // An unclassified pipe was never announced.
+    if state.proto == PROTO_PIPE {
+        release_tgid((pid_tgid >> 32) as u32);
+        return;
+    }
     emit_conn(
         EventKind::ConnClose,
         pid_tgid,
@@ -623,77 +658,12 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         unsafe { ctx.read_at::<u8>(32).unwrap_or(0) != 0 }
     };
     if whole_group {
+        // Pipe entries go with their process (user space sweeps sockets; pipes are made far more
+        // often, and a busy node's short-lived processes would fill the map meanwhile).
+        pipes::drop_pipes((pid_tgid >> 32) as u32, true);
         let _ = TGID_FDS.remove((pid_tgid >> 32) as u32);
         unmark_tgid((pid_tgid >> 32) as u32);
         emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
-    }
-    0
-}
-
-const CLONE_THREAD: u64 = 0x0001_0000;
-
-/// `task:task_newtask` (pid @8, clone_flags @32): a new task, in its parent's context, before it
-/// first runs. A new process (no `CLONE_THREAD`) holds copies of its parent's fds: each tracked
-/// one is tracked for the child too, under a fresh generation and with positions from 0, and an
-/// open event names the parent so user space copies that connection's addresses and role. A
-/// socket the parent already read or wrote is re-classified from the child's first bytes on
-/// (`PROTO_SEEDED`: the child may start mid-message); one the parent found not to be HTTP stays
-/// uncaptured. New threads share the fd table and cost one flag test; forks of processes without
-/// tracked sockets one lookup.
-#[tracepoint]
-pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    // SAFETY: offsets from the tracepoint's format file.
-    let flags = unsafe { ctx.read_at::<u64>(32).unwrap_or(CLONE_THREAD) };
-    if flags & CLONE_THREAD != 0 {
-        return 0;
-    }
-    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: value copied out of the map.
-    let Some(list) = (unsafe { TGID_FDS.get(parent) }).copied() else {
-        return 0;
-    };
-    if list.overflow != 0 {
-        // The parent had more tracked sockets than its list holds: this child may not be
-        // captured on some of them.
-        stat_add(Stat::ForkListFull, 1);
-    }
-    // SAFETY: as above.
-    let child = unsafe { ctx.read_at::<i32>(8).unwrap_or(0) };
-    let cfg = config();
-    if child <= 0 || !wanted(&cfg, child as u32) {
-        return 0;
-    }
-    let Some(st) = FORK_STATE.get_ptr_mut(0) else {
-        return 0;
-    };
-    let state = ForkState {
-        parent,
-        child: child as u32,
-        all: u32::from(cfg.flags & CONFIG_FLAG_ALL_PROTOCOLS != 0),
-        copied: 0,
-        list,
-        inherited: TrackedFds::EMPTY,
-    };
-    // SAFETY: per-CPU scratch, owned by this program until it returns.
-    unsafe { core::ptr::write_volatile(st, state) };
-    // SAFETY: `inherit_slot` has the callback signature bpf_loop expects and ignores its context.
-    unsafe {
-        bpf_loop(
-            TRACKED_FDS as u32,
-            inherit_slot as *const () as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
-    }
-    // SAFETY: as above; the callback updated it.
-    let (copied, inherited) = unsafe {
-        (
-            core::ptr::read_volatile(&raw const (*st).copied),
-            core::ptr::read_volatile(&raw const (*st).inherited),
-        )
-    };
-    if copied > 0 && TGID_FDS.insert(child as u32, inherited, 0).is_err() {
-        stat_add(Stat::ForkListFull, 1);
     }
     0
 }
@@ -717,14 +687,16 @@ pub fn mark_victim(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `dup2`/`dup3` onto a tracked fd closes that socket without a close() call.
+/// `dup2`/`dup3` onto a tracked fd closes that socket without a close() call; a dup of a pipe
+/// entry makes its new fd a candidate at the call's exit (pipes.rs).
 fn replaced_fd(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (oldfd, newfd) = syscall_args2(ctx);
-    if oldfd == newfd {
+    if oldfd == newfd || !may_track((pid_tgid >> 32) as u32) {
         return 0;
     }
     close_tracked(pid_tgid, newfd as i32);
+    pipes::dup_enter(pid_tgid, oldfd as i32, newfd as i32);
     0
 }
 
@@ -736,76 +708,6 @@ pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
     replaced_fd(&ctx)
-}
-
-/// Working state of one fork's copy loop (per-CPU: the loop runs under `bpf_loop`, whose body
-/// the verifier checks once when its state lives in a map; unrolled, 16 slots of lookups,
-/// inserts and ring reservations exceeded the instruction budget).
-#[repr(C)]
-struct ForkState {
-    parent: u32,
-    child: u32,
-    /// `CONFIG_FLAG_ALL_PROTOCOLS` was set.
-    all: u32,
-    /// Sockets copied so far.
-    copied: u32,
-    /// The parent's list.
-    list: TrackedFds,
-    /// The child's list, built slot by slot.
-    inherited: TrackedFds,
-}
-
-/// Per-CPU scratch of [`task_newtask`].
-#[map]
-static FORK_STATE: PerCpuArray<ForkState> = PerCpuArray::with_max_entries(1, 0);
-
-/// One slot of [`task_newtask`]'s loop: copies the parent's socket in slot `index`, if any, to
-/// the child. Returns 0 to go on.
-#[inline(never)]
-extern "C" fn inherit_slot(index: u32, _ctx: *mut c_void) -> i64 {
-    let Some(st) = FORK_STATE.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: per-CPU scratch, owned by this program until it returns.
-    let st = unsafe { &mut *st };
-    let i = (index as usize) & (TRACKED_FDS - 1);
-    let v = st.list.slot[i];
-    if v == 0 {
-        return 0;
-    }
-    let fd = v.wrapping_sub(1) as i32;
-    // SAFETY: value copied out of the map.
-    let Some(parent) = (unsafe { CONNS.get(conn_key(st.parent, fd)) }).copied() else {
-        return 0;
-    };
-    let proto = match parent.proto {
-        PROTO_UNKNOWN => PROTO_UNKNOWN,
-        PROTO_OTHER if st.all == 0 => return 0,
-        PROTO_OTHER => PROTO_OTHER,
-        _ => PROTO_SEEDED,
-    };
-    // SAFETY: helper call.
-    let generation = unsafe { bpf_ktime_get_ns() };
-    let mut state = ConnState::new(generation, parent.role);
-    state.proto = proto;
-    mark_tgid(st.child);
-    if CONNS.insert(conn_key(st.child, fd), state, 0).is_err() {
-        stat_add(Stat::ConnMapFull, 1);
-        return 0;
-    }
-    st.inherited.slot[i] = v;
-    st.copied += 1;
-    emit_conn(
-        EventKind::ConnOpen,
-        (u64::from(st.child) << 32) | u64::from(st.child),
-        fd,
-        generation,
-        ConnInfo {
-            inherited_from: st.parent,
-            ..ConnInfo::role(parent.role)
-        },
-    );
-    0
 }
 
 // ---- data ------------------------------------------------------------------------------------

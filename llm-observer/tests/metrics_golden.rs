@@ -35,6 +35,7 @@ fn ctx(role: Role, process: &str, pid: u32, peer: &str) -> ExchangeCtx {
         workload_labels: Vec::new(),
         pid,
         peer: Some(peer.parse().unwrap()),
+        stdio: false,
         provider: "self_hosted",
         server: "unknown",
     }

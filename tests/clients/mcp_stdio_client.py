@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""An MCP client on the stdio transport (the official `mcp` SDK): launches the server command as
-a subprocess, initializes, lists tools, calls `add` `--calls` times (and, with `--bad-call`, one
-unknown tool), and prints one JSON line: {"calls": N, "results": [...], "tools": [...]}.
+"""An MCP client of the official `mcp` SDK: on the stdio transport it launches the server command
+as a subprocess; with `--url` it talks Streamable HTTP to a running server instead. It
+initializes, lists tools, calls `add` `--calls` times (and, with `--bad-call`, one unknown
+tool), and prints one JSON line: {"calls": N, "results": [...], "tools": [...]}.
 
     mcp_stdio_client.py --calls 3 -- python mcp_stdio_server.py
+    mcp_stdio_client.py --calls 3 --url http://127.0.0.1:8000/mcp
 """
 
 import argparse
@@ -12,12 +14,19 @@ import json
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+
+def transport(a, cmd):
+    if a.url:
+        return streamable_http_client(a.url)
+    return stdio_client(StdioServerParameters(command=cmd[0], args=cmd[1:]))
 
 
 async def run(a, cmd):
-    params = StdioServerParameters(command=cmd[0], args=cmd[1:])
     summary = {"calls": 0, "results": [], "tools": []}
-    async with stdio_client(params) as (read, write):
+    async with transport(a, cmd) as streams:
+        read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             await session.initialize()
             tools = await session.list_tools()
@@ -36,6 +45,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--bad-call", action="store_true")
+    p.add_argument("--url", help="a Streamable HTTP server's endpoint, instead of launching one")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     a = p.parse_args()
     cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd

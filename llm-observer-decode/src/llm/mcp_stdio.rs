@@ -62,6 +62,58 @@ pub fn is_jsonrpc_start(data: &[u8]) -> Option<bool> {
     (head.len() == PEEK || memchr::memchr(b'\n', head).is_some()).then_some(false)
 }
 
+/// Who writes a stream, told from its first message ([`writer_side`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Too few bytes yet.
+    Undecided,
+    /// A request or notification first (`method`): the client's messages ([`Stream::Request`]).
+    Client,
+    /// A response first (`result` or `error`): the server's ([`Stream::Response`]).
+    Server,
+    /// Not a JSON object with any of those members in its first [`SIDE_PEEK`] bytes or line.
+    NotJsonRpc,
+}
+
+/// How far into a stream's first line [`writer_side`] looks.
+pub const SIDE_PEEK: usize = 4096;
+
+/// Which side writes the stream whose first bytes are `head`: the first of the members
+/// `"method"`, `"result"` or `"error"` (a name followed by `:`) in its first line. A pipe end
+/// carries one side's messages for its whole life (the client's requests, notifications and
+/// answers to the server's requests; or the server's), so its first message tells its stream,
+/// whatever fd it is and whichever process holds it.
+pub fn writer_side(head: &[u8]) -> Side {
+    let text = head.trim_ascii_start();
+    match text.first() {
+        None => return Side::Undecided,
+        Some(b'{') => {}
+        Some(_) => return Side::NotJsonRpc,
+    }
+    let line = memchr::memchr(b'\n', text).map_or(text, |n| &text[..n]);
+    let line = &line[..line.len().min(SIDE_PEEK)];
+    let member = |name: &[u8]| {
+        memchr::memmem::find_iter(line, name).find(|&at| {
+            line[at + name.len()..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|&b| b == b':')
+        })
+    };
+    let method = member(b"\"method\"");
+    let answer = [member(b"\"result\""), member(b"\"error\"")]
+        .into_iter()
+        .flatten()
+        .min();
+    match (method, answer) {
+        (Some(m), Some(a)) if a < m => Side::Server,
+        (Some(_), _) => Side::Client,
+        (None, Some(_)) => Side::Server,
+        (None, None) if line.len() < text.len() || line.len() >= SIDE_PEEK => Side::NotJsonRpc,
+        (None, None) => Side::Undecided,
+    }
+}
+
 /// Whether the session turned out to be JSON-RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recognition {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use llm_observer_common::{
     ConnEvent, DATA_EVENT_HEADER_LEN, DATA_FLAG_EOF, DATA_FLAG_RESET, DATA_FLAG_TLS,
     DATA_FLAG_TRUNCATED, DIR_EGRESS, EventHeader, EventKind, ExecEvent, MAX_PAYLOAD, ROLE_CLIENT,
-    ROLE_SERVER, SOCKADDR_MAX, Syscall,
+    ROLE_PIPE, ROLE_SERVER, SOCKADDR_MAX, Syscall,
 };
 
 /// Why a ring record could not be decoded.
@@ -53,6 +53,8 @@ pub enum KernelRole {
     Server,
     Client,
     Unknown,
+    /// A pipe end whose first bytes were JSON-RPC (MCP over stdio; see `conn::stdio`).
+    Pipe,
 }
 
 /// Identity of one connection: a reused fd gets a new generation.
@@ -238,6 +240,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, EventError> {
             let role = match ev.role {
                 ROLE_SERVER => KernelRole::Server,
                 ROLE_CLIENT => KernelRole::Client,
+                ROLE_PIPE => KernelRole::Pipe,
                 _ => KernelRole::Unknown,
             };
             let n = (ev.peer_len as usize).min(SOCKADDR_MAX);

@@ -79,7 +79,20 @@ pub(crate) const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("syscalls", "sys_exit_sendfile64", false),
     // dup2 does not exist on every architecture (arm64 has only dup3).
     ("syscalls", "sys_enter_dup2", true),
+    ("syscalls", "sys_exit_dup2", true),
     ("syscalls", "sys_enter_dup3", false),
+    ("syscalls", "sys_exit_dup3", false),
+    // Pipes that may carry MCP over stdio (llm-observer-ebpf/src/pipes.rs); plain `pipe` is
+    // absent on arm64.
+    ("syscalls", "sys_enter_pipe2", false),
+    ("syscalls", "sys_exit_pipe2", false),
+    ("syscalls", "sys_enter_pipe", true),
+    ("syscalls", "sys_exit_pipe", true),
+    // dup and fcntl(F_DUPFD*) of a pipe candidate (the mcp SDK's server moves its wire off 0/1).
+    ("syscalls", "sys_enter_dup", false),
+    ("syscalls", "sys_exit_dup", false),
+    ("syscalls", "sys_enter_fcntl", false),
+    ("syscalls", "sys_exit_fcntl", false),
 ];
 
 /// Capture settings (the CLI's `--ring-bytes`, `--max-capture-bytes`, `--pid`, ...).
@@ -466,6 +479,16 @@ impl Capture {
             }
         }
         (removed, keys.len() - removed)
+    }
+
+    /// Whether the kernel's per-process bit (`TRACKED_TGIDS`) is set for `tgid`: the process holds
+    /// (or may hold) something the kernel tracks, so its data syscalls pay the map lookups.
+    /// `None` when the map cannot be read.
+    pub fn tgid_marked(&self, tgid: u32) -> Option<bool> {
+        let (word, bit) = llm_observer_common::tgid_bit(tgid);
+        let map = self.ebpf.map("TRACKED_TGIDS")?;
+        let arr = aya::maps::Array::<_, u64>::try_from(map).ok()?;
+        arr.get(&word, 0).ok().map(|w| w & bit != 0)
     }
 
     /// The kernel's counters, summed over CPUs.

@@ -24,8 +24,8 @@ pub struct TcpRow {
     pub inode: u64,
 }
 
-/// The socket inode behind `/proc/<tgid>/fd/<fd>`, if it is a socket.
-pub fn socket_inode(proc_root: &Path, tgid: u32, fd: i32) -> Option<u64> {
+/// What `/proc/<tgid>/fd/<fd>` points at (`socket:[N]`, `pipe:[N]`, a path), if readable.
+pub fn fd_target(proc_root: &Path, tgid: u32, fd: i32) -> Option<String> {
     let link = fs::read_link(
         proc_root
             .join(tgid.to_string())
@@ -33,8 +33,85 @@ pub fn socket_inode(proc_root: &Path, tgid: u32, fd: i32) -> Option<u64> {
             .join(fd.to_string()),
     )
     .ok()?;
-    let s = link.to_str()?;
-    s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.into_os_string().into_string().ok()
+}
+
+/// The inode number in an fd target of `kind` (`socket`, `pipe`): `socket:[123]` → 123.
+pub fn inode_of(target: &str, kind: &str) -> Option<u64> {
+    target
+        .strip_prefix(kind)?
+        .strip_prefix(":[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The socket inode behind `/proc/<tgid>/fd/<fd>`, if it is a socket.
+pub fn socket_inode(proc_root: &Path, tgid: u32, fd: i32) -> Option<u64> {
+    inode_of(&fd_target(proc_root, tgid, fd)?, "socket")
+}
+
+/// The pipe inode behind `/proc/<tgid>/fd/<fd>`, if it is a pipe.
+pub fn pipe_inode(proc_root: &Path, tgid: u32, fd: i32) -> Option<u64> {
+    inode_of(&fd_target(proc_root, tgid, fd)?, "pipe")
+}
+
+/// The parent of process `tgid` (`/proc/<tgid>/stat`, field 4).
+pub fn ppid(proc_root: &Path, tgid: u32) -> Option<u32> {
+    let text = fs::read_to_string(proc_root.join(tgid.to_string()).join("stat")).ok()?;
+    crate::attribution::process::parse_stat(&text).map(|(ppid, _)| ppid)
+}
+
+/// The child processes of `tgid`: the `children` lists of its threads (a child is listed under
+/// the thread that forked it) where the kernel has them (`CONFIG_PROC_CHILDREN`), else every
+/// process whose parent it is (one pass over /proc).
+pub fn children(proc_root: &Path, tgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut listed = false;
+    if let Ok(tasks) = fs::read_dir(proc_root.join(tgid.to_string()).join("task")) {
+        for task in tasks.flatten() {
+            let Ok(text) = fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            listed = true;
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    if listed {
+        return out;
+    }
+    let Ok(all) = fs::read_dir(proc_root) else {
+        return out;
+    };
+    for entry in all.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != tgid && ppid(proc_root, pid) == Some(tgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether process `pid` holds pipe `ino` on any fd.
+pub fn holds_pipe(proc_root: &Path, pid: u32, ino: u64) -> bool {
+    let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path())
+            .ok()
+            .and_then(|l| l.to_str().and_then(|t| inode_of(t, "pipe")))
+            == Some(ino)
+    })
 }
 
 /// Parses the text of a /proc/net/tcp or tcp6 table. Malformed lines are skipped.
@@ -228,6 +305,16 @@ mod tests {
    0: 00000000000000000000000001000000:2CAA 00000000000000000000000001000000:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 20 4 0 10 -1
    1: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D432 01 00000000:00000000 00:00000000 00000000     0        0 778 1 0 20 4 0 10 -1
 ";
+
+    #[test]
+    fn fd_target_inodes() {
+        assert_eq!(inode_of("pipe:[4242]", "pipe"), Some(4242));
+        assert_eq!(inode_of("socket:[7]", "socket"), Some(7));
+        assert_eq!(inode_of("socket:[7]", "pipe"), None);
+        assert_eq!(inode_of("/tmp/pipe:[1]", "pipe"), None);
+        assert_eq!(inode_of("pipe:[x]", "pipe"), None);
+        assert_eq!(inode_of("pipe:[12", "pipe"), None);
+    }
 
     #[test]
     fn parses_ipv4_rows_and_skips_garbage() {

@@ -7,8 +7,10 @@
 //! ingress carries requests, on a connected socket (client) egress does.
 
 pub mod budget;
+pub mod stdio;
 mod table;
 #[cfg(test)]
 mod tests;
 
+pub use stdio::{StdioConfig, StdioStats, StdioTable};
 pub use table::{ConnTable, ConnTableConfig, ConnView, Sink, TableStats};

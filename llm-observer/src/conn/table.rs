@@ -51,6 +51,9 @@ pub struct ConnView<'a> {
     /// `Host` / `:authority` of the connection's latest request (bounded; `None` before one or
     /// without one): the client view's `provider` label comes from it.
     pub host: Option<&'a str>,
+    /// MCP over stdio (pipes, `super::stdio`): no addresses; the client view's `peer` is
+    /// `stdio`.
+    pub stdio: bool,
 }
 
 /// Settings of the connection table (flags `--max-connections`, `--idle-timeout`, `--port`...).
@@ -157,6 +160,7 @@ impl Conn {
             local: self.local,
             peer: self.peer,
             host: self.host.as_deref(),
+            stdio: false,
         }
     }
 
@@ -353,7 +357,8 @@ impl ConnTable {
                     KernelRole::Server => Role::Server,
                     KernelRole::Client => Role::Client,
                     // The kernel only opens with a known role; seeded sockets come via add_existing.
-                    KernelRole::Unknown => return,
+                    // Pipes are the stdio table's (`super::stdio`).
+                    KernelRole::Unknown | KernelRole::Pipe => return,
                 };
                 // A close we never saw (fd passed away) leaves a stale entry for the same fd.
                 let stale: Vec<ConnId> = self

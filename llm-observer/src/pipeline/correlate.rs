@@ -272,6 +272,7 @@ mod tests {
             local: Some(local.parse().unwrap()),
             peer: Some(peer.parse().unwrap()),
             host: None,
+            stdio: false,
         }
     }
 

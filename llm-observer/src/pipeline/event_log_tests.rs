@@ -82,6 +82,7 @@ pub(crate) fn view(p: &ProcessInfo) -> ConnView<'_> {
         local: Some("127.0.0.1:8000".parse().unwrap()),
         peer: Some("127.0.0.1:50000".parse().unwrap()),
         host: None,
+        stdio: false,
     }
 }
 

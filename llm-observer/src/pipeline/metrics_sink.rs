@@ -184,6 +184,7 @@ impl MetricsSink {
             workload_labels,
             pid: conn.id.tgid,
             peer: conn.peer,
+            stdio: conn.stdio,
             provider: crate::sinks::provider::provider(conn.host),
             server: servers::label(server),
         }

@@ -38,6 +38,7 @@ fn view<'a>(p: &'a ProcessInfo, role: Role, local: &str, peer: &str) -> ConnView
         local: addr(local),
         peer: addr(peer),
         host: None,
+        stdio: false,
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     capture::{Capture, ConnId, event},
-    conn::{ConnTable, Sink},
+    conn::{ConnTable, Sink, StdioConfig, StdioTable},
     sinks::metrics::Metrics,
 };
 
@@ -117,8 +117,13 @@ pub async fn run(
     let capture = Arc::new(std::sync::Mutex::new(capture));
     let execs = tls_worker::spawn(capture.clone());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stdio = StdioTable::new(StdioConfig {
+        proc_root: table.proc_root().to_path_buf(),
+        ..StdioConfig::default()
+    });
     let mut state = Drain {
         table: &mut table,
+        stdio: &mut stdio,
         sink,
         counters,
         metrics: metrics.as_deref(),
@@ -149,7 +154,7 @@ pub async fn run(
                 let Ok(mut capture) = capture.try_lock() else {
                     continue;
                 };
-                housekeeping(&mut capture, state.table, state.sink, metrics.as_deref());
+                housekeeping(&mut capture, &mut state, metrics.as_deref());
                 if ticks.is_multiple_of(SWEEP_TICKS) {
                     let (removed, left) = capture.sweep_dead(state.table.proc_root());
                     log::debug!("kernel connection map: {left} entries, {removed} of gone processes removed");
@@ -160,13 +165,15 @@ pub async fn run(
     let mut capture = capture
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    housekeeping(&mut capture, state.table, state.sink, metrics.as_deref());
+    housekeeping(&mut capture, &mut state, metrics.as_deref());
     Ok(())
 }
 
 /// What the ring's reader keeps between batches.
 struct Drain<'a> {
     table: &'a mut ConnTable,
+    /// Pipes (MCP over stdio): sees every event first, keeps its own.
+    stdio: &'a mut StdioTable,
     sink: &'a mut dyn Sink,
     counters: Option<EventCounters>,
     metrics: Option<&'a Metrics>,
@@ -185,7 +192,7 @@ impl Drain<'_> {
                 .last_event_seconds
                 .set(self.last_ts as f64 / 1e9);
             // With the batch, so a reader that waited for quiescence sees them too.
-            table_metrics(self.table, m);
+            table_metrics(self.table, self.stdio, m);
         }
     }
 }
@@ -214,7 +221,9 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
                 if let event::Event::ProcExec { tgid, .. } = &ev {
                     s.execs.exec(*tgid);
                 }
-                s.table.apply(&ev, s.sink);
+                if !s.stdio.apply(&ev, s.sink) {
+                    s.table.apply(&ev, s.sink);
+                }
             }
             Err(e) => {
                 log::warn!("undecodable ring record: {e}");
@@ -229,8 +238,20 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
 
 /// The self-metrics the connection table keeps, set with each applied batch: a reader that waited
 /// for quiescence sees them current (the kernel's counters are read once a second).
-fn table_metrics(table: &ConnTable, m: &Metrics) {
+fn table_metrics(table: &ConnTable, stdio: &StdioTable, m: &Metrics) {
     let s = m.self_metrics();
+    let p = stdio.stats();
+    s.set_total(
+        &s.stdio_sessions.with_label_values(&["server"]),
+        p.sessions_server,
+    );
+    s.set_total(
+        &s.stdio_sessions.with_label_values(&["client"]),
+        p.sessions_client,
+    );
+    s.set_total(&s.stdio_not_jsonrpc, p.not_jsonrpc);
+    s.stdio_sessions_open
+        .set(i64::try_from(stdio.len()).unwrap_or(i64::MAX));
     let t = table.stats();
     s.set_total(
         &s.captured_bytes.with_label_values(&["ingress"]),
@@ -261,14 +282,14 @@ fn table_metrics(table: &ConnTable, m: &Metrics) {
     );
 }
 
-fn housekeeping(
-    capture: &mut Capture,
-    table: &mut ConnTable,
-    sink: &mut dyn Sink,
-    metrics: Option<&Metrics>,
-) {
-    table.expire(crate::capture::system::monotonic_ns(), sink);
-    for id in table.take_untrack() {
+fn housekeeping(capture: &mut Capture, state: &mut Drain<'_>, metrics: Option<&Metrics>) {
+    let table = &mut *state.table;
+    table.expire(crate::capture::system::monotonic_ns(), state.sink);
+    for id in table
+        .take_untrack()
+        .into_iter()
+        .chain(state.stdio.take_untrack())
+    {
         capture.untrack(id);
     }
     let Some(m) = metrics else {
@@ -300,5 +321,5 @@ fn housekeeping(
         &s.dropped.with_label_values(&["conn_table_full"]),
         t.dropped_full + k.conn_map_full,
     );
-    table_metrics(table, m);
+    table_metrics(table, state.stdio, m);
 }

@@ -75,6 +75,7 @@ fn conn_json(c: &ConnView<'_>) -> serde_json::Value {
     json!({
         "tgid": c.id.tgid, "fd": c.id.fd, "generation": c.id.generation, "comm": &*c.process.comm,
         "role": c.role, "local": c.local.map(|a| a.to_string()), "peer": c.peer.map(|a| a.to_string()),
+        "transport": if c.stdio { "stdio" } else { "tcp" },
     })
 }
 

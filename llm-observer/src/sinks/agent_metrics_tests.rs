@@ -17,6 +17,7 @@ fn agent(pid: u32) -> ExchangeCtx {
         workload_labels: Vec::new(),
         pid,
         peer: Some("127.0.0.1:8000".parse().unwrap()),
+        stdio: false,
         provider: "self_hosted",
         server: "unknown",
     }

@@ -104,6 +104,8 @@ pub struct ExchangeCtx {
     pub pid: u32,
     /// The other end of the connection; a label value (`host:port`) in the client view only.
     pub peer: Option<std::net::SocketAddr>,
+    /// MCP over stdio (pipes): there is no address; the client view's `peer` is `stdio`.
+    pub stdio: bool,
     /// The `--label-pod-label` values of the observed process (after the request's own user
     /// labels, in label order).
     pub workload_labels: Vec<String>,
@@ -421,6 +423,10 @@ impl Metrics {
     /// A peer is admitted once it answered anything at all (a server is really there), even an
     /// error: unlike models and tools, a caller cannot invent peers by naming them.
     fn peer_label(&self, ctx: &ExchangeCtx, ex: &Exchange, now: u64) -> String {
+        if ctx.stdio {
+            // Names no address: nothing to cap.
+            return "stdio".to_string();
+        }
         let admit = if ex.status.is_some() {
             Admit::Yes
         } else {

@@ -28,6 +28,7 @@ fn server() -> ExchangeCtx {
         workload_labels: Vec::new(),
         pid: u32::MAX, // no such pid: memory sampling finds nothing
         peer: Some("127.0.0.1:50000".parse().unwrap()),
+        stdio: false,
         provider: "self_hosted",
         server: "ollama",
     }
@@ -42,6 +43,7 @@ fn client() -> ExchangeCtx {
         workload_labels: Vec::new(),
         pid: u32::MAX,
         peer: Some("127.0.0.1:11434".parse().unwrap()),
+        stdio: false,
         provider: "self_hosted",
         server: "ollama",
     }

@@ -98,6 +98,12 @@ pub struct SelfMetrics {
     pub tls_unmatched_bytes: IntCounter,
     /// Connections currently in the connection table.
     pub connections_tracked: IntGauge,
+    /// `role`: one of [`ROLES`]: MCP stdio sessions (pipes) decoded since start.
+    pub stdio_sessions: IntCounterVec,
+    /// Pipe ends whose first bytes looked like JSON-RPC but were not (untracked again).
+    pub stdio_not_jsonrpc: IntCounter,
+    /// MCP stdio sessions open now.
+    pub stdio_sessions_open: IntGauge,
     /// Bytes all decoders buffer now (bounded by `--max-buffered-bytes`).
     pub buffered_bytes: IntGauge,
     /// `role`: one of [`ROLES`].
@@ -182,6 +188,19 @@ impl SelfMetrics {
                 "llm_observer_connections_tracked",
                 "TCP connections currently held in the connection table.",
             )?,
+            stdio_sessions: reg.counter_vec(
+                "llm_observer_stdio_sessions_total",
+                "MCP over stdio sessions (JSON-RPC on pipes) started since start, by role (server: the process that reads the requests, client: the process that launched it and sends them).",
+                &["role"],
+            )?,
+            stdio_not_jsonrpc: reg.counter(
+                "llm_observer_stdio_not_jsonrpc_total",
+                "Pipe ends whose first bytes looked like JSON-RPC in the kernel but were not (or were no pipe); no longer copied.",
+            )?,
+            stdio_sessions_open: reg.gauge(
+                "llm_observer_stdio_sessions",
+                "MCP over stdio sessions open now.",
+            )?,
             buffered_bytes: reg.gauge(
                 "llm_observer_buffered_bytes",
                 "Bytes the decoders of all connections buffer now (heads, bodies, stream events), bounded by --max-buffered-bytes.",
@@ -235,6 +254,7 @@ impl SelfMetrics {
         precreate(&m.events, EVENT_KINDS);
         precreate(&m.captured_bytes, DIRECTIONS);
         precreate(&m.connections, ROLES);
+        precreate(&m.stdio_sessions, ROLES);
         precreate(&m.decode_errors, &decode_error_reasons());
         precreate(&m.unsupported, UNSUPPORTED_KINDS);
         precreate(&m.dropped, DROP_STAGES);
