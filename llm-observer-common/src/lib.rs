@@ -249,16 +249,19 @@ pub struct TrackedFds {
     pub slot: [u32; TRACKED_FDS],
     /// Set once a socket of this process found no free slot: a fork from then on may miss some
     /// of its sockets (counted per fork; a busy server with many connections that never forks
-    /// loses nothing).
+    /// loses nothing). Pipe candidates never set it: a full list only leaves them unlisted.
     pub overflow: u32,
-    pub _pad: u32,
+    /// Set once the process tracked a socket (not a pipe), never cleared: its per-process bit
+    /// then stays set for its lifetime (the kernel's `release_tgid` only frees processes that
+    /// held nothing but pipe candidates, so a lost race on a slot can never hide a socket).
+    pub sockets: u32,
 }
 
 impl TrackedFds {
     pub const EMPTY: TrackedFds = TrackedFds {
         slot: [0; TRACKED_FDS],
         overflow: 0,
-        _pad: 0,
+        sockets: 0,
     };
 }
 

@@ -42,6 +42,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         // The parent had more tracked sockets than its list holds: this child may not be
         // captured on some of them.
         stat_add(Stat::ForkListFull, 1);
+    } else if list.slot.iter().all(|&v| v == 0) {
+        // Nothing listed (a process whose pipes were all decided): nothing to copy.
+        return 0;
     }
     // SAFETY: as above.
     let child = unsafe { ctx.read_at::<i32>(8).unwrap_or(0) };
@@ -147,7 +150,8 @@ extern "C" fn inherit_slot(index: u32, _ctx: *mut c_void) -> i64 {
     if pipe {
         return 0;
     }
-    emit_conn(
+    st.inherited.sockets = 1;
+    let _ = emit_conn(
         EventKind::ConnOpen,
         (u64::from(st.child) << 32) | u64::from(st.child),
         fd,

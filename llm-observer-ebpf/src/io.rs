@@ -285,29 +285,26 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
     }
     if proto == PROTO_PIPE {
         let tgid = (pid_tgid >> 32) as u32;
-        match classify_pipe(segs) {
-            Some(true) => {
-                // SAFETY: map value pointer.
-                unsafe { (*conn).proto = PROTO_JSONRPC };
-                // Announced before its first bytes, so user space knows the fd when they come.
-                crate::emit_conn(
-                    EventKind::ConnOpen,
-                    pid_tgid,
-                    args.fd,
-                    generation,
-                    crate::ConnInfo::role(ROLE_PIPE),
-                );
-            }
-            Some(false) => {
-                // Not JSON-RPC: forgotten, so this fd costs one lookup from now on.
-                let _ = CONNS.remove(conn_key(tgid, args.fd));
-                crate::forget_fd(tgid, args.fd);
-                crate::release_tgid(tgid);
-                return 0;
-            }
-            // Unreadable buffer: judged again at the next call.
-            None => return 0,
+        // Announced before its first bytes, so user space knows the fd when they come; an
+        // announcement the ring had no room for would leave its bytes unannounced for good, so
+        // such a pipe is let go like one that is not JSON-RPC.
+        let announced = classify_pipe(segs)
+            && crate::emit_conn(
+                EventKind::ConnOpen,
+                pid_tgid,
+                args.fd,
+                generation,
+                crate::ConnInfo::role(ROLE_PIPE),
+            );
+        if !announced {
+            // Forgotten, so this fd costs one lookup from now on.
+            let _ = CONNS.remove(conn_key(tgid, args.fd));
+            crate::forget_fd(tgid, args.fd);
+            crate::release_tgid(tgid);
+            return 0;
         }
+        // SAFETY: map value pointer (the entry was not removed).
+        unsafe { (*conn).proto = PROTO_JSONRPC };
     }
     let mut cap = if cfg.max_bytes_per_call == 0 || cfg.max_bytes_per_call > MAX_CAPTURE_PER_CALL {
         MAX_CAPTURE_PER_CALL as u64
@@ -547,14 +544,15 @@ fn classify(segs: *const Segments) -> u32 {
     }
 }
 
-/// Whether a pipe's first call moved JSON-RPC ([`starts_like_jsonrpc`]); `None` only when its
-/// buffer could not be read. Too few bytes to tell is a no: the bytes of an undecided call are not
-/// delivered, so a message whose start was written in pieces could not be decoded anyway, and a
-/// pipe of 1-byte writes must not stay on the capture path. A fixed 16-byte read (a
-/// variable-length one needs bounds the verifier can follow); the comparison looks only at the
-/// bytes the call moved.
+/// Whether a pipe's first call moved JSON-RPC ([`starts_like_jsonrpc`]). Too few bytes to tell
+/// is a no: the bytes of an undecided call are not delivered, so a message whose start was
+/// written in pieces could not be decoded anyway, and a pipe of 1-byte writes must not stay on
+/// the capture path. A fixed 16-byte read (a variable-length one needs bounds the verifier can
+/// follow); the comparison looks only at the bytes the call moved. A read that faults (a short
+/// message at the very end of a mapping) is a no too: rare, and a candidate kept undecided would
+/// announce its stream from a later position.
 #[inline(always)]
-fn classify_pipe(segs: *const Segments) -> Option<bool> {
+fn classify_pipe(segs: *const Segments) -> bool {
     // SAFETY: per-CPU scratch written by gather's loop: read fresh.
     let (n, len0, ptr0) = unsafe {
         (
@@ -565,11 +563,13 @@ fn classify_pipe(segs: *const Segments) -> Option<bool> {
     };
     // The shortest key, `{"id"`, is 5 bytes.
     if n == 0 || len0 < 5 {
-        return Some(false);
+        return false;
     }
     // SAFETY: user memory through the checked helper.
-    let head = unsafe { bpf_probe_read_user(ptr0 as *const [u8; JSONRPC_PEEK]) }.ok()?;
-    Some(starts_like_jsonrpc(&head, len0 as usize) == Some(true))
+    match unsafe { bpf_probe_read_user(ptr0 as *const [u8; JSONRPC_PEEK]) } {
+        Ok(head) => starts_like_jsonrpc(&head, len0 as usize) == Some(true),
+        Err(_) => false,
+    }
 }
 
 pub(crate) fn push(segs: &mut Segments, ptr: u64, len: u64) {

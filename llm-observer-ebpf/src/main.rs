@@ -206,19 +206,22 @@ fn unmark_tgid(tgid: u32) {
     }
 }
 
-/// Clears `tgid`'s bit once its fd list is empty: the process holds nothing the kernel tracks
-/// any more (its pipe candidates were closed or found not to be JSON-RPC), so its other I/O is
-/// turned away by the bitmap again instead of paying the map lookups. A missing list (it could
-/// not be made) or one that overflowed proves nothing, and the bit stays.
+/// Clears `tgid`'s bit once its fd list is empty, for a process that only ever held pipe
+/// candidates: it holds nothing the kernel tracks any more (they were closed or found not to be
+/// JSON-RPC), so its other I/O is turned away by the bitmap again instead of paying the map
+/// lookups. A process that tracked a socket keeps its bit (`TrackedFds::sockets`), as before
+/// pipes were watched; a missing list (it could not be made) proves nothing either.
 ///
-/// Races with another thread of the process starting to track an fd: that thread sets the bit,
+/// Races with another thread of the process making a candidate: that thread sets the bit,
 /// inserts the entry, lists the fd, and sets the bit again; this one clears the bit and then
 /// reads the list again, setting the bit back if it is no longer empty. The atomic operations are
 /// full barriers, so either the other thread's second set comes after this clear, or its listing
-/// came before this re-read: the bit ends set whenever an entry exists.
+/// came before this re-read. Plain slot stores can still race (two threads claiming one slot):
+/// the worst case is a pipe candidate left without its bit, never a socket.
 #[inline(always)]
 pub(crate) fn release_tgid(tgid: u32) {
-    let empty = |l: &TrackedFds| l.overflow == 0 && l.slot.iter().all(|&v| v == 0);
+    let empty =
+        |l: &TrackedFds| l.sockets == 0 && l.overflow == 0 && l.slot.iter().all(|&v| v == 0);
     // SAFETY: value copied out of the map.
     let Some(list) = (unsafe { TGID_FDS.get(tgid) }).copied() else {
         return;
@@ -300,7 +303,13 @@ impl ConnInfo {
 
 // Inlined: BPF calls take at most five arguments.
 #[inline(always)]
-pub(crate) fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64, c: ConnInfo) {
+pub(crate) fn emit_conn(
+    kind: EventKind,
+    pid_tgid: u64,
+    fd: i32,
+    generation: u64,
+    c: ConnInfo,
+) -> bool {
     let ConnInfo {
         role,
         addr,
@@ -311,7 +320,7 @@ pub(crate) fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64
     } = c;
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         stat_add(Stat::LostControlEvents, 1);
-        return;
+        return false;
     };
     // SAFETY: helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -341,6 +350,7 @@ pub(crate) fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, generation: u64
     }
     entry.write(ev);
     entry.submit(0);
+    true
 }
 
 /// Start tracking `fd` of the current process.
@@ -372,10 +382,10 @@ fn track_with(pid_tgid: u64, fd: i32, c: ConnInfo) {
         stat_add(Stat::ConnMapFull, 1);
         return;
     }
-    remember_fd((pid_tgid >> 32) as u32, fd);
+    remember_fd((pid_tgid >> 32) as u32, fd, false);
     // Again, now that the fd is listed: see `release_tgid`.
     mark_tgid((pid_tgid >> 32) as u32);
-    emit_conn(EventKind::ConnOpen, pid_tgid, fd, generation, c);
+    let _ = emit_conn(EventKind::ConnOpen, pid_tgid, fd, generation, c);
 }
 
 /// `fd + 1` as stored in a `TrackedFds` slot (0 is a free slot).
@@ -389,7 +399,7 @@ fn fd_slot(fd: i32) -> u32 {
 /// close we never saw) is reused. Two threads of one process tracking sockets at the same instant
 /// may race for one slot (plain stores: one of the two fds is then not inherited by a later fork).
 #[inline(always)]
-pub(crate) fn remember_fd(tgid: u32, fd: i32) {
+pub(crate) fn remember_fd(tgid: u32, fd: i32, pipe: bool) {
     let want = fd_slot(fd);
     let list = match TGID_FDS.get_ptr_mut(tgid) {
         Some(p) => p,
@@ -406,6 +416,10 @@ pub(crate) fn remember_fd(tgid: u32, fd: i32) {
             }
         }
     };
+    if !pipe {
+        // SAFETY: map value pointer.
+        unsafe { (*list).sockets = 1 };
+    }
     for i in 0..TRACKED_FDS {
         // SAFETY: map value pointer; index masked into bounds.
         if unsafe { (*list).slot[i] } == want {
@@ -417,10 +431,14 @@ pub(crate) fn remember_fd(tgid: u32, fd: i32) {
         let s = (home + i) & (TRACKED_FDS - 1);
         // SAFETY: as above.
         let v = unsafe { (*list).slot[s] };
+        // A socket may take a slot from an undecided pipe candidate (that one is then only not
+        // inherited, and left to user space's sweep at exit).
         let free = v == 0
-            || CONNS
-                .get_ptr(conn_key(tgid, v.wrapping_sub(1) as i32))
-                .is_none();
+            || match CONNS.get_ptr(conn_key(tgid, v.wrapping_sub(1) as i32)) {
+                None => true,
+                // SAFETY: map value pointer, plain integer.
+                Some(c) => !pipe && unsafe { (*c).proto } == PROTO_PIPE,
+            };
         if free {
             // SAFETY: as above.
             unsafe { (*list).slot[s] = want };
@@ -428,8 +446,10 @@ pub(crate) fn remember_fd(tgid: u32, fd: i32) {
         }
     }
     // Not a loss yet: only a fork while this socket is open misses it (counted there).
-    // SAFETY: as above.
-    unsafe { (*list).overflow = 1 };
+    if !pipe {
+        // SAFETY: as above.
+        unsafe { (*list).overflow = 1 };
+    }
 }
 
 /// Removes `fd` from its process's fd list.
@@ -631,7 +651,7 @@ fn close_tracked(pid_tgid: u64, fd: i32) {
         release_tgid((pid_tgid >> 32) as u32);
         return;
     }
-    emit_conn(
+    let _ = emit_conn(
         EventKind::ConnClose,
         pid_tgid,
         fd,
@@ -663,7 +683,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         pipes::drop_pipes((pid_tgid >> 32) as u32, true);
         let _ = TGID_FDS.remove((pid_tgid >> 32) as u32);
         unmark_tgid((pid_tgid >> 32) as u32);
-        emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
+        let _ = emit_conn(EventKind::ProcExit, pid_tgid, -1, 0, ConnInfo::role(0));
     }
     0
 }
@@ -683,7 +703,7 @@ pub fn mark_victim(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let id = (u64::from(victim) << 32) | u64::from(victim);
-    emit_conn(EventKind::OomVictim, id, -1, 0, ConnInfo::role(0));
+    let _ = emit_conn(EventKind::OomVictim, id, -1, 0, ConnInfo::role(0));
     0
 }
 
@@ -696,7 +716,7 @@ fn replaced_fd(ctx: &TracePointContext) -> u32 {
         return 0;
     }
     close_tracked(pid_tgid, newfd as i32);
-    pipes::dup_enter(pid_tgid, oldfd as i32, newfd as i32);
+    pipes::dup_enter_tracked(pid_tgid, oldfd as i32, newfd as i32);
     0
 }
 

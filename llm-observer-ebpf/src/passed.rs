@@ -123,6 +123,11 @@ pub fn on_send(tgid: u32, msghdr: u64) {
             continue;
         }
         if let Some(c) = CONNS.get_ptr(conn_key(tgid, fd)) {
+            // Pipes are not passed sockets (a receiver would classify their bytes as HTTP).
+            // SAFETY: map value pointer, plain integer.
+            if crate::pipes::is_pipe(unsafe { (*c).proto }) {
+                continue;
+            }
             t.fds[i] = fd;
             // SAFETY: map value pointer, plain integer.
             t.roles[i] = unsafe { (*c).role };

@@ -64,8 +64,9 @@ fn candidate(tgid: u32, fd: i32) {
     let mut state = ConnState::new(generation, ROLE_PIPE);
     state.proto = PROTO_PIPE;
     mark_tgid(tgid);
-    if CONNS.insert(conn_key(tgid, fd), state, 0).is_ok() {
-        remember_fd(tgid, fd);
+    // BPF_NOEXIST: never in place of a tracked socket's entry.
+    if CONNS.insert(conn_key(tgid, fd), state, 1).is_ok() {
+        remember_fd(tgid, fd, true);
         // Again, now that the fd is listed (see `release_tgid`).
         mark_tgid(tgid);
     }
@@ -129,7 +130,7 @@ pub fn sys_exit_pipe(ctx: TracePointContext) -> u32 {
 /// the call when its old fd is a pipe entry of this process. `newfd`: [`RETURNED_FD`] for the
 /// calls that pick it.
 #[inline(always)]
-pub(crate) fn dup_enter(pid_tgid: u64, oldfd: i32, newfd: i32) {
+fn dup_enter(pid_tgid: u64, oldfd: i32, newfd: i32) {
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: map value copied out.
     let Some(state) = (unsafe { CONNS.get(conn_key(tgid, oldfd)) }).copied() else {
@@ -140,10 +141,22 @@ pub(crate) fn dup_enter(pid_tgid: u64, oldfd: i32, newfd: i32) {
     }
 }
 
+/// At a dup-family enter of a process with its bit: the call's own entry, or none (an entry
+/// left by an earlier call whose exit was skipped must not be read with this call's result).
+#[inline(always)]
+pub(crate) fn dup_enter_tracked(pid_tgid: u64, oldfd: i32, newfd: i32) {
+    let _ = ACTIVE_DUP.remove(pid_tgid);
+    dup_enter(pid_tgid, oldfd, newfd);
+}
+
 /// A dup of a pipe entry returned: its new fd is a candidate of its own (the child's stdin and
 /// stdout are made this way before `exec`).
 fn exit_dup(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // Only a process with its bit can have an entry: every other one costs the bit test.
+    if !may_track((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     // SAFETY: value copied out before removal.
     let Some(newfd) = (unsafe { ACTIVE_DUP.get(pid_tgid) }).copied() else {
         return 0;
@@ -163,7 +176,7 @@ fn exit_dup(ctx: &TracePointContext) -> u32 {
 pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if may_track((pid_tgid >> 32) as u32) {
-        dup_enter(pid_tgid, syscall_arg0(&ctx) as i32, RETURNED_FD);
+        dup_enter_tracked(pid_tgid, syscall_arg0(&ctx) as i32, RETURNED_FD);
     }
     0
 }
@@ -183,7 +196,7 @@ pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
     }
     let (fd, cmd) = syscall_args2(&ctx);
     if cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC {
-        dup_enter(pid_tgid, fd as i32, RETURNED_FD);
+        dup_enter_tracked(pid_tgid, fd as i32, RETURNED_FD);
     }
     0
 }

@@ -19,7 +19,9 @@
 //! - **End.** A session ends when its last pipe end closes or its process exits; requests still
 //!   waiting then fail `server_closed` (or end incomplete after a capture gap).
 //! - **Bounds.** At most `max_sessions` sessions (further pipes are untracked and counted);
-//!   lines up to `max_line_bytes` (the decoder's bound).
+//!   lines up to `max_line_bytes` (the decoder's bound); at most `max_buffered_bytes` of
+//!   unfinished lines in all sessions together: the session whose bytes pass it is shed
+//!   (untracked, its waiting requests incomplete, counted in `llm_observer_dropped_total`).
 
 use foldhash::HashMap;
 use std::{path::PathBuf, sync::Arc};
@@ -44,6 +46,8 @@ pub struct StdioConfig {
     pub max_line_bytes: usize,
     /// Most sessions at once.
     pub max_sessions: usize,
+    /// Most bytes of unfinished lines all sessions hold together.
+    pub max_buffered_bytes: usize,
     pub proc_root: PathBuf,
 }
 
@@ -51,7 +55,8 @@ impl Default for StdioConfig {
     fn default() -> Self {
         StdioConfig {
             max_line_bytes: 4 * 1024 * 1024,
-            max_sessions: 1024,
+            max_sessions: 256,
+            max_buffered_bytes: 32 * 1024 * 1024,
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -67,6 +72,8 @@ pub struct StdioStats {
     pub not_jsonrpc: u64,
     /// Pipe ends refused because `max_sessions` sessions were open.
     pub dropped_full: u64,
+    /// Sessions shed because their unfinished lines passed `max_buffered_bytes`.
+    pub shed: u64,
     pub captured_bytes: u64,
 }
 
@@ -131,6 +138,8 @@ pub struct StdioTable {
     sessions: HashMap<SessionKey, Session>,
     processes: ProcessCache,
     stats: StdioStats,
+    /// Bytes of unfinished lines all decoders hold (their `buffered_bytes`, summed).
+    buffered: usize,
     /// Kernel-side tracking to stop: drained by the pipeline with the sockets' list.
     untrack: Vec<ConnId>,
     out: Vec<Exchange>,
@@ -146,6 +155,7 @@ impl StdioTable {
             sessions: HashMap::default(),
             processes,
             stats: StdioStats::default(),
+            buffered: 0,
             untrack: Vec::new(),
             out: Vec::new(),
             errors: Vec::new(),
@@ -216,6 +226,10 @@ impl StdioTable {
 
     fn open(&mut self, c: &ConnEventData, sink: &mut dyn Sink) {
         let id = c.conn;
+        // Two threads' first calls on one candidate can both announce it.
+        if self.ends.contains_key(&id) {
+            return;
+        }
         let root = self.cfg.proc_root.clone();
         // The kernel's candidate may be a stale entry of an fd that is now a file or a socket.
         let target = procfs::fd_target(&root, id.tgid, id.fd);
@@ -382,11 +396,18 @@ impl StdioTable {
             s.decoder.gap(stream, missing, &mut self.errors);
         }
         self.stats.captured_bytes += bytes.len() as u64;
+        let before = s.decoder.buffered_bytes();
         if !bytes.is_empty() {
             s.decoder
                 .feed(stream, &bytes, d.ts_ns, &mut self.out, &mut self.errors);
         }
+        self.buffered = (self.buffered + s.decoder.buffered_bytes()).saturating_sub(before);
+        let over = self.buffered > self.cfg.max_buffered_bytes;
         self.emit(key, sink);
+        if over {
+            self.shed(key, d.ts_ns, sink);
+            return;
+        }
         let not_jsonrpc = self
             .sessions
             .get(&key)
@@ -413,16 +434,50 @@ impl StdioTable {
         s.seq = seq;
     }
 
-    /// A session whose bytes were not JSON-RPC: every end is untracked and forgotten.
-    fn drop_session(&mut self, key: SessionKey) {
-        self.sessions.remove(&key);
-        let ids: Vec<ConnId> = self
-            .ends
+    /// The session `key` passed the memory bound: untracked, its waiting requests end
+    /// incomplete (the capture let them go; not the server's failure).
+    fn shed(&mut self, key: SessionKey, ts_ns: u64, sink: &mut dyn Sink) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.stats.shed += 1;
+        self.buffered = self.buffered.saturating_sub(s.decoder.buffered_bytes());
+        for id in self.ends_of(key) {
+            self.ends.remove(&id);
+            self.untrack.push(id);
+        }
+        s.decoder.gap(Stream::Response, 0, &mut Vec::new());
+        let Session {
+            id,
+            role,
+            process,
+            decoder,
+            mut seq,
+            ..
+        } = s;
+        decoder.finish(ts_ns, &mut self.out);
+        let view = view_of(id, role, &process);
+        for ex in self.out.drain(..) {
+            seq += 1;
+            sink.done(&view, seq, &ex);
+        }
+    }
+
+    /// The ends attached to session `key`.
+    fn ends_of(&self, key: SessionKey) -> Vec<ConnId> {
+        self.ends
             .iter()
             .filter(|(_, e)| e.attached.is_some_and(|(k, _)| k == key))
             .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+            .collect()
+    }
+
+    /// A session whose bytes were not JSON-RPC: every end is untracked and forgotten.
+    fn drop_session(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.remove(&key) {
+            self.buffered = self.buffered.saturating_sub(s.decoder.buffered_bytes());
+        }
+        for id in self.ends_of(key) {
             self.ends.remove(&id);
             self.stats.not_jsonrpc += 1;
             self.untrack.push(id);
@@ -448,6 +503,7 @@ impl StdioTable {
             return;
         }
         if let Some(s) = self.sessions.remove(&key) {
+            self.buffered = self.buffered.saturating_sub(s.decoder.buffered_bytes());
             let Session {
                 id,
                 role,

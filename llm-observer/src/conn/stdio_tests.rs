@@ -43,14 +43,20 @@ struct World {
     sink: Recorder,
     now: u64,
     pos: HashMap<ConnId, u64>,
+    /// (pid, fd, generation) of every end announced.
+    announced: Vec<(u32, i32, u64)>,
 }
 
 impl World {
     fn new(tag: &str) -> World {
+        World::with(tag, StdioConfig::default())
+    }
+
+    fn with(tag: &str, cfg: StdioConfig) -> World {
         let proc = FakeProc::new(tag);
         let table = StdioTable::new(StdioConfig {
             proc_root: proc.0.clone(),
-            ..StdioConfig::default()
+            ..cfg
         });
         World {
             proc,
@@ -58,6 +64,7 @@ impl World {
             sink: Recorder::default(),
             now: 1_000_000_000,
             pos: HashMap::new(),
+            announced: Vec::new(),
         }
     }
 
@@ -77,13 +84,20 @@ impl World {
         std::os::unix::fs::symlink(target, link).unwrap();
     }
 
-    /// The kernel announces `pid`'s `fd`.
+    /// The kernel announces `pid`'s `fd` (again: the same id).
     fn open(&mut self, pid: u32, fd: i32) -> ConnId {
         self.now += 1_000_000;
+        let generation = match self.announced.iter().find(|a| a.0 == pid && a.1 == fd) {
+            Some(a) => a.2,
+            None => {
+                self.announced.push((pid, fd, self.now));
+                self.now
+            }
+        };
         let id = ConnId {
             tgid: pid,
             fd,
-            generation: self.now,
+            generation,
         };
         let ev = Event::Open(ConnEventData {
             conn: id,
@@ -273,4 +287,54 @@ fn a_missing_answers_end_is_not_the_servers_failure() {
         errors,
         vec![(None, None), (None, Some(ErrorKind::ServerClosed))]
     );
+}
+
+/// Unfinished lines of all sessions together are bounded: the session whose bytes pass the
+/// bound is shed (untracked, its waiting request incomplete, counted), and another session goes
+/// on. A second announcement of the same end (two threads' first calls) changes nothing.
+#[test]
+fn unfinished_lines_are_bounded_and_a_repeated_announcement_is_ignored() {
+    let mut w = World::with(
+        "stdio-budget",
+        StdioConfig {
+            max_buffered_bytes: 1000,
+            ..StdioConfig::default()
+        },
+    );
+    w.process(100, 1, "agent");
+    w.process(200, 100, "big");
+    w.process(300, 100, "small");
+    for (fd, ino) in [(7, 51), (8, 52), (9, 61), (10, 62)] {
+        w.fd(100, fd, &format!("pipe:[{ino}]"));
+    }
+    for (pid, a, b) in [(200, 51, 52), (300, 61, 62)] {
+        w.fd(pid, 0, &format!("pipe:[{a}]"));
+        w.fd(pid, 1, &format!("pipe:[{b}]"));
+    }
+    let (to_big, from_big) = (w.open(100, 7), w.open(100, 8));
+    assert_eq!(w.open(100, 7), to_big);
+    let (to_small, from_small) = (w.open(100, 9), w.open(100, 10));
+    w.bytes(to_big, Direction::Egress, &request(1, "dump"));
+    w.bytes(to_small, Direction::Egress, &request(1, "ping"));
+    // An answer that never ends its line, past the bound.
+    let head = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":\"";
+    w.bytes(
+        from_big,
+        Direction::Ingress,
+        &format!("{head}{}", "x".repeat(2000)),
+    );
+    assert_eq!(w.table.stats().shed, 1);
+    let mut untracked = w.table.take_untrack();
+    untracked.sort();
+    assert_eq!(untracked, vec![to_big, from_big]);
+    let (_, _, _, ex) = &w.sink.done[0];
+    assert_eq!(
+        (ex.incomplete, ex.error),
+        (Some(Incomplete::CaptureGap), None)
+    );
+    // The other session is untouched.
+    w.bytes(from_small, Direction::Ingress, &answer(1, false));
+    let (_, _, _, ex) = &w.sink.done[1];
+    assert_eq!((ex.incomplete, ex.error), (None, None));
+    assert_eq!(w.table.len(), 1);
 }

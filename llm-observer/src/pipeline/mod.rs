@@ -278,7 +278,7 @@ fn table_metrics(table: &ConnTable, stdio: &StdioTable, m: &Metrics) {
         .set(i64::try_from(budget.total()).unwrap_or(i64::MAX));
     s.set_total(
         &s.dropped.with_label_values(&["memory_budget"]),
-        budget.shed_connections,
+        budget.shed_connections + p.shed,
     );
 }
 
