@@ -7,6 +7,7 @@
 //! b. [`syscalls`]: ns per untracked write/read and per captured small send, bare / floor / agent.
 //! c. [`capacity`]: agent CPU per event (from part a), the loss ramp, RSS with idle connections and
 //!    with many streams; [`profile`]: `perf record` of the saturation run.
+//! d. [`tls`]: quick HTTPS calls of the official OpenAI client, without and with the agent.
 //!
 //! Prints a markdown table and, as its last line, one JSON object (see [`report`]).
 
@@ -17,6 +18,7 @@ mod procs;
 mod profile;
 mod report;
 mod syscalls;
+mod tls;
 
 use std::path::Path;
 use std::time::Instant;
@@ -55,6 +57,9 @@ pub struct Args {
     /// Run only these phases (comma-separated; default all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// HTTPS calls per run of the TLS phase (default 200; 50 with --quick).
+    #[arg(long)]
+    tls_calls: Option<usize>,
     /// Phases not started within this many seconds of the start are skipped.
     #[arg(long, default_value_t = 600)]
     budget_s: u64,
@@ -67,6 +72,7 @@ enum Phase {
     Ramp,
     Memory,
     Profile,
+    Tls,
 }
 
 /// Resolved settings.
@@ -166,6 +172,22 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         cap.memory_measured = true;
     }
     r.capacity = Some(cap);
+    if within(Phase::Tls) {
+        let n = args
+            .tls_calls
+            .unwrap_or(if args.quick { 50 } else { 200 })
+            .max(1);
+        let paths = (
+            root,
+            tools.python.as_path(),
+            tools.nginx.as_path(),
+            dir.as_path(),
+        );
+        match tls::run(&bins, opts.rounds, n, paths, emu) {
+            Ok(t) => r.tls = Some(t),
+            Err(e) => eprintln!("bench: tls skipped: {e:#}"),
+        }
+    }
     match (&tools.perf, args.quick || args.no_profile) {
         (Some(perf), false) if within(Phase::Profile) => {
             match profile::run(&bins, &opts, perf, &dir, emu, emulator.pid()) {

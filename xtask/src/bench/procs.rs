@@ -222,6 +222,20 @@ impl Metrics {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+
+    /// Sum over the series of `family` whose label `label` is `value`.
+    pub fn sum_where(&self, family: &str, label: &str, value: &str) -> f64 {
+        let want = format!("{label}=\"{value}\"");
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with('{') && rest.contains(&want))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 fn clock_ticks() -> u64 {
@@ -316,6 +330,45 @@ pub fn nginx(nginx: &Path, dir: &Path, upstream: SocketAddr) -> Result<(Proc, So
         "nginx",
     )?;
     wait_listening(addr, "nginx", &mut p)?;
+    Ok((p, addr))
+}
+
+/// nginx terminating TLS (`cert`, `key`) on a loopback port in front of `upstream`, one process
+/// (`master_process off`: the pid that serves is the one started).
+pub fn nginx_tls(
+    nginx: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> Result<(Proc, SocketAddr)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let d = dir.display();
+    let conf = format!(
+        "master_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx-tls.pid;\n\
+         error_log {d}/nginx-tls-error.log warn;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-tmp;\n  proxy_temp_path {d}/nginx-tmp;\n\
+         \x20 upstream emu {{ server {upstream}; keepalive 16; }}\n\
+         \x20 server {{\n    listen {addr} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
+         \x20   location / {{\n      proxy_pass http://emu;\n      proxy_http_version 1.1;\n\
+         \x20     proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+        cert.display(),
+        key.display()
+    );
+    let path = dir.join("nginx-tls.conf");
+    std::fs::write(&path, conf)?;
+    let mut p = Proc::spawn(
+        Command::new(nginx)
+            .arg("-e")
+            .arg(dir.join("nginx-tls-error.log"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"]),
+        "nginx (TLS)",
+    )?;
+    wait_listening(addr, "nginx (TLS)", &mut p)?;
     Ok((p, addr))
 }
 

@@ -8,6 +8,7 @@ use super::capacity::Capacity;
 use super::overhead::{Hop, Overhead, paired};
 use super::profile::{Lines, Profile};
 use super::syscalls::SyscallCost;
+use super::tls::TlsCost;
 
 #[derive(Debug, Default)]
 pub struct Results {
@@ -15,6 +16,7 @@ pub struct Results {
     pub syscalls: Option<SyscallCost>,
     pub capacity: Option<Capacity>,
     pub profile: Option<Profile>,
+    pub tls: Option<TlsCost>,
     pub seconds: f64,
 }
 
@@ -100,6 +102,9 @@ pub fn print(opts: &Opts, r: &Results) {
     }
     if let Some(c) = &r.capacity {
         capacity_rows(c, &mut t, &mut j);
+    }
+    if let Some(x) = &r.tls {
+        tls_rows(x, &mut t, &mut j);
     }
     let mut foreign: Vec<&String> = r
         .overhead
@@ -346,6 +351,31 @@ fn section(title: &str, lines: &Lines, n: usize) {
     for (pct, what) in lines.iter().take(n) {
         println!("| {pct:.2} | `{what}` |");
     }
+}
+
+/// Part d: the agents' case (issue 8 asks for the figures; it names no target).
+fn tls_rows(x: &TlsCost, t: &mut Table, j: &mut serde_json::Map<String, Value>) {
+    t.row(
+        &format!(
+            "HTTPS call wall time with the agent, {} OpenAI SDK calls",
+            x.calls
+        ),
+        format!("×{:.3} ({:.2} ms)", x.ratio, x.agent_ms),
+        format!("without the agent: {:.2} ms", x.direct_ms),
+        "reported",
+        None,
+    );
+    t.row(
+        "agent CPU per HTTPS call",
+        format!("{:.1} µs", x.cpu_us_per_call),
+        format!("calls counted by the agent: {} of {}", x.counted, x.calls),
+        "every call counted",
+        Some(x.counted == x.calls as f64),
+    );
+    j.insert("tls_call_ratio".into(), num(x.ratio));
+    j.insert("tls_call_ms".into(), num(x.direct_ms));
+    j.insert("tls_agent_cpu_us_per_call".into(), num(x.cpu_us_per_call));
+    j.insert("tls_calls_counted".into(), num(x.counted));
 }
 
 fn print_profile(p: &Profile) {
