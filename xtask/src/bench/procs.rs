@@ -373,19 +373,30 @@ pub fn nginx_tls(
 }
 
 /// Runs `llm-bench ARGS` to completion and parses its JSON line.
+///
+/// Its output goes to files, not pipes: a pipe made while the agent runs is a candidate for MCP
+/// over stdio until its first bytes are written, and a process holding one pays the tracked
+/// processes' map lookups on every syscall meanwhile — the driver would not measure an untracked
+/// process.
 pub fn drive(bins: &Bins, args: &[String]) -> Result<serde_json::Value> {
-    let out = Command::new(&bins.bench)
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("llm-bench-{}-{run}", std::process::id()));
+    let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
+    let status = Command::new(&bins.bench)
         .args(args)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .status()
         .context("running llm-bench")?;
-    if !out.status.success() {
-        bail!(
-            "llm-bench {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    if !status.success() {
+        bail!("llm-bench {} failed: {err}", args.join(" "));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).with_context(|| format!("llm-bench printed {text:?}"))
 }
 

@@ -75,6 +75,13 @@ pub fn print(opts: &Opts, r: &Results) {
                 50.0,
             ),
             (
+                "added per untracked sendmsg/recvmsg (unix socket, room for a passed fd)",
+                s.agent_unix_ns,
+                s.floor_unix_ns,
+                s.bare_unix_ns,
+                50.0,
+            ),
+            (
                 "added per captured small send (31 B, tracked loopback HTTP)",
                 s.agent_send_ns,
                 s.floor_send_ns,
@@ -95,6 +102,8 @@ pub fn print(opts: &Opts, r: &Results) {
         j.insert("untracked_dev_syscall_ns".into(), num(s.agent_dev_ns));
         j.insert("floor_syscall_ns".into(), num(s.floor_pipe_ns));
         j.insert("floor_dev_syscall_ns".into(), num(s.floor_dev_ns));
+        j.insert("untracked_unix_msg_ns".into(), num(s.agent_unix_ns));
+        j.insert("floor_unix_msg_ns".into(), num(s.floor_unix_ns));
         j.insert("bare_syscall_ns".into(), num(s.bare_pipe_ns));
         j.insert("captured_event_ns".into(), num(s.agent_send_ns));
         j.insert("floor_send_ns".into(), num(s.floor_send_ns));

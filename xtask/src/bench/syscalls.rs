@@ -20,6 +20,7 @@ const CONDS: [Cond; 3] = [Cond::Bare, Cond::Floor, Cond::Agent];
 struct Sample {
     pipe_ns: f64,
     dev_ns: f64,
+    unix_ns: f64,
     send_ns: f64,
 }
 
@@ -35,6 +36,10 @@ pub struct SyscallCost {
     pub agent_pipe_ns: f64,
     pub agent_dev_ns: f64,
     pub agent_send_ns: f64,
+    /// sendmsg + recvmsg (with room for a passed fd) on an untracked unix socket.
+    pub bare_unix_ns: f64,
+    pub floor_unix_ns: f64,
+    pub agent_unix_ns: f64,
     /// Other processes' BPF programs seen during bare runs (see [`procs::foreign_bpf`]).
     pub foreign_bpf: Vec<String>,
 }
@@ -64,6 +69,7 @@ fn sample(bins: &Bins, opts: &Opts) -> Result<Sample> {
     Ok(Sample {
         pipe_ns: f(&s, "pipe_ns").unwrap_or(0.0),
         dev_ns: f(&s, "dev_ns").unwrap_or(0.0),
+        unix_ns: f(&s, "unix_msg_ns").unwrap_or(0.0),
         send_ns: f(&t, "send_ns").unwrap_or(0.0),
     })
 }
@@ -86,11 +92,12 @@ pub fn run(bins: &Bins, opts: &Opts) -> Result<SyscallCost> {
                 .transpose()?;
             let s = sample(bins, opts)?;
             eprintln!(
-                "bench: round {} {:<5?} pipe {:>6.0} ns  dev {:>6.0} ns  tracked send {:>6.0} ns",
+                "bench: round {} {:<5?} pipe {:>6.0} ns  dev {:>6.0} ns  unix msg {:>6.0} ns  tracked send {:>6.0} ns",
                 round + 1,
                 cond,
                 s.pipe_ns,
                 s.dev_ns,
+                s.unix_ns,
                 s.send_ns
             );
             by[cond as usize].push(s);
@@ -116,6 +123,9 @@ pub fn run(bins: &Bins, opts: &Opts) -> Result<SyscallCost> {
         agent_pipe_ns: diff(Cond::Agent, |s| s.pipe_ns),
         agent_dev_ns: diff(Cond::Agent, |s| s.dev_ns),
         agent_send_ns: diff(Cond::Agent, |s| s.send_ns),
+        bare_unix_ns: bare(|s| s.unix_ns),
+        floor_unix_ns: diff(Cond::Floor, |s| s.unix_ns),
+        agent_unix_ns: diff(Cond::Agent, |s| s.unix_ns),
         foreign_bpf,
     })
 }

@@ -30,6 +30,12 @@ pub fn syscalls(iters: u64, reps: usize) -> anyhow::Result<serde_json::Value> {
     let mut b = [0u8; 1];
     let mut pipe = Vec::new();
     let mut dev = Vec::new();
+    let mut unix = Vec::new();
+    let (ua, ub) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
+    let (ua, ub) = (
+        std::os::fd::AsRawFd::as_raw_fd(&ua),
+        std::os::fd::AsRawFd::as_raw_fd(&ub),
+    );
     for _ in 0..reps.max(1) {
         let t = Instant::now();
         for _ in 0..iters {
@@ -43,8 +49,47 @@ pub fn syscalls(iters: u64, reps: usize) -> anyhow::Result<serde_json::Value> {
             zero.read_exact(&mut b)?;
         }
         dev.push(t.elapsed().as_nanos() as f64 / (2 * iters) as f64);
+        let t = Instant::now();
+        for _ in 0..iters {
+            msg(ua, &mut b, false)?;
+            msg(ub, &mut b, true)?;
+        }
+        unix.push(t.elapsed().as_nanos() as f64 / (2 * iters) as f64);
     }
-    Ok(json!({"pipe_ns": best(pipe), "dev_ns": best(dev)}))
+    Ok(json!({"pipe_ns": best(pipe), "dev_ns": best(dev), "unix_msg_ns": best(unix)}))
+}
+
+/// One 1-byte `sendmsg` (`recv` false) or `recvmsg` with room for a passed fd (the call every
+/// process's `recvmsg` exit pays a lookup for, and whose enter saves its header: fd passing,
+/// llm-observer-ebpf/src/passed.rs) on a unix socket the agent does not track.
+fn msg(fd: i32, b: &mut [u8; 1], recv: bool) -> anyhow::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    if recv {
+        m.msg_control = control.as_mut_ptr().cast();
+        m.msg_controllen = std::mem::size_of_val(&control);
+    }
+    // SAFETY: `m` points at live buffers of the lengths given.
+    let n = unsafe {
+        if recv {
+            libc::recvmsg(fd, &mut m, 0)
+        } else {
+            libc::sendmsg(fd, &m, 0)
+        }
+    };
+    anyhow::ensure!(
+        n == 1,
+        "unix socket {}: {n}",
+        if recv { "recvmsg" } else { "sendmsg" }
+    );
+    Ok(())
 }
 
 /// A connected loopback pair: the client has sent [`HEAD`]; a thread drains the server side.
