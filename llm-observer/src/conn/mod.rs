@@ -13,4 +13,4 @@ mod table;
 mod tests;
 
 pub use stdio::{StdioConfig, StdioStats, StdioTable};
-pub use table::{ConnTable, ConnTableConfig, ConnView, Sink, TableStats};
+pub use table::{ConnTable, ConnTableConfig, TableStats};

@@ -31,7 +31,7 @@ use llm_observer_decode::{
     llm::mcp_stdio::{McpStdio, Recognition, SIDE_PEEK, Side, writer_side},
 };
 
-use super::{ConnView, Sink};
+use crate::sinks::sink::{ConnView, Sink};
 use crate::{
     attribution::process::{ProcessCache, ProcessInfo},
     capture::{

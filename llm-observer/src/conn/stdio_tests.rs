@@ -14,7 +14,7 @@ use crate::attribution::fakeproc::FakeProc;
 use crate::capture::{
     ConnId, DataEvent, DataKind, Direction, Event, KernelRole, event::ConnEventData,
 };
-use crate::conn::{ConnView, Sink};
+use crate::sinks::sink::{ConnView, Sink};
 
 #[derive(Default)]
 struct Recorder {

@@ -10,10 +10,11 @@ use llm_observer_decode::{
     llm::RequestSummary,
 };
 
-use super::{ConnTable, ConnTableConfig, ConnView, Sink};
+use super::{ConnTable, ConnTableConfig};
 use crate::capture::{
     ConnId, DataEvent, DataKind, Direction, Event, KernelRole, event::ConnEventData,
 };
+use crate::sinks::sink::{ConnView, Sink};
 
 /// Everything a sink is told, in order.
 #[derive(Debug, Default)]

@@ -4,18 +4,9 @@
 //!
 //! The ring buffer is the only queue between the kernel and the agent. The kernel never waits for
 //! us: when the ring is full it drops the event and counts it (`llm_observer_lost_events_total`),
-//! and the position jump tells the decoder to resync.
+//! and the position jump tells the decoder to resync. The sinks it drives live in `crate::sinks`.
 
-pub mod correlate;
-pub mod event_log;
-pub mod gpu_sampler;
-pub mod metrics_sink;
-pub mod record;
-pub mod redact;
-pub mod redact_h2;
-pub mod tee;
 mod tls_worker;
-pub mod trace_sink;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -24,8 +15,9 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     capture::{Capture, ConnId, event},
-    conn::{ConnTable, Sink, StdioConfig, StdioTable},
+    conn::{ConnTable, StdioConfig, StdioTable},
     sinks::metrics::Metrics,
+    sinks::sink::Sink,
 };
 
 /// Seeds sockets that existed before the capture started, in the kernel and in the table.

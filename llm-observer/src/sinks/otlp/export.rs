@@ -275,12 +275,13 @@ mod tests {
     use super::*;
     use crate::{
         attribution::Place,
-        pipeline::{
+        sinks::{
             correlate::SpanIds,
             event_log::tests as fx,
+            otlp::OtlpOutput,
             record::{ExchangeRecord, RecordOutput},
+            wallclock::WallClock,
         },
-        sinks::{otlp::OtlpOutput, wallclock::WallClock},
     };
 
     fn config(authority: String) -> OtlpConfig {

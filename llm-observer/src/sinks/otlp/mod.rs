@@ -14,7 +14,7 @@ pub mod span;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 
-use crate::pipeline::record::{ExchangeRecord, RecordOutput};
+use crate::sinks::record::{ExchangeRecord, RecordOutput};
 
 pub use config::OtlpConfig;
 

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::{
     },
 };
 
-use crate::pipeline::record::ExchangeRecord;
+use crate::sinks::record::ExchangeRecord;
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -215,8 +215,7 @@ mod tests {
     use super::*;
     use crate::{
         attribution::Place,
-        pipeline::{correlate::SpanIds, event_log::tests as fx},
-        sinks::wallclock::WallClock,
+        sinks::{correlate::SpanIds, event_log::tests as fx, wallclock::WallClock},
     };
 
     fn ids() -> SpanIds {

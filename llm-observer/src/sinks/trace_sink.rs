@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::{
     capture::{ConnId, DataKind, Direction, Event},
-    conn::{ConnView, Sink},
-    pipeline::redact::Redactor,
+    sinks::redact::Redactor,
+    sinks::sink::{ConnView, Sink},
 };
 
 pub struct TraceSink<W: Write> {

@@ -17,7 +17,7 @@ use std::{
 
 use llm_observer_decode::{Role, TraceParent};
 
-use crate::conn::ConnView;
+use crate::sinks::sink::ConnView;
 
 /// Ids of one exchange's span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +253,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{capture::ConnId, pipeline::event_log::tests::process};
+    use crate::{capture::ConnId, sinks::event_log::tests::process};
 
     fn view<'a>(
         p: &'a crate::attribution::process::ProcessInfo,

@@ -6,7 +6,7 @@ use llm_observer_decode::{DecodeError, Exchange, Incomplete, Unsupported, llm::R
 use crate::{
     attribution::process::ProcessInfo,
     capture::Event,
-    conn::{ConnView, Sink},
+    sinks::sink::{ConnView, Sink},
 };
 
 pub struct Tee<'a> {

@@ -13,7 +13,7 @@ use super::correlate::{Correlator, SpanIds, hex};
 use crate::{
     attribution::{Place, names::Names},
     capture::{ConnId, Event, procfs},
-    conn::{ConnView, Sink},
+    sinks::sink::{ConnView, Sink},
     sinks::{families, wallclock::WallClock},
 };
 

@@ -5,8 +5,7 @@ use super::*;
 use crate::{
     attribution::{Place, process::ProcessInfo},
     capture::ConnId,
-    conn::ConnView,
-    sinks::wallclock::WallClock,
+    sinks::{sink::ConnView, wallclock::WallClock},
 };
 
 const S: u64 = 1_000_000_000;
@@ -86,8 +85,8 @@ pub(crate) fn view(p: &ProcessInfo) -> ConnView<'_> {
     }
 }
 
-fn ids() -> crate::pipeline::correlate::SpanIds {
-    crate::pipeline::correlate::SpanIds {
+fn ids() -> crate::sinks::correlate::SpanIds {
+    crate::sinks::correlate::SpanIds {
         trace_id: [0x11; 16],
         span_id: [0x22; 8],
         parent_span_id: Some([0x33; 8]),

@@ -15,13 +15,13 @@ use llm_observer_decode::llm::fingerprint::ServerKind;
 use crate::{
     attribution::{Place, names::Names, serving::ServingRegistry},
     capture::{ConnId, Event},
-    conn::{ConnView, Sink},
     inventory::SharedTargets,
     servers::{
         self, ServerTable,
         hops::{self, Hop, InnerFigures},
         services::{self, ServiceRule},
     },
+    sinks::sink::{ConnView, Sink},
     sinks::{
         admission::{Admit, LabelCap},
         metrics::{ExchangeCtx, InFlight, Metrics},
