@@ -24,7 +24,7 @@
 //!   (untracked, its waiting requests incomplete, counted in `llm_observer_dropped_total`).
 
 use foldhash::HashMap;
-use std::{path::PathBuf, sync::Arc};
+use std::{borrow::Cow, path::PathBuf, sync::Arc};
 
 use llm_observer_decode::{
     DecodeError, Exchange, Role, Stream,
@@ -377,12 +377,12 @@ impl StdioTable {
                         .get_mut(&d.conn)
                         .map(|e| std::mem::take(&mut e.head))
                         .unwrap_or_default();
-                    Some((a, [head, rest.to_vec()].concat(), 0))
+                    Some((a, Cow::Owned([head, rest.to_vec()].concat()), 0))
                 }
                 None => None,
             }
         } else {
-            end.attached.map(|a| (a, payload.to_vec(), missing))
+            end.attached.map(|a| (a, Cow::Borrowed(payload), missing))
         };
         let Some(((key, stream), bytes, missing)) = fed else {
             sink.raw(event, None);
@@ -446,15 +446,27 @@ impl StdioTable {
             self.ends.remove(&id);
             self.untrack.push(id);
         }
-        s.decoder.gap(Stream::Response, 0, &mut Vec::new());
+        s.answers_seen = false;
+        self.end_session(s, ts_ns, sink);
+    }
+
+    /// Ends a session taken out of the table: its waiting requests go to the sink, failed
+    /// `server_closed`, or incomplete when its answers could not be seen (that end was never
+    /// captured, or the session was shed).
+    fn end_session(&mut self, s: Session, ts_ns: u64, sink: &mut dyn Sink) {
         let Session {
             id,
             role,
             process,
-            decoder,
+            mut decoder,
             mut seq,
+            answers_seen,
             ..
         } = s;
+        if !answers_seen {
+            // What waits is the capture's loss, not the server's failure.
+            decoder.gap(Stream::Response, 0, &mut Vec::new());
+        }
         decoder.finish(ts_ns, &mut self.out);
         let view = view_of(id, role, &process);
         for ex in self.out.drain(..) {
@@ -504,25 +516,7 @@ impl StdioTable {
         }
         if let Some(s) = self.sessions.remove(&key) {
             self.buffered = self.buffered.saturating_sub(s.decoder.buffered_bytes());
-            let Session {
-                id,
-                role,
-                process,
-                mut decoder,
-                mut seq,
-                answers_seen,
-                ..
-            } = s;
-            if !answers_seen {
-                // The answers' end was never captured: what waits is the capture's loss.
-                decoder.gap(Stream::Response, 0, &mut Vec::new());
-            }
-            decoder.finish(ts_ns, &mut self.out);
-            let view = view_of(id, role, &process);
-            for ex in self.out.drain(..) {
-                seq += 1;
-                sink.done(&view, seq, &ex);
-            }
+            self.end_session(s, ts_ns, sink);
         }
     }
 }
