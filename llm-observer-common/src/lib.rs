@@ -479,10 +479,13 @@ pub enum Stat {
     /// TLS plaintext bytes (returned by an `SSL_*` call) that could not be tied to a tracked
     /// socket: no syscall inside the call touched one and the `SSL*` had no remembered socket.
     TlsUnmatchedBytes = 7,
+    /// Connections of memory-BIO TLS stacks tied to their `SSL*` by the TLS record their thread
+    /// wrote after an SSL call that touched no socket (Node, asyncio).
+    TlsRecordBinds = 8,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_COUNT: u32 = 9;
 
 /// Byte offsets of syscall tracepoint arguments (`/sys/kernel/tracing/events/syscalls/*/format`):
 /// every `sys_enter_*` has `__syscall_nr` at 8 and then 8-byte args from 16; every `sys_exit_*` has

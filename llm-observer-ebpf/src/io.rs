@@ -124,7 +124,7 @@ pub fn enter(ctx: &TracePointContext, sys: Syscall) -> u32 {
     // SAFETY: map value pointer, plain integers.
     let generation = unsafe { (*conn).generation };
     // Inside an SSL call: this socket carries TLS (see tls.rs).
-    crate::tls::nested_syscall(pid_tgid, fd, conn);
+    crate::tls::nested_syscall(pid_tgid, fd, conn, sys, buf);
     // recv flags: recvfrom's and recvmmsg's 4th argument, recvmsg's 3rd (in the `count` slot).
     let flags = match sys {
         // SAFETY: offset from the format files.

@@ -33,6 +33,7 @@
 mod exec;
 mod floor;
 mod fork;
+mod gotls;
 mod io;
 mod passed;
 mod pipes;

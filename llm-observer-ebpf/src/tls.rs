@@ -12,6 +12,12 @@
 //!   buffer as `DATA_FLAG_TLS` events of the connection, through the same copy loop as syscalls.
 //!   Return probes are uretprobes (see docs/capture.md for the trade-off against RET-offset
 //!   uprobes).
+//! - Memory-BIO stacks (Node's `TLSWrap`, asyncio's `SSLProtocol`) make no syscall inside the
+//!   call: OpenSSL only fills a buffer, and the program writes it to the socket afterwards. A call
+//!   whose `SSL*` has no socket leaves it in [`SSL_UNBOUND`] for its thread, and the thread's next
+//!   write on a tracked socket that is not TLS yet, if its bytes start with a TLS record header,
+//!   names the socket ([`bind_by_record`]): the handshake's first flight, so the first plaintext
+//!   already finds it.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
@@ -21,7 +27,7 @@ use aya_ebpf::{
 };
 use llm_observer_common::{
     ConnState, DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, MAX_CAPTURE_PER_CALL,
-    PROTO_TLS, Stat, Syscall, conn_key,
+    PROTO_JSONRPC, PROTO_PIPE, PROTO_TLS, Stat, Syscall, conn_key,
 };
 
 use crate::{CONNS, SEGMENTS, config, io, may_track, stat_add, wanted};
@@ -69,6 +75,12 @@ static SSL_ACTIVE: HashMap<u64, SslCall> = HashMap::with_max_entries(16384, 0);
 /// evicted one only costs the fallback for its next buffered read (counted as unmatched).
 #[map]
 static SSL_FDS: LruHashMap<SslKey, SslFd> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per thread (pid_tgid), the `SSL*` of its last SSL call that touched no socket and whose `SSL*`
+/// had none remembered: a memory-BIO stack's, waiting for the write that carries its records (see
+/// [`bind_by_record`]). An LRU: threads exit without telling this map.
+#[map]
+static SSL_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// [`SslCall::dir`] of a handshake call.
 const DIR_HANDSHAKE: u32 = 2;
@@ -131,18 +143,31 @@ pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
     enter(&ctx, DIR_INGRESS as u32, true)
 }
 
-/// Called by every data syscall's enter probe on a tracked socket (`conn`): inside an SSL call,
-/// that socket is the call's, and it carries TLS.
+/// Called by every data syscall's enter probe on a tracked socket (`conn`; `buf` is the call's
+/// second argument): inside an SSL call, that socket is the call's, and it carries TLS; outside
+/// one, a write may carry the records of a memory-BIO `SSL*` ([`bind_by_record`]).
 #[inline(always)]
-pub fn nested_syscall(pid_tgid: u64, fd: i32, conn: *const ConnState) {
+pub fn nested_syscall(pid_tgid: u64, fd: i32, conn: *const ConnState, sys: Syscall, buf: u64) {
+    let conn = conn as *mut ConnState;
     let Some(call) = SSL_ACTIVE.get_ptr_mut(pid_tgid) else {
+        if sys.direction() == DIR_EGRESS {
+            bind_by_record(pid_tgid, fd, conn, sys, buf);
+        }
         return;
     };
-    let conn = conn as *mut ConnState;
     // SAFETY: map value pointers; plain integers.
     unsafe {
         (*call).fd = fd;
         (*call).generation = (*conn).generation;
+        bind(pid_tgid, (*call).ssl, fd, conn);
+    }
+}
+
+/// Turns a connection to plaintext: from now on its ciphertext is neither copied nor counted.
+#[inline(always)]
+pub(crate) fn mark_tls(conn: *mut ConnState) {
+    // SAFETY: map value pointer; plain integers.
+    unsafe {
         if (*conn).proto != PROTO_TLS {
             // Plaintext positions start here; the ciphertext before (the handshake) was counted
             // under the old classification.
@@ -150,10 +175,19 @@ pub fn nested_syscall(pid_tgid: u64, fd: i32, conn: *const ConnState) {
             (*conn).wr_pos = 0;
             (*conn).rd_pos = 0;
         }
+    }
+}
+
+/// Ties `ssl` to the socket `fd` of this process and turns the connection to plaintext.
+#[inline(always)]
+fn bind(pid_tgid: u64, ssl: u64, fd: i32, conn: *mut ConnState) {
+    mark_tls(conn);
+    // SAFETY: map value pointer; plain integers.
+    unsafe {
         let key = SslKey {
             tgid: (pid_tgid >> 32) as u32,
             _pad: 0,
-            ssl: (*call).ssl,
+            ssl,
         };
         let _ = SSL_FDS.insert(
             key,
@@ -167,6 +201,68 @@ pub fn nested_syscall(pid_tgid: u64, fd: i32, conn: *const ConnState) {
     }
 }
 
+/// A memory-BIO stack's write: the thread's last SSL call named no socket, and this write on a
+/// tracked socket that is not TLS yet starts with a TLS record header (content type 20–23,
+/// version 3.x). Such stacks write the records an SSL call produced right after it, from the same
+/// thread (Node's `TLSWrap::EncOut` after `SSL_write`/`SSL_read`, asyncio's transport write after
+/// `SSLObject.write`), so this socket is that `SSL*`'s. The first such write of a connection is the
+/// handshake's first flight (the ClientHello, or the server's reply to one): the plaintext after
+/// it finds its socket. A socket already TLS (bound to its own `SSL*`) is never rebound, and a
+/// write that is not a TLS record (a plain-HTTP socket of the same thread) binds nothing.
+#[inline(always)]
+fn bind_by_record(pid_tgid: u64, fd: i32, conn: *mut ConnState, sys: Syscall, buf: u64) {
+    // SAFETY: map value pointer; a plain integer.
+    let proto = unsafe { (*conn).proto };
+    if proto == PROTO_TLS || proto == PROTO_PIPE || proto == PROTO_JSONRPC {
+        return;
+    }
+    // SAFETY: value copied out of the map.
+    let Some(ssl) = (unsafe { SSL_UNBOUND.get(pid_tgid) }).copied() else {
+        return;
+    };
+    let Some(head) = first_bytes(sys, buf) else {
+        return;
+    };
+    if !(20..=23).contains(&head[0]) || head[1] != 3 || head[2] > 4 {
+        return;
+    }
+    let _ = SSL_UNBOUND.remove(pid_tgid);
+    bind(pid_tgid, ssl, fd, conn);
+    stat_add(Stat::TlsRecordBinds, 1);
+}
+
+/// The first 3 bytes a write-family call sends: from its buffer (`write`, `sendto`), its first
+/// iovec (`writev`) or its (first) message's first iovec (`sendmsg`, `sendmmsg`: an mmsghdr starts
+/// with a msghdr). `None` when the memory cannot be read or the first piece is shorter.
+#[inline(always)]
+fn first_bytes(sys: Syscall, buf: u64) -> Option<[u8; 3]> {
+    // struct msghdr: msg_iov at 16; struct iovec: base at 0, len at 8.
+    let iov = match sys {
+        Syscall::Write | Syscall::Sendto => {
+            // SAFETY: user memory through the checked helper.
+            return unsafe { bpf_probe_read_user(buf as *const [u8; 3]) }.ok();
+        }
+        Syscall::Writev => buf,
+        // SAFETY: as above.
+        Syscall::Sendmsg | Syscall::Sendmmsg => unsafe {
+            bpf_probe_read_user((buf + 16) as *const u64).ok()?
+        },
+        _ => return None,
+    };
+    // SAFETY: as above.
+    let (base, len) = unsafe {
+        (
+            bpf_probe_read_user(iov as *const u64).ok()?,
+            bpf_probe_read_user((iov + 8) as *const u64).ok()?,
+        )
+    };
+    if len < 3 {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_user(base as *const [u8; 3]) }.ok()
+}
+
 /// The return of any of the four calls (one program attached to each).
 #[uretprobe]
 pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
@@ -176,6 +272,24 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     let _ = SSL_ACTIVE.remove(pid_tgid);
+    let tgid = (pid_tgid >> 32) as u32;
+    // The socket: the nested syscall's, else the one the `SSL*` last used (reads OpenSSL serves
+    // from its buffer make no syscall). With neither, a memory-BIO stack's next write names it.
+    let bound = if call.fd >= 0 {
+        Some((call.fd, call.generation))
+    } else {
+        let key = SslKey {
+            tgid,
+            _pad: 0,
+            ssl: call.ssl,
+        };
+        // SAFETY: value copied out of the map.
+        let known = unsafe { SSL_FDS.get(key) }.map(|s| (s.fd, s.generation));
+        if known.is_none() {
+            let _ = SSL_UNBOUND.insert(pid_tgid, call.ssl, 0);
+        }
+        known
+    };
     if call.dir == DIR_HANDSHAKE {
         return 0;
     }
@@ -198,38 +312,49 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     if n == 0 {
         return 0;
     }
-    let tgid = (pid_tgid >> 32) as u32;
-    let (fd, generation) = if call.fd >= 0 {
-        (call.fd, call.generation)
-    } else {
-        let key = SslKey {
-            tgid,
-            _pad: 0,
-            ssl: call.ssl,
-        };
-        // SAFETY: value copied out of the map.
-        match unsafe { SSL_FDS.get(key) }.copied() {
-            Some(s) => (s.fd, s.generation),
-            None => {
-                stat_add(Stat::TlsUnmatchedBytes, n);
-                return 0;
-            }
-        }
-    };
-    let Some(conn) = CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
+    let Some((fd, generation)) = bound else {
         stat_add(Stat::TlsUnmatchedBytes, n);
         return 0;
+    };
+    emit_plaintext(
+        pid_tgid,
+        fd,
+        generation,
+        call.buf,
+        n,
+        call.dir == DIR_EGRESS as u32,
+    );
+    0
+}
+
+/// Copies `n` plaintext bytes at `buf`, which a TLS call of `pid_tgid` moved on its socket `fd`
+/// (of `generation`), as `DATA_FLAG_TLS` events at the connection's plaintext position, through
+/// the same copy loop, cap and truncation markers as syscalls. Shared by the OpenSSL and Go
+/// probes.
+#[inline(always)]
+pub(crate) fn emit_plaintext(
+    pid_tgid: u64,
+    fd: i32,
+    generation: u64,
+    buf: u64,
+    n: u64,
+    egress: bool,
+) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(conn) = CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
+        stat_add(Stat::TlsUnmatchedBytes, n);
+        return;
     };
     // SAFETY: map value pointer; plain integers.
     let (cur_gen, proto) = unsafe { ((*conn).generation, (*conn).proto) };
     if cur_gen != generation || proto != PROTO_TLS {
         // The fd was closed and reused meanwhile.
         stat_add(Stat::TlsUnmatchedBytes, n);
-        return 0;
+        return;
     }
     // SAFETY: map value pointer.
     let pos = unsafe {
-        if call.dir == DIR_EGRESS as u32 {
+        if egress {
             let p = (*conn).wr_pos;
             (*conn).wr_pos += n;
             p
@@ -239,18 +364,18 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
             p
         }
     };
-    let (dir, sys) = if call.dir == DIR_EGRESS as u32 {
+    let (dir, sys) = if egress {
         (DIR_EGRESS, Syscall::SslWrite)
     } else {
         (DIR_INGRESS, Syscall::SslRead)
     };
     let Some(segs) = SEGMENTS.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
     // SAFETY: per-CPU scratch, owned by this program until it returns.
     unsafe {
         (*segs).n = 0;
-        io::push(&mut *segs, call.buf, n);
+        io::push(&mut *segs, buf, n);
     }
     let mut ev = io::Meta {
         pid_tgid,
@@ -276,5 +401,4 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
         stat_add(Stat::TruncatedBytes, n - sent);
         io::marker(&ev, DATA_FLAG_TRUNCATED, n - sent);
     }
-    0
 }

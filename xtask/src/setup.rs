@@ -144,6 +144,8 @@ pub fn test_deps(root: &Path) -> Result<PathBuf> {
         ("ip", "iproute2"),
         // tests/top.rs: top runs in a real terminal.
         ("tmux", "tmux"),
+        // tests/tls.rs: a Go HTTPS client (crypto/tls, net/http's HTTP/2) built from source.
+        ("go", "golang-go"),
     ]
     .into_iter()
     .filter(|(bin, _)| !have(bin))

@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod floor;
+pub mod gotls;
 pub mod inflight;
 pub mod procfs;
 pub mod system;
@@ -512,6 +513,7 @@ impl Capture {
             inflight_map_full: out[Stat::InflightMapFull as usize],
             fork_list_full: out[Stat::ForkListFull as usize],
             tls_unmatched_bytes: out[Stat::TlsUnmatchedBytes as usize],
+            tls_record_binds: out[Stat::TlsRecordBinds as usize],
         }
     }
 
@@ -532,4 +534,5 @@ pub struct KernelStats {
     pub inflight_map_full: u64,
     pub fork_list_full: u64,
     pub tls_unmatched_bytes: u64,
+    pub tls_record_binds: u64,
 }

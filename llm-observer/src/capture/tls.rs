@@ -10,6 +10,9 @@
 //! - after each `execve` (the kernel's exec event): the new program's executable at once, and its
 //!   maps again a few times during its first seconds, as its loader and `dlopen` map libraries.
 //!
+//! An executable without OpenSSL may be a Go program: its `crypto/tls` gets the Go probes
+//! (`gotls.rs`), found the same way.
+//!
 //! Attaching reads the file's symbol table in the agent; the observed programs never wait for it.
 
 use std::{
@@ -24,6 +27,8 @@ use aya::{
     Ebpf,
     programs::{UProbe, uprobe::UProbeScope},
 };
+
+use super::gotls::GoInspect;
 
 /// Entry programs by the function they probe. `SSL_do_handshake` also covers `SSL_connect` and
 /// `SSL_accept`, which call it.
@@ -96,6 +101,8 @@ pub struct TlsStats {
 /// Discovery and attach state.
 pub struct TlsProbes {
     enabled: bool,
+    /// The Go programs loaded (Go executables are probed).
+    go: bool,
     proc_root: PathBuf,
     /// (dev, inode) of every file already looked at: probed, failed, or without SSL functions.
     seen: HashSet<(u64, u64)>,
@@ -121,6 +128,7 @@ impl TlsProbes {
     pub fn new(enabled: bool) -> TlsProbes {
         TlsProbes {
             enabled,
+            go: false,
             proc_root: PathBuf::from("/proc"),
             seen: HashSet::new(),
             pending: Vec::new(),
@@ -141,19 +149,18 @@ impl TlsProbes {
         if !self.enabled {
             return;
         }
-        for name in PROGRAMS {
-            let r = match ebpf.program_mut(name) {
-                Some(p) => match <&mut UProbe>::try_from(p) {
-                    Ok(u) => u.load().map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                None => Err("missing from the object".into()),
-            };
-            if let Err(e) = r {
-                log::warn!("TLS capture off: loading eBPF program {name} failed: {e}");
+        if let Err(e) = load_uprobes(ebpf, PROGRAMS) {
+            log::warn!("TLS capture off: {e}");
+            self.stats.attach_failures += 1;
+            self.enabled = false;
+            return;
+        }
+        // Apart: a failure here leaves OpenSSL capture on.
+        match load_uprobes(ebpf, super::gotls::PROGRAMS) {
+            Ok(()) => self.go = true,
+            Err(e) => {
+                log::warn!("Go TLS capture off: {e}");
                 self.stats.attach_failures += 1;
-                self.enabled = false;
-                return;
             }
         }
     }
@@ -271,9 +278,35 @@ impl TlsProbes {
                 self.stats.probes += n;
                 log::info!("TLS capture: {n} uprobes on {}", shown(path).display());
             }
-            Outcome::NotTls if !library => {}
+            Outcome::NotTls if !library => self.consider_go(ebpf, path),
             Outcome::NotTls => self.failed(path, "no SSL_write/SSL_read symbol"),
             Outcome::Failed(why) => self.failed(path, &why),
+        }
+    }
+
+    /// An executable without OpenSSL's functions: Go's `crypto/tls` gets the Go probes.
+    fn consider_go(&mut self, ebpf: &mut Ebpf, path: &Path) {
+        if !self.go {
+            return;
+        }
+        match super::gotls::inspect(path) {
+            GoInspect::NotGo | GoInspect::NoTls => {}
+            GoInspect::Unsupported(why) => self.failed(path, &why),
+            GoInspect::Targets {
+                version,
+                write,
+                read,
+            } => match super::gotls::attach(ebpf, path, &write, &read) {
+                Ok(n) => {
+                    self.stats.libraries += 1;
+                    self.stats.probes += n;
+                    log::info!(
+                        "TLS capture: {n} uprobes on Go crypto/tls ({version}) in {}",
+                        shown(path).display()
+                    );
+                }
+                Err(why) => self.failed(path, &format!("Go crypto/tls: {why}")),
+            },
         }
     }
 
@@ -300,6 +333,21 @@ impl TlsProbes {
         );
         self.last_log = Some(now);
     }
+}
+
+/// Loads uprobe programs by name; the error names the first that failed.
+pub(crate) fn load_uprobes(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String> {
+    for name in names {
+        let r = match ebpf.program_mut(name) {
+            Some(p) => match <&mut UProbe>::try_from(p) {
+                Ok(u) => u.load().map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            None => Err("missing from the object".into()),
+        };
+        r.map_err(|e| format!("loading eBPF program {name} failed: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Attaches the return program, then the entry program, to each SSL function `path` has (return

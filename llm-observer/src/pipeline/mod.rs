@@ -295,6 +295,7 @@ fn housekeeping(capture: &mut Capture, state: &mut Drain<'_>, metrics: Option<&M
     s.set_total(&s.truncated_bytes, k.truncated_bytes);
     s.set_total(&s.other_protocol_bytes, k.other_protocol_bytes);
     s.set_total(&s.tls_unmatched_bytes, k.tls_unmatched_bytes);
+    s.set_total(&s.tls_record_binds, k.tls_record_binds);
     let tls = capture.tls_stats();
     s.tls_libraries
         .set(i64::try_from(tls.libraries).unwrap_or(i64::MAX));

@@ -96,6 +96,8 @@ pub struct SelfMetrics {
     pub other_protocol_connections: IntCounter,
     /// TLS plaintext bytes that could not be tied to a tracked socket.
     pub tls_unmatched_bytes: IntCounter,
+    /// Memory-BIO TLS connections tied to their `SSL*` by the records written after an SSL call.
+    pub tls_record_binds: IntCounter,
     /// Connections currently in the connection table.
     pub connections_tracked: IntGauge,
     /// `role`: one of [`ROLES`]: MCP stdio sessions (pipes) decoded since start.
@@ -183,6 +185,10 @@ impl SelfMetrics {
             tls_unmatched_bytes: reg.counter(
                 "llm_observer_tls_unmatched_bytes_total",
                 "TLS plaintext bytes an SSL call returned that could not be tied to a tracked TCP socket (not decoded).",
+            )?,
+            tls_record_binds: reg.counter(
+                "llm_observer_tls_record_binds_total",
+                "TLS connections of memory-BIO stacks (Node, asyncio) tied to their SSL object by the first TLS record their thread wrote after an SSL call that made no syscall.",
             )?,
             connections_tracked: reg.gauge(
                 "llm_observer_connections_tracked",

@@ -10,4 +10,5 @@ pub mod process;
 pub mod quiesce;
 pub mod rss;
 pub mod stack;
+pub mod tls_stack;
 pub mod wire;

@@ -1,0 +1,3 @@
+module llm-observer/tests/go_https
+
+go 1.19
