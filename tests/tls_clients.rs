@@ -12,7 +12,7 @@
 //! e2e.rs).
 
 use llm_observer_tests::harness::expect::Expected;
-use llm_observer_tests::harness::tls_stack::{Stack, calls, expect, two_calls_both_views};
+use llm_observer_tests::harness::tls_stack::{Stack, calls, calls_both_views, expect};
 
 const EMULATOR: &str = env!("CARGO_BIN_EXE_llm-emulator");
 
@@ -24,7 +24,9 @@ fn servers(tag: &str) -> Stack {
 /// asyncio's (the SDK's async client) run OpenSSL on memory BIOs: `SSL_write` makes no syscall,
 /// the program writes the records to the socket after it. Their connections are tied to their
 /// `SSL*` by those records (tls.rs `bind_by_record`), so Node's `fetch` and `https` and the async
-/// SDK, streamed and not, are decoded exactly in the client view and in nginx's server view.
+/// SDK, streamed and not, are decoded exactly in the client view and in nginx's server view. The
+/// `-fresh` runs make a connection (and an `SSL` object) per call in one process: the allocator
+/// hands a later `SSL*` an earlier one's address, which must not keep the earlier socket.
 #[test]
 #[ignore = "needs root, BPF, nginx, node, the release agent and the clients' venv"]
 fn memory_bio_stacks_node_and_asyncio_are_decoded() {
@@ -39,19 +41,30 @@ fn memory_bio_stacks_node_and_asyncio_are_decoded() {
         ("https", true),
         ("asyncio", false),
         ("asyncio", true),
+        ("https-fresh", false),
+        ("asyncio-fresh", false),
+        ("asyncio-fresh", true),
     ] {
         let kind = if stream { "stream" } else { "plain" };
         let model = s.model(&format!("tls-{via}-{kind}"));
         // Interpreters are named by their script (docs/metrics.md, `process`).
-        let (c, process) = if via == "asyncio" {
-            (s.sdk_async(stream, &model, 2), "async_https")
+        // Fresh runs make 3 calls: CPython frees each `SSL` at its connection's close, so the
+        // third gets the second's address (checked with bpftrace on SSL_new/SSL_free); Node frees
+        // them at garbage collection, later.
+        let n = if via.ends_with("-fresh") { 3 } else { 2 };
+        let (c, process) = if let Some(fresh) = via.strip_prefix("asyncio") {
+            (
+                s.sdk_async(stream, fresh == "-fresh", &model, n),
+                "async_https",
+            )
         } else {
-            (s.node(via, stream, &model, 2), "node_https")
+            (s.node(via, stream, &model, n), "node_https")
         };
-        e = two_calls_both_views(e, &c, &model, &peer, process, stream);
+        e = calls_both_views(e, &c, n as u64, &model, &peer, process, stream);
     }
-    // One keep-alive connection per client process (the counter is node-wide: at least).
-    e = e.at_least("llm_observer_tls_record_binds_total", &[], 6.0);
+    // One connection per keep-alive client process and three per fresh one (the counter is
+    // node-wide: at least).
+    e = e.at_least("llm_observer_tls_record_binds_total", &[], 15.0);
     expect(&agent, &s, &e);
 }
 
@@ -104,7 +117,7 @@ fn go_crypto_tls_and_http2_over_tls_are_decoded() {
         });
         let c = s.go(stream, h2, &model, 2, probed);
         let p = if h2 { &h2_peer } else { &peer };
-        e = two_calls_both_views(e, &c, &model, p, "go_https", stream);
+        e = calls_both_views(e, &c, 2, &model, p, "go_https", stream);
     }
     expect(&agent, &s, &e);
 }

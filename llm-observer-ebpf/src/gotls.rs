@@ -1,5 +1,5 @@
 //! TLS plaintext from Go's `crypto/tls`: `(*Conn).Write` and `(*Conn).Read` of unstripped Go
-//! binaries (Go ≥ 1.17 on x86-64, the register ABI).
+//! binaries (x86-64, the register ABI; user space takes Go ≥ 1.18).
 //!
 //! Go does not use OpenSSL, and its goroutines move between threads and their stacks move in
 //! memory, so the OpenSSL design does not carry over:
@@ -14,13 +14,16 @@
 //! - **The socket is read from the `Conn`**, not from a nested syscall (the syscall may run on
 //!   another thread after the goroutine parks): `Conn.conn` is a `net.Conn` interface whose data
 //!   word (offset 8) points at a `*net.TCPConn`, whose first word is its `*netFD`, whose
-//!   `pfd.Sysfd` follows the 16-byte `fdMutex` (offset 16). These layouts have not changed from
-//!   Go 1.12 to 1.23. The fd must name a tracked socket of the process, so a `Conn` over another
+//!   `pfd.Sysfd` follows the 16-byte `fdMutex` (offset 16); checked on Go 1.19, and the same
+//!   offsets other agents hard-code across releases. The fd must name a tracked socket of the
+//!   process, so a `Conn` over another
 //!   kind of `net.Conn` (a wrapper type) names nothing in the common case; a wrapper whose first
 //!   words happen to lead to a tracked fd would be misattributed (documented in docs/capture.md).
 //!
-//! At entry the connection turns `PROTO_TLS` (before the handshake's own writes, so its ciphertext
-//! is never taken for another protocol); at the return the bytes moved are copied like OpenSSL's.
+//! At entry the connection turns `PROTO_TLS`; `(*Conn).handshakeContext` (which net/http calls
+//! before the first `Read`/`Write`) gets an entry probe that only does that, so the handshake's
+//! ciphertext is not taken for another protocol. At the return the bytes moved are copied like
+//! OpenSSL's.
 
 use aya_ebpf::{
     bindings::pt_regs,
@@ -29,9 +32,9 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::ProbeContext,
 };
-use llm_observer_common::{DIR_EGRESS, DIR_INGRESS, PROTO_JSONRPC, PROTO_PIPE, Stat, conn_key};
+use llm_observer_common::{DIR_EGRESS, DIR_INGRESS, PROTO_JSONRPC, PROTO_PIPE, conn_key};
 
-use crate::{CONNS, config, may_track, stat_add, tls, wanted};
+use crate::{CONNS, config, may_track, tls, wanted};
 
 /// A goroutine of one process.
 #[repr(C)]
@@ -53,9 +56,13 @@ struct GoCall {
 }
 
 /// Calls in flight by goroutine. An LRU: a call that panics out of the function never reaches a
-/// `RET`, and must not hold its slot forever.
+/// `RET`, and a process that exits while goroutines are blocked in `Read` (every keep-alive
+/// connection's reader) never comes back for its entries: neither may hold a slot forever. Each
+/// idle keep-alive or HTTP/2 connection of a Go process holds one (its reader's `Read`), so the map
+/// is sized for that many node-wide; past it, the oldest blocked `Read` is evicted and its answer
+/// is not captured (not counted: LRU eviction is silent).
 #[map]
-static GO_ACTIVE: LruHashMap<GoKey, GoCall> = LruHashMap::with_max_entries(16384, 0);
+static GO_ACTIVE: LruHashMap<GoKey, GoCall> = LruHashMap::with_max_entries(65536, 0);
 
 /// Offsets of the fd chain (see the module docs).
 const CONN_DATA: u64 = 8;
@@ -64,6 +71,32 @@ const NETFD_SYSFD: u64 = 16;
 #[inline(always)]
 fn regs(ctx: &ProbeContext) -> *const pt_regs {
     ctx.regs as *const pt_regs
+}
+
+/// The tracked socket of the `*Conn` in RAX (see the module docs), turned to plaintext: its fd and
+/// generation. `None` for a process with no tracked socket or a `Conn` over anything else.
+#[inline(always)]
+fn conn_socket(ctx: &ProbeContext, tgid: u32) -> Option<(i32, u64)> {
+    // SAFETY: the probe's register context (read-only).
+    let c = unsafe { (*regs(ctx)).rax };
+    // SAFETY: user memory through the checked helper.
+    let fd = unsafe {
+        let data = bpf_probe_read_user((c + CONN_DATA) as *const u64).ok()?;
+        let netfd = bpf_probe_read_user(data as *const u64).ok()?;
+        bpf_probe_read_user((netfd + NETFD_SYSFD) as *const i64).ok()?
+    };
+    if !(0..=i32::MAX as i64).contains(&fd) {
+        return None;
+    }
+    let fd = fd as i32;
+    let conn = CONNS.get_ptr_mut(conn_key(tgid, fd))?;
+    // SAFETY: map value pointer; plain integers.
+    let (proto, generation) = unsafe { ((*conn).proto, (*conn).generation) };
+    if proto == PROTO_PIPE || proto == PROTO_JSONRPC {
+        return None;
+    }
+    tls::mark_tls(conn);
+    Some((fd, generation))
 }
 
 #[inline(always)]
@@ -75,49 +108,32 @@ fn enter(ctx: &ProbeContext, dir: u8) -> u32 {
     }
     let r = regs(ctx);
     // SAFETY: the probe's register context (read-only).
-    let (c, buf, g) = unsafe { ((*r).rax, (*r).rbx, (*r).r14) };
-    // SAFETY: user memory through the checked helper.
-    let fd = unsafe {
-        let Ok(data) = bpf_probe_read_user((c + CONN_DATA) as *const u64) else {
-            return 0;
-        };
-        let Ok(netfd) = bpf_probe_read_user(data as *const u64) else {
-            return 0;
-        };
-        let Ok(fd) = bpf_probe_read_user((netfd + NETFD_SYSFD) as *const i64) else {
-            return 0;
-        };
-        fd
-    };
-    if !(0..=i32::MAX as i64).contains(&fd) {
-        return 0;
-    }
-    let fd = fd as i32;
-    let Some(conn) = CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
-        return 0;
-    };
-    // SAFETY: map value pointer; plain integers.
-    let (proto, generation) = unsafe { ((*conn).proto, (*conn).generation) };
-    if proto == PROTO_PIPE || proto == PROTO_JSONRPC {
-        return 0;
-    }
-    tls::mark_tls(conn);
+    let (buf, g) = unsafe { ((*r).rbx, (*r).r14) };
     let key = GoKey { tgid, _pad: 0, g };
+    let Some((fd, generation)) = conn_socket(ctx, tgid) else {
+        // An entry this goroutine left (a call that never reached a `RET`) must not be taken
+        // for this call's at its return.
+        let _ = GO_ACTIVE.remove(key);
+        return 0;
+    };
     let call = GoCall {
         buf,
         generation,
         fd,
         dir: dir as u32,
     };
-    if GO_ACTIVE.insert(key, call, 0).is_err() {
-        stat_add(Stat::InflightMapFull, 1);
-    }
+    // An LRU insert makes room rather than failing (see GO_ACTIVE).
+    let _ = GO_ACTIVE.insert(key, call, 0);
     0
 }
 
 #[inline(always)]
 fn ret(ctx: &ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // No entry can exist for a process without the bit (entries are made only with it).
+    if !may_track((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     let r = regs(ctx);
     // SAFETY: the probe's register context (read-only).
     let (n, g) = unsafe { ((*r).rax as i64, (*r).r14) };
@@ -153,6 +169,17 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_read(ctx: ProbeContext) -> u32 {
     enter(&ctx, DIR_INGRESS)
+}
+
+/// `(*Conn).handshakeContext` entry: its socket turns to plaintext before the handshake's records
+/// are written or read (nothing is saved; the handshake has no plaintext).
+#[uprobe]
+pub fn go_tls_handshake(ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if wanted(&config(), tgid) && may_track(tgid) {
+        let _ = conn_socket(&ctx, tgid);
+    }
+    0
 }
 
 /// Attached to every `RET` of both functions: the saved call says which it was.

@@ -27,7 +27,7 @@ use aya_ebpf::{
 };
 use llm_observer_common::{
     ConnState, DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, MAX_CAPTURE_PER_CALL,
-    PROTO_JSONRPC, PROTO_PIPE, PROTO_TLS, Stat, Syscall, conn_key,
+    PROTO_OTHER, PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN, Stat, Syscall, conn_key,
 };
 
 use crate::{CONNS, SEGMENTS, config, io, may_track, stat_add, wanted};
@@ -80,7 +80,24 @@ static SSL_FDS: LruHashMap<SslKey, SslFd> = LruHashMap::with_max_entries(65536, 
 /// had none remembered: a memory-BIO stack's, waiting for the write that carries its records (see
 /// [`bind_by_record`]). An LRU: threads exit without telling this map.
 #[map]
-static SSL_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+static SSL_UNBOUND: LruHashMap<u64, Unbound> = LruHashMap::with_max_entries(16384, 0);
+
+/// A value of [`SSL_UNBOUND`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Unbound {
+    ssl: u64,
+    /// When the call returned: only a write soon after it is taken for its records.
+    ts: u64,
+}
+
+/// How long after an unbound SSL call its thread's write may carry its records. Memory-BIO
+/// stacks write them within microseconds (in the same callback); a stale entry must not bind an
+/// unrelated write much later.
+const UNBOUND_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Largest TLS record body (2^14 plaintext plus the most any cipher adds, RFC 8446 §5.2).
+const MAX_RECORD_LEN: u16 = (1 << 14) + 256;
 
 /// [`SslCall::dir`] of a handshake call.
 const DIR_HANDSHAKE: u32 = 2;
@@ -143,15 +160,23 @@ pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
     enter(&ctx, DIR_INGRESS as u32, true)
 }
 
-/// Called by every data syscall's enter probe on a tracked socket (`conn`; `buf` is the call's
-/// second argument): inside an SSL call, that socket is the call's, and it carries TLS; outside
-/// one, a write may carry the records of a memory-BIO `SSL*` ([`bind_by_record`]).
+/// Called by every data syscall's enter probe on a tracked socket (`conn`; `buf` and `count` are
+/// the call's second and third arguments): inside an SSL call, that socket is the call's, and it
+/// carries TLS; outside one, a write may carry the records of a memory-BIO `SSL*`
+/// ([`bind_by_record`]).
 #[inline(always)]
-pub fn nested_syscall(pid_tgid: u64, fd: i32, conn: *const ConnState, sys: Syscall, buf: u64) {
+pub fn nested_syscall(
+    pid_tgid: u64,
+    fd: i32,
+    conn: *const ConnState,
+    sys: Syscall,
+    buf: u64,
+    count: u64,
+) {
     let conn = conn as *mut ConnState;
     let Some(call) = SSL_ACTIVE.get_ptr_mut(pid_tgid) else {
         if sys.direction() == DIR_EGRESS {
-            bind_by_record(pid_tgid, fd, conn, sys, buf);
+            bind_by_record(pid_tgid, fd, conn, sys, buf, count);
         }
         return;
     };
@@ -201,46 +226,72 @@ fn bind(pid_tgid: u64, ssl: u64, fd: i32, conn: *mut ConnState) {
     }
 }
 
-/// A memory-BIO stack's write: the thread's last SSL call named no socket, and this write on a
-/// tracked socket that is not TLS yet starts with a TLS record header (content type 20–23,
-/// version 3.x). Such stacks write the records an SSL call produced right after it, from the same
+/// A memory-BIO stack's write: the thread's last SSL call, within [`UNBOUND_WINDOW_NS`], named
+/// no socket, and this write on a tracked socket that is not TLS yet starts with a whole TLS
+/// record header. Such stacks write the records an SSL call produced right after it, from the same
 /// thread (Node's `TLSWrap::EncOut` after `SSL_write`/`SSL_read`, asyncio's transport write after
 /// `SSLObject.write`), so this socket is that `SSL*`'s. The first such write of a connection is the
 /// handshake's first flight (the ClientHello, or the server's reply to one): the plaintext after
-/// it finds its socket. A socket already TLS (bound to its own `SSL*`) is never rebound, and a
-/// write that is not a TLS record (a plain-HTTP socket of the same thread) binds nothing.
+/// it finds its socket.
+///
+/// What a header must be depends on what the socket carried so far: on a fresh socket only a
+/// handshake record (type 22) binds; a socket classified as another protocol, or one that existed
+/// before the agent (its bytes unknown), may also be bound by an application-data record (a
+/// connection made before the agent started is bound by its next record). A socket classified as
+/// HTTP, or already TLS (bound to its own `SSL*`), is never rebound.
 #[inline(always)]
-fn bind_by_record(pid_tgid: u64, fd: i32, conn: *mut ConnState, sys: Syscall, buf: u64) {
+fn bind_by_record(
+    pid_tgid: u64,
+    fd: i32,
+    conn: *mut ConnState,
+    sys: Syscall,
+    buf: u64,
+    count: u64,
+) {
     // SAFETY: map value pointer; a plain integer.
     let proto = unsafe { (*conn).proto };
-    if proto == PROTO_TLS || proto == PROTO_PIPE || proto == PROTO_JSONRPC {
+    let any_record = match proto {
+        PROTO_UNKNOWN => false,
+        PROTO_OTHER | PROTO_SEEDED => true,
+        _ => return,
+    };
+    // SAFETY: value copied out of the map.
+    let Some(unbound) = (unsafe { SSL_UNBOUND.get(pid_tgid) }).copied() else {
+        return;
+    };
+    // SAFETY: helper call.
+    if unsafe { bpf_ktime_get_ns() }.saturating_sub(unbound.ts) > UNBOUND_WINDOW_NS {
+        let _ = SSL_UNBOUND.remove(pid_tgid);
         return;
     }
-    // SAFETY: value copied out of the map.
-    let Some(ssl) = (unsafe { SSL_UNBOUND.get(pid_tgid) }).copied() else {
+    let Some(h) = first_bytes(sys, buf, count) else {
         return;
     };
-    let Some(head) = first_bytes(sys, buf) else {
-        return;
-    };
-    if !(20..=23).contains(&head[0]) || head[1] != 3 || head[2] > 4 {
+    let version = u16::from_be_bytes([h[1], h[2]]);
+    let len = u16::from_be_bytes([h[3], h[4]]);
+    let kind_ok = h[0] == 22 || (any_record && (20..=23).contains(&h[0]));
+    if !kind_ok || !(0x0301..=0x0304).contains(&version) || len == 0 || len > MAX_RECORD_LEN {
         return;
     }
     let _ = SSL_UNBOUND.remove(pid_tgid);
-    bind(pid_tgid, ssl, fd, conn);
+    bind(pid_tgid, unbound.ssl, fd, conn);
     stat_add(Stat::TlsRecordBinds, 1);
 }
 
-/// The first 3 bytes a write-family call sends: from its buffer (`write`, `sendto`), its first
-/// iovec (`writev`) or its (first) message's first iovec (`sendmsg`, `sendmmsg`: an mmsghdr starts
-/// with a msghdr). `None` when the memory cannot be read or the first piece is shorter.
+/// The first 5 bytes (a TLS record header) a write-family call sends: from its buffer (`write`,
+/// `sendto`, whose `count` is the third argument), its first iovec (`writev`) or its (first)
+/// message's first iovec (`sendmsg`, `sendmmsg`: an mmsghdr starts with a msghdr). `None` when the
+/// memory cannot be read or the first piece is shorter.
 #[inline(always)]
-fn first_bytes(sys: Syscall, buf: u64) -> Option<[u8; 3]> {
+fn first_bytes(sys: Syscall, buf: u64, count: u64) -> Option<[u8; 5]> {
     // struct msghdr: msg_iov at 16; struct iovec: base at 0, len at 8.
     let iov = match sys {
         Syscall::Write | Syscall::Sendto => {
+            if count < 5 {
+                return None;
+            }
             // SAFETY: user memory through the checked helper.
-            return unsafe { bpf_probe_read_user(buf as *const [u8; 3]) }.ok();
+            return unsafe { bpf_probe_read_user(buf as *const [u8; 5]) }.ok();
         }
         Syscall::Writev => buf,
         // SAFETY: as above.
@@ -256,11 +307,31 @@ fn first_bytes(sys: Syscall, buf: u64) -> Option<[u8; 3]> {
             bpf_probe_read_user((iov + 8) as *const u64).ok()?,
         )
     };
-    if len < 3 {
+    if len < 5 {
         return None;
     }
     // SAFETY: as above.
-    unsafe { bpf_probe_read_user(base as *const [u8; 3]) }.ok()
+    unsafe { bpf_probe_read_user(base as *const [u8; 5]) }.ok()
+}
+
+/// `SSL_free`: the `SSL*` is gone, and its address will be handed to a later `SSL_new` (the
+/// allocator reuses it at once): what it was tied to must not carry over to that new connection.
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !may_track(tgid) {
+        return 0;
+    }
+    let Some(ssl) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let _ = SSL_FDS.remove(SslKey { tgid, _pad: 0, ssl });
+    // SAFETY: value copied out of the map.
+    if unsafe { SSL_UNBOUND.get(pid_tgid) }.is_some_and(|u| u.ssl == ssl) {
+        let _ = SSL_UNBOUND.remove(pid_tgid);
+    }
+    0
 }
 
 /// The return of any of the four calls (one program attached to each).
@@ -284,9 +355,19 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
             ssl: call.ssl,
         };
         // SAFETY: value copied out of the map.
-        let known = unsafe { SSL_FDS.get(key) }.map(|s| (s.fd, s.generation));
+        let known = unsafe { SSL_FDS.get(key) }
+            .map(|s| (s.fd, s.generation))
+            .filter(|&(fd, generation)| still_tls(tgid, fd, generation));
         if known.is_none() {
-            let _ = SSL_UNBOUND.insert(pid_tgid, call.ssl, 0);
+            // A remembered socket that is gone (closed, its fd reused) is forgotten too: an
+            // `SSL_free` not seen (the probe attached late) must not leave the address tied.
+            let _ = SSL_FDS.remove(key);
+            let unbound = Unbound {
+                ssl: call.ssl,
+                // SAFETY: helper call.
+                ts: unsafe { bpf_ktime_get_ns() },
+            };
+            let _ = SSL_UNBOUND.insert(pid_tgid, unbound, 0);
         }
         known
     };
@@ -325,6 +406,16 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
         call.dir == DIR_EGRESS as u32,
     );
     0
+}
+
+/// Whether socket `fd` of `tgid` is still the TLS connection of `generation`.
+#[inline(always)]
+fn still_tls(tgid: u32, fd: i32, generation: u64) -> bool {
+    match CONNS.get_ptr(conn_key(tgid, fd)) {
+        // SAFETY: map value pointer; plain integers.
+        Some(c) => unsafe { (*c).generation == generation && (*c).proto == PROTO_TLS },
+        None => false,
+    }
 }
 
 /// Copies `n` plaintext bytes at `buf`, which a TLS call of `pid_tgid` moved on its socket `fd`

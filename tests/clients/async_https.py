@@ -5,11 +5,11 @@ asyncio code does TLS on memory BIOs (`ssl.MemoryBIO` + `SSLObject`, through any
 OpenSSL encrypts into a buffer and the event loop writes it to the socket afterwards, unlike the
 sync client's `SSLSocket`. llm-observer's TLS tests run this to show such connections are decoded.
 
-    async_https.py --base-url https://127.0.0.1:PORT --cacert cert.pem --model M --n N [--stream]
+    async_https.py --base-url https://127.0.0.1:PORT --cacert cert.pem --model M --n N [--stream] [--fresh]
 
 Prints one JSON line like workload.py: {"requests", "ok", "prompt_tokens", "completion_tokens",
 "errors"}, the token counts being the server's own `usage`. Requests run one after another on one
-keep-alive connection; retries are off.
+keep-alive connection (with --fresh, each on a client and connection of its own); retries are off.
 """
 
 from __future__ import annotations
@@ -30,15 +30,23 @@ async def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--n", type=int, default=1)
     p.add_argument("--stream", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="a new client (and connection) per call")
     a = p.parse_args()
-    http = openai.DefaultAsyncHttpxClient(
-        limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
-        trust_env=False, verify=ssl.create_default_context(cafile=a.cacert))
-    client = openai.AsyncOpenAI(base_url=a.base_url.rstrip("/") + "/v1", api_key="sk-emulator",
-                                max_retries=0, timeout=60.0, http_client=http)
+
+    def new_client():
+        http = openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
+            trust_env=False, verify=ssl.create_default_context(cafile=a.cacert))
+        return openai.AsyncOpenAI(base_url=a.base_url.rstrip("/") + "/v1", api_key="sk-emulator",
+                                  max_retries=0, timeout=60.0, http_client=http)
+
+    client = new_client()
     summary = {"requests": 0, "ok": 0, "prompt_tokens": 0, "completion_tokens": 0, "errors": {}}
     messages = [{"role": "user", "content": "Why is the sky blue?"}]
-    for _ in range(a.n):
+    for i in range(a.n):
+        if a.fresh and i > 0:
+            await client.close()
+            client = new_client()
         summary["requests"] += 1
         try:
             usage = None

@@ -1,7 +1,10 @@
 // Chat calls from Node over HTTPS, with Node's own TLS stack (TLSWrap: OpenSSL on memory BIOs,
 // inside the `node` executable), the way Node agents call cloud APIs.
 //
-//   node node_https.mjs --base-url https://127.0.0.1:PORT --model M --n N --via fetch|https [--stream]
+//   node node_https.mjs --base-url https://127.0.0.1:PORT --model M --n N --via fetch|https [--stream] [--fresh]
+//
+// Calls share one keep-alive connection; with --fresh (https only) each call has a connection,
+// and so an OpenSSL `SSL` object, of its own.
 //
 // The server's certificate comes from NODE_EXTRA_CA_CERTS. Prints one JSON line at the end:
 // {"requests", "ok", "prompt_tokens", "completion_tokens", "errors"} (the token counts the server
@@ -16,6 +19,7 @@ const { values: args } = parseArgs({
     n: { type: "string", default: "1" },
     via: { type: "string", default: "fetch" },
     stream: { type: "boolean", default: false },
+    fresh: { type: "boolean", default: false },
   },
 });
 
@@ -65,7 +69,11 @@ function viaHttps() {
   return new Promise((resolve, reject) => {
     const req = https.request(
       url,
-      { method: "POST", agent, headers: { "content-type": "application/json" } },
+      {
+        method: "POST",
+        agent: args.fresh ? false : agent,
+        headers: { "content-type": "application/json" },
+      },
       (res) => {
         let text = "";
         res.setEncoding("utf8");

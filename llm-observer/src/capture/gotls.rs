@@ -25,17 +25,27 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{Object, ObjectSection, ObjectSymbol, ReadCache, ReadRef};
 
 /// The Go programs (loaded once at start by `tls.rs`, apart from OpenSSL's).
-pub const PROGRAMS: &[&str] = &[ENTRY_WRITE, ENTRY_READ, RETURN];
+pub const PROGRAMS: &[&str] = &[ENTRY_WRITE, ENTRY_READ, ENTRY_HANDSHAKE, RETURN];
 const ENTRY_WRITE: &str = "go_tls_write";
 const ENTRY_READ: &str = "go_tls_read";
+const ENTRY_HANDSHAKE: &str = "go_tls_handshake";
 const RETURN: &str = "go_tls_ret";
 
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const READ: &str = "crypto/tls.(*Conn).Read";
+/// Called by net/http before the first `Read`/`Write` (optional: it marks the socket as TLS
+/// before the handshake's records).
+const HANDSHAKE: &str = "crypto/tls.(*Conn).handshakeContext";
 
 /// Larger functions are not decoded (the two are ~1–2 KiB; a symbol table claiming more is not
 /// the Go toolchain's).
 const MAX_FUNCTION_BYTES: u64 = 1 << 20;
+/// Build info read at most (the version comes in its first bytes; the section can be crafted to
+/// claim gigabytes: every executable run on the node is looked at).
+const MAX_BUILDINFO_BYTES: u64 = 4096;
+/// A symbol or string table larger than this is not read (the largest Go binaries have tens of
+/// MiB).
+const MAX_SYMTAB_BYTES: u64 = 256 << 20;
 
 /// Where to probe one function: file offsets of its first instruction and of each `RET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +59,18 @@ pub struct GoFunc {
 pub enum GoInspect {
     /// Not a Go executable (or not ELF).
     NotGo,
-    /// A Go executable without `crypto/tls` (or stripped of its symbols).
+    /// A Go executable without `crypto/tls`.
     NoTls,
+    /// A Go executable without a symbol table (`-ldflags=-s`): its functions cannot be found.
+    Stripped,
     /// A Go executable the probes cannot read (the reason).
     Unsupported(String),
     Targets {
         version: String,
         write: GoFunc,
         read: GoFunc,
+        /// File offset of `handshakeContext`'s first instruction, when the binary has it.
+        handshake: Option<u64>,
     },
 }
 
@@ -77,7 +91,10 @@ pub fn inspect_data<'d, R: ReadRef<'d>>(data: R) -> GoInspect {
     let Some(info) = elf.section_by_name(".go.buildinfo") else {
         return GoInspect::NotGo;
     };
-    let Some(version) = info.data().ok().and_then(go_version) else {
+    let head = info
+        .file_range()
+        .and_then(|(off, size)| data.read_bytes_at(off, size.min(MAX_BUILDINFO_BYTES)).ok());
+    let Some(version) = head.and_then(go_version) else {
         return GoInspect::Unsupported(
             "Go before 1.18 (build info without an inline version)".into(),
         );
@@ -89,18 +106,48 @@ pub fn inspect_data<'d, R: ReadRef<'d>>(data: R) -> GoInspect {
         Some(m) if m >= 18 => {}
         _ => return GoInspect::Unsupported(format!("{version}: Go 1.18 or later is needed")),
     }
+    let Some(symtab) = elf.section_by_name(".symtab") else {
+        return GoInspect::Stripped;
+    };
+    let strtab = elf.section_by_name(".strtab").map_or(0, |s| s.size());
+    if symtab.size() > MAX_SYMTAB_BYTES || strtab > MAX_SYMTAB_BYTES {
+        return GoInspect::Unsupported(format!(
+            "{version}: symbol table over {MAX_SYMTAB_BYTES} bytes"
+        ));
+    }
     let (Some(write), Some(read)) = (function(&elf, data, WRITE), function(&elf, data, READ))
     else {
         return GoInspect::NoTls;
     };
+    let handshake = elf.symbol_by_name(HANDSHAKE).and_then(|s| {
+        let section = text_section(&elf, s.address(), 1)?;
+        let (start, _) = section.file_range()?;
+        Some(start + (s.address() - section.address()))
+    });
     match (write, read) {
         (Ok(write), Ok(read)) => GoInspect::Targets {
             version,
             write,
             read,
+            handshake,
         },
         (Err(e), _) | (_, Err(e)) => GoInspect::Unsupported(format!("{version}: {e}")),
     }
+}
+
+/// The executable section holding `size` bytes from `addr` (overflow-safe: the symbol table may
+/// be crafted).
+fn text_section<'d, 'f, R: ReadRef<'d>>(
+    elf: &'f object::File<'d, R>,
+    addr: u64,
+    size: u64,
+) -> Option<object::Section<'d, 'f, R>> {
+    let end = addr.checked_add(size)?;
+    elf.sections().find(|s| {
+        s.kind() == object::SectionKind::Text
+            && s.address() <= addr
+            && s.address().checked_add(s.size()).is_some_and(|e| end <= e)
+    })
 }
 
 /// The symbol's function: `None` when the symbol is absent.
@@ -115,10 +162,8 @@ fn function<'d, R: ReadRef<'d>>(
         if size == 0 || size > MAX_FUNCTION_BYTES {
             return Err(format!("{name}: size {size}"));
         }
-        let section = elf
-            .sections()
-            .find(|s| s.address() <= addr && addr + size <= s.address() + s.size())
-            .ok_or_else(|| format!("{name}: no section holds {addr:#x}"))?;
+        let section = text_section(elf, addr, size)
+            .ok_or_else(|| format!("{name}: no code section holds {addr:#x}"))?;
         let (start, _) = section
             .file_range()
             .ok_or_else(|| format!("{name}: its section has no bytes in the file"))?;
@@ -185,7 +230,13 @@ fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
 /// Attaches the return program to every `RET` of both functions, then their entry programs
 /// (returns first: an entry whose return is not probed would leave its call in flight). Returns
 /// the number of uprobes attached.
-pub fn attach(ebpf: &mut Ebpf, path: &Path, write: &GoFunc, read: &GoFunc) -> Result<u64, String> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    path: &Path,
+    write: &GoFunc,
+    read: &GoFunc,
+    handshake: Option<u64>,
+) -> Result<u64, String> {
     let mut n = 0;
     for off in write.rets.iter().chain(&read.rets) {
         attach_at(ebpf, RETURN, *off, path)?;
@@ -193,7 +244,15 @@ pub fn attach(ebpf: &mut Ebpf, path: &Path, write: &GoFunc, read: &GoFunc) -> Re
     }
     attach_at(ebpf, ENTRY_WRITE, write.entry, path)?;
     attach_at(ebpf, ENTRY_READ, read.entry, path)?;
-    Ok(n + 2)
+    n += 2;
+    // Optional: without it the handshake's records count as another protocol's bytes.
+    if let Some(off) = handshake {
+        match attach_at(ebpf, ENTRY_HANDSHAKE, off, path) {
+            Ok(()) => n += 1,
+            Err(e) => log::debug!("Go TLS handshake probe: {e}"),
+        }
+    }
+    Ok(n)
 }
 
 fn attach_at(ebpf: &mut Ebpf, prog: &str, offset: u64, path: &Path) -> Result<(), String> {

@@ -44,6 +44,9 @@ const ENTRIES: &[(&str, &str, bool)] = &[
 /// The return program, attached to each probed function.
 const RETURN: &str = "ssl_ret";
 
+/// `SSL_free`'s entry program.
+const FREE: &str = "ssl_free";
+
 /// Every program of the TLS capture (loaded once at start).
 pub const PROGRAMS: &[&str] = &[
     "ssl_write",
@@ -52,6 +55,7 @@ pub const PROGRAMS: &[&str] = &[
     "ssl_read_ex",
     "ssl_handshake",
     RETURN,
+    FREE,
 ];
 
 /// Directories searched for `libssl.so*` at start (the host's own libraries, probed before any
@@ -104,8 +108,9 @@ pub struct TlsProbes {
     /// The Go programs loaded (Go executables are probed).
     go: bool,
     proc_root: PathBuf,
-    /// (dev, inode) of every file already looked at: probed, failed, or without SSL functions.
-    seen: HashSet<(u64, u64)>,
+    /// (dev, inode, ctime, size) of every file already looked at: probed, failed, or without SSL
+    /// functions.
+    seen: HashSet<(u64, u64, i64, i64, u64)>,
     /// Exec'd processes whose maps are read again: (tgid, exec time, next RESCAN_AFTER index).
     pending: Vec<(u32, Instant, usize)>,
     stats: TlsStats,
@@ -269,7 +274,15 @@ impl TlsProbes {
         let Ok(meta) = fs::metadata(path) else {
             return;
         };
-        if !meta.is_file() || !self.seen.insert((meta.dev(), meta.ino())) {
+        // The inode number alone could be a deleted file's, reused by a new one.
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            meta.size(),
+        );
+        if !meta.is_file() || !self.seen.insert(key) {
             return;
         }
         match attach_file(ebpf, path) {
@@ -278,25 +291,36 @@ impl TlsProbes {
                 self.stats.probes += n;
                 log::info!("TLS capture: {n} uprobes on {}", shown(path).display());
             }
-            Outcome::NotTls if !library => self.consider_go(ebpf, path),
-            Outcome::NotTls => self.failed(path, "no SSL_write/SSL_read symbol"),
+            Outcome::NotTls if library => self.failed(path, "no SSL_write/SSL_read symbol"),
+            Outcome::NotTls => {}
             Outcome::Failed(why) => self.failed(path, &why),
+        }
+        // A Go program may link OpenSSL too (cgo): its crypto/tls is looked at either way.
+        if !library {
+            self.consider_go(ebpf, path);
         }
     }
 
-    /// An executable without OpenSSL's functions: Go's `crypto/tls` gets the Go probes.
+    /// An executable: Go's `crypto/tls` gets the Go probes.
     fn consider_go(&mut self, ebpf: &mut Ebpf, path: &Path) {
         if !self.go {
             return;
         }
         match super::gotls::inspect(path) {
             GoInspect::NotGo | GoInspect::NoTls => {}
+            // Most Go binaries shipped are stripped; not a failure of the agent, but said once
+            // per file for whoever wonders why a Go program's HTTPS is not seen.
+            GoInspect::Stripped => log::debug!(
+                "TLS capture: {} is a Go executable without a symbol table (stripped): its crypto/tls is not captured",
+                shown(path).display()
+            ),
             GoInspect::Unsupported(why) => self.failed(path, &why),
             GoInspect::Targets {
                 version,
                 write,
                 read,
-            } => match super::gotls::attach(ebpf, path, &write, &read) {
+                handshake,
+            } => match super::gotls::attach(ebpf, path, &write, &read, handshake) {
                 Ok(n) => {
                     self.stats.libraries += 1;
                     self.stats.probes += n;
@@ -368,6 +392,12 @@ fn attach_file(ebpf: &mut Ebpf, path: &Path) -> Outcome {
             Err((_, why)) if required => return Outcome::Failed(format!("{symbol}: {why}")),
             Err(_) => {}
         }
+    }
+    // Optional: forgets what a freed `SSL*` was tied to, before the allocator hands its address
+    // to the next connection (without it, a remembered socket that is gone is forgotten at the
+    // next call instead).
+    if attach_one(ebpf, FREE, "SSL_free", path).is_ok() {
+        attached += 1;
     }
     Outcome::Attached(attached)
 }

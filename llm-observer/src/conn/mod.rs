@@ -7,10 +7,13 @@
 //! ingress carries requests, on a connected socket (client) egress does.
 
 pub mod budget;
+mod config;
+mod state;
 pub mod stdio;
 mod table;
 #[cfg(test)]
 mod tests;
 
+pub use config::{ConnTableConfig, TableStats};
 pub use stdio::{StdioConfig, StdioStats, StdioTable};
-pub use table::{ConnTable, ConnTableConfig, TableStats};
+pub use table::ConnTable;

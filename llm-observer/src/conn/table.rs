@@ -1,150 +1,19 @@
 //! [`ConnTable`]: the connection state machine between capture events and decoder outputs.
 
 use foldhash::HashMap;
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, net::SocketAddr};
 
-use llm_observer_common::starts_like_http;
-use llm_observer_decode::{ConnDecoder, EndedBy, Incomplete, Limits, Output, Role, Stream};
+use llm_observer_decode::{ConnDecoder, EndedBy, Incomplete, Output, Role};
 
 use super::budget::Budget;
-use crate::sinks::sink::{ConnView, Sink};
+use super::config::{ConnTableConfig, TableStats};
+use super::state::{Conn, Proto, Tls};
+use super::state::{looks_like_http, looks_like_tls};
+use crate::sinks::sink::Sink;
 use crate::{
-    attribution::process::{ProcessCache, ProcessInfo},
+    attribution::process::ProcessCache,
     capture::{ConnId, DataEvent, DataKind, Direction, Event, KernelRole, procfs},
 };
-
-/// Settings of the connection table (flags `--max-connections`, `--idle-timeout`, `--port`...).
-#[derive(Debug, Clone)]
-pub struct ConnTableConfig {
-    pub limits: Limits,
-    /// Most connections tracked at once; new ones beyond it are dropped (and counted).
-    pub max_connections: usize,
-    /// Connections silent this long are forgotten (in-flight exchanges end incomplete, `expired`).
-    pub idle_timeout_ns: u64,
-    /// Only connections with one of these local or peer ports (empty = all).
-    pub ports: Vec<u16>,
-    /// Most bytes all decoders may buffer together ([`Budget`]).
-    pub max_buffered_bytes: usize,
-    pub proc_root: PathBuf,
-}
-
-impl Default for ConnTableConfig {
-    fn default() -> Self {
-        ConnTableConfig {
-            limits: Limits::default(),
-            max_connections: 16_384,
-            idle_timeout_ns: 600 * 1_000_000_000,
-            ports: Vec::new(),
-            max_buffered_bytes: 128 * 1024 * 1024,
-            proc_root: PathBuf::from("/proc"),
-        }
-    }
-}
-
-/// Counters the table keeps for the self-metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableStats {
-    pub opened_server: u64,
-    pub opened_client: u64,
-    pub closed: u64,
-    pub expired: u64,
-    /// Sockets received from another process over a unix socket (SCM_RIGHTS).
-    pub passed: u64,
-    /// Connections refused because the table was full.
-    pub dropped_full: u64,
-    /// Data events for connections the table does not know (opened before a restart, evicted).
-    pub orphan_events: u64,
-    /// Bytes announced missing by the kernel or found missing by position.
-    pub gap_bytes: u64,
-    /// Connections whose first bytes were not HTTP/1.x (a TLS connection counts only when it
-    /// ends without any plaintext captured: its process's TLS library was not probed).
-    pub other_protocol: u64,
-    /// Connections whose TLS plaintext was captured (they are decoded like plain HTTP).
-    pub tls_connections: u64,
-    pub captured_bytes_ingress: u64,
-    pub captured_bytes_egress: u64,
-}
-
-enum Proto {
-    /// No bytes yet.
-    Unknown,
-    Http(Box<ConnDecoder>),
-}
-
-struct Conn {
-    id: ConnId,
-    role: Role,
-    process: Arc<ProcessInfo>,
-    local: Option<SocketAddr>,
-    peer: Option<SocketAddr>,
-    resolved: bool,
-    proto: Proto,
-    /// Next expected `pos`, by direction (egress, ingress).
-    next_pos: [u64; 2],
-    peer_eof: bool,
-    last_ts: u64,
-    /// Buffered bytes charged to the [`Budget`] for this connection.
-    charged: usize,
-    /// The kernel tracked it from its accept/connect, so its bytes start at position 0: a first
-    /// event further on means the capture lost its start. (A socket seeded from /proc or
-    /// inherited across fork starts wherever the kernel began delivering.)
-    from_start: bool,
-    tls: Tls,
-    /// `Host` / `:authority` of the latest recognised request (one TCP connection talks to one
-    /// server; a forward proxy's absolute-form requests are the exception and get the latest).
-    host: Option<String>,
-}
-
-/// What the table knows of a connection's TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tls {
-    /// No sign of TLS.
-    No,
-    /// Its first bytes were a TLS record (the handshake) and no plaintext came yet: kept, without
-    /// a decoder, in case the SSL probes deliver the plaintext; counted as another protocol only
-    /// if it ends without.
-    Handshake,
-    /// The kernel delivers its plaintext (`DataEvent::tls`); its ciphertext is ignored.
-    Plaintext,
-}
-
-impl Conn {
-    fn view(&self) -> ConnView<'_> {
-        ConnView {
-            id: self.id,
-            role: self.role,
-            process: &self.process,
-            local: self.local,
-            peer: self.peer,
-            host: self.host.as_deref(),
-            stdio: false,
-        }
-    }
-
-    fn stream(&self, dir: Direction) -> Stream {
-        match (self.role, dir) {
-            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => {
-                Stream::Request
-            }
-            _ => Stream::Response,
-        }
-    }
-
-    /// Who ended the connection when this process closes it (or exits).
-    fn ended_by_local_close(&self) -> EndedBy {
-        let local = if self.role == Role::Server {
-            EndedBy::Server
-        } else {
-            EndedBy::Client
-        };
-        let peer = if self.role == Role::Server {
-            EndedBy::Client
-        } else {
-            EndedBy::Server
-        };
-        if self.peer_eof { peer } else { local }
-    }
-}
 
 /// All tracked connections.
 pub struct ConnTable {
@@ -724,15 +593,4 @@ impl ConnTable {
             self.untrack.push(id);
         }
     }
-}
-
-/// Whether `b` starts a TLS handshake record (content type 22, version 3.x).
-pub fn looks_like_tls(b: &[u8]) -> bool {
-    matches!(b, [0x16, 0x03, 0x00..=0x04, ..])
-}
-
-/// The kernel's test of a connection's first bytes ([`starts_like_http`]: HTTP/1.x or HTTP/2),
-/// applied again here because `--all-protocols` connections reach user space unclassified.
-pub fn looks_like_http(b: &[u8]) -> bool {
-    b.first_chunk::<4>().is_some_and(starts_like_http)
 }

@@ -216,8 +216,13 @@ impl Stack {
     }
 
     /// tests/clients/node_https.mjs: `n` chat calls from one Node process over one keep-alive
-    /// connection, with `fetch` (undici) or the `https` module.
+    /// connection, with `fetch` (undici) or the `https` module; `https-fresh`: `https` with a
+    /// connection per call.
     pub fn node(&self, via: &str, stream: bool, model: &str, n: usize) -> WorkloadSummary {
+        let (via, fresh) = match via.strip_suffix("-fresh") {
+            Some(v) => (v, true),
+            None => (via, false),
+        };
         let mut cmd = Command::new("node");
         cmd.arg(workspace_root().join("tests/clients/node_https.mjs"))
             .env("NODE_EXTRA_CA_CERTS", self.certs.cert())
@@ -233,6 +238,9 @@ impl Stack {
         if stream {
             cmd.arg("--stream");
         }
+        if fresh {
+            cmd.arg("--fresh");
+        }
         let (status, out, err) = run_to_end("node", cmd, TIMEOUT).expect("node runs");
         assert!(status.success(), "node_https.mjs: {}", err.join("\n"));
         let last = out.last().expect("node summary");
@@ -240,8 +248,8 @@ impl Stack {
     }
 
     /// tests/clients/async_https.py: `n` calls of the SDK's async client (asyncio, memory BIOs)
-    /// over one keep-alive connection.
-    pub fn sdk_async(&self, stream: bool, model: &str, n: usize) -> WorkloadSummary {
+    /// over one keep-alive connection, or (`fresh`) each on a client and connection of its own.
+    pub fn sdk_async(&self, stream: bool, fresh: bool, model: &str, n: usize) -> WorkloadSummary {
         let python = venv_python().expect("venv");
         let mut cmd = Command::new(python);
         cmd.arg(workspace_root().join("tests/clients/async_https.py"))
@@ -250,6 +258,9 @@ impl Stack {
             .args(["--model", model, "--n", &n.to_string()]);
         if stream {
             cmd.arg("--stream");
+        }
+        if fresh {
+            cmd.arg("--fresh");
         }
         let (status, out, err) = run_to_end("async_https.py", cmd, TIMEOUT).expect("runs");
         assert!(status.success(), "async_https.py: {}", err.join("\n"));
@@ -396,23 +407,25 @@ pub fn calls(
         )
 }
 
-/// A client process's 2 successful calls of `model` (summary `c`) to nginx at `peer`: exact in its
-/// client view and in nginx's server view, one TTFT per call when `stream`, no inference error.
-pub fn two_calls_both_views(
+/// A client process's `n` successful calls of `model` (summary `c`) to nginx at `peer`: exact in
+/// its client view and in nginx's server view, one TTFT per call when `stream`, no inference error.
+pub fn calls_both_views(
     e: Expected,
     c: &WorkloadSummary,
+    n: u64,
     model: &str,
     peer: &str,
     process: &str,
     stream: bool,
 ) -> Expected {
-    assert_eq!(c.ok(), 2, "{:?}", c.0);
+    assert_eq!(c.ok(), n, "{:?}", c.0);
+    let count = n as f64;
     let (prompt, completion) = (c.prompt_tokens() as f64, c.completion_tokens() as f64);
     let e = calls(
         e,
         true,
         &[("model", model), ("peer", peer), ("process", process)],
-        2.0,
+        count,
         prompt,
         completion,
     );
@@ -420,14 +433,14 @@ pub fn two_calls_both_views(
         e,
         false,
         &[("model", model), ("process", "nginx")],
-        2.0,
+        count,
         prompt,
         completion,
     )
     .exactly(
         "llm_client_time_to_first_token_seconds_count",
         &[("model", model), ("peer", peer)],
-        if stream { 2.0 } else { 0.0 },
+        if stream { count } else { 0.0 },
     )
     .exactly("llm_inference_errors_total", &[("model", model)], 0.0)
 }

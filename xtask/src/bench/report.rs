@@ -381,9 +381,21 @@ fn tls_rows(x: &TlsCost, t: &mut Table, j: &mut serde_json::Map<String, Value>) 
         "every call counted",
         Some(x.counted == x.calls as f64),
     );
+    t.row(
+        "agent CPU per HTTPS call, less its idle cost",
+        format!("{:.1} µs", x.net_cpu_us_per_call),
+        format!("idle agent: {:.0} µs of CPU per s", x.idle_cpu_us_per_s),
+        "reported",
+        None,
+    );
     j.insert("tls_call_ratio".into(), num(x.ratio));
     j.insert("tls_call_ms".into(), num(x.direct_ms));
     j.insert("tls_agent_cpu_us_per_call".into(), num(x.cpu_us_per_call));
+    j.insert(
+        "tls_agent_net_cpu_us_per_call".into(),
+        num(x.net_cpu_us_per_call),
+    );
+    j.insert("agent_idle_cpu_us_per_s".into(), num(x.idle_cpu_us_per_s));
     j.insert("tls_calls_counted".into(), num(x.counted));
 }
 

@@ -22,8 +22,15 @@ pub struct TlsCost {
     pub agent_ms: f64,
     /// Median over rounds of the per-round ratio of median call times (with / without).
     pub ratio: f64,
-    /// The agent's CPU (user + system) per call, µs (median over rounds).
+    /// The agent's CPU (user + system) per call, µs (median over rounds): everything it did
+    /// while the client process started, made its calls and exited, and until it had applied
+    /// them.
     pub cpu_us_per_call: f64,
+    /// The same less what the agent spends idle over as long (its ring polling and periodic
+    /// work, measured just before), µs (median over rounds): the cost the calls add.
+    pub net_cpu_us_per_call: f64,
+    /// The idle agent's CPU, µs per second of wall time (median over rounds).
+    pub idle_cpu_us_per_s: f64,
     /// Calls the agent counted in the client view of the SDK's process, fewest of any round.
     pub counted: f64,
 }
@@ -112,6 +119,15 @@ fn quiet(agent: &Agent) -> Result<(u64, u64)> {
     }
 }
 
+/// The agent's CPU while nothing is asked of it: ns per second of wall time, over one second.
+fn idle_rate(agent: &Agent) -> Result<f64> {
+    let (t0, c0) = (std::time::Instant::now(), agent.cpu_ns()?);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let c1 = agent.cpu_ns()?;
+    let spent = (c1.0 + c1.1).saturating_sub(c0.0 + c0.1);
+    Ok(spent as f64 / t0.elapsed().as_secs_f64())
+}
+
 pub fn run(
     bins: &Bins,
     rounds: usize,
@@ -125,6 +141,7 @@ pub fn run(
     // One unmeasured run: the venv's imports and the server's first handshake are warm after it.
     calls(root, python, &url, &cert, n.min(20))?;
     let (mut direct, mut with, mut ratios, mut cpu) = (vec![], vec![], vec![], vec![]);
+    let (mut net, mut idle) = (vec![], vec![]);
     let mut counted = f64::INFINITY;
     for round in 0..rounds {
         let mut d = f64::NAN;
@@ -135,12 +152,17 @@ pub fn run(
                 d = median(calls(root, python, &url, &cert, n)?);
             } else {
                 let agent = Agent::start(bins)?;
-                let before = quiet(&agent)?;
+                quiet(&agent)?;
+                let rate = idle_rate(&agent)?;
+                let (t0, before) = (std::time::Instant::now(), agent.cpu_ns()?);
                 a = median(calls(root, python, &url, &cert, n)?);
                 let m = agent.settle()?;
                 let after = agent.cpu_ns()?;
-                let spent = (after.0 + after.1).saturating_sub(before.0 + before.1);
-                cpu.push(spent as f64 / 1000.0 / n as f64);
+                let spent = (after.0 + after.1).saturating_sub(before.0 + before.1) as f64;
+                let background = rate * t0.elapsed().as_secs_f64();
+                cpu.push(spent / 1000.0 / n as f64);
+                net.push((spent - background).max(0.0) / 1000.0 / n as f64);
+                idle.push(rate / 1000.0);
                 counted = counted.min(m.sum_where(
                     "llm_client_requests_total",
                     "peer",
@@ -158,6 +180,8 @@ pub fn run(
         agent_ms: median(with),
         ratio: median(ratios),
         cpu_us_per_call: median(cpu),
+        net_cpu_us_per_call: median(net),
+        idle_cpu_us_per_s: median(idle),
         counted,
     })
 }
