@@ -121,3 +121,37 @@ fn go_crypto_tls_and_http2_over_tls_are_decoded() {
     }
     expect(&agent, &s, &e);
 }
+
+/// The official `openai` and `anthropic` SDKs over HTTPS, streamed and not, sending the cloud
+/// APIs' Host (`api.openai.com`, `api.anthropic.com`) to nginx at 127.0.0.1: the client view
+/// names the provider from the Host the request carried, and both views are exact.
+#[test]
+#[ignore = "needs root, BPF, nginx, the release agent and the clients' venv"]
+fn sdks_over_https_are_named_by_the_provider_their_host_names() {
+    let s = servers("provider");
+    let agent = llm_observer_tests::harness::stack::Agent::start(&[]).expect("agent starts");
+    let peer = s.peer();
+    let mut e = Expected::new();
+    for (api, host, provider, stream) in [
+        ("openai", "api.openai.com", "openai", false),
+        ("openai", "api.openai.com", "openai", true),
+        ("anthropic", "api.anthropic.com", "anthropic", false),
+        ("anthropic", "api.anthropic.com", "anthropic", true),
+    ] {
+        let kind = if stream { "stream" } else { "nonstream" };
+        let model = s.model(&format!("tls-{api}-{kind}"));
+        let mut args = vec!["--api", api, "--mode", kind, "--n", "2", "--keepalive"];
+        args.extend(["--model", &model, "--host", host]);
+        if api == "openai" && stream {
+            args.push("--usage");
+        }
+        let c = s.sdk(&args);
+        let m = model.as_str();
+        e = calls_both_views(e, &c, 2, m, &peer, "workload", stream).exactly(
+            "llm_client_requests_total",
+            &[("model", m), ("peer", &peer), ("provider", provider)],
+            2.0,
+        );
+    }
+    expect(&agent, &s, &e);
+}

@@ -62,6 +62,8 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
     p.add_argument("--cacert", default=None,
                    help="CA certificate (PEM) to trust for an https:// base URL (openai/anthropic SDKs)")
+    p.add_argument("--host", default=None,
+                   help="Host header the openai/anthropic SDKs send (e.g. api.openai.com), the URL unchanged")
     a = p.parse_args(argv)
     a.endpoint = a.endpoint or DEFAULT_ENDPOINT[a.api]
     valid = {"openai": {"chat", "completions"}, "anthropic": {"messages"}, "ollama": {"chat", "generate"}}
@@ -111,6 +113,11 @@ def tls_args(a):
     return {"verify": ssl.create_default_context(cafile=a.cacert)}
 
 
+def host_args(a):
+    """`default_headers=` with the `--host` Host header (the SDKs' HTTP client sends it as given)."""
+    return {"default_headers": {"Host": a.host}} if a.host else {}
+
+
 def make_client(a):
     limits_n = 1 if a.keepalive else max(a.concurrency, 1)
     if a.api == "openai":
@@ -121,7 +128,7 @@ def make_client(a):
             limits=httpx2.Limits(max_connections=limits_n, max_keepalive_connections=limits_n),
             trust_env=False, timeout=a.timeout, **tls_args(a))
         return openai.OpenAI(base_url=a.base_url.rstrip("/") + "/v1", api_key="sk-emulator",
-                             max_retries=0, timeout=a.timeout, http_client=http)
+                             max_retries=0, timeout=a.timeout, http_client=http, **host_args(a))
     if a.api == "anthropic":
         import anthropic
         import httpx2
@@ -130,7 +137,7 @@ def make_client(a):
             limits=httpx2.Limits(max_connections=limits_n, max_keepalive_connections=limits_n),
             trust_env=False, timeout=a.timeout, **tls_args(a))
         return anthropic.Anthropic(base_url=a.base_url.rstrip("/"), api_key="sk-ant-emulator",
-                                   max_retries=0, timeout=a.timeout, http_client=http)
+                                   max_retries=0, timeout=a.timeout, http_client=http, **host_args(a))
     import httpx
     import ollama
 
