@@ -9,8 +9,8 @@ use aya_ebpf::{
     helpers::{bpf_probe_read_user_buf, generated::bpf_loop},
 };
 use llm_observer_common::{
-    DATA_EVENT_HEADER_LEN, DATA_FLAG_TRUNCATED, EventKind, MAX_CHUNKS_PER_CALL, MAX_PAYLOAD,
-    MAX_SEGMENTS, Stat, Syscall,
+    Config, DATA_EVENT_HEADER_LEN, DATA_FLAG_TRUNCATED, EventKind, MAX_CAPTURE_PER_CALL,
+    MAX_CHUNKS_PER_CALL, MAX_PAYLOAD, MAX_SEGMENTS, Stat, Syscall,
 };
 
 use crate::io::Segments;
@@ -111,6 +111,17 @@ pub(crate) fn marker(m: &Meta, flags: u16, missing: u64) {
         // Counted apart from data events: a marker usually follows a lost data event, which
         // `LostEvents` already counted once.
         stat_add(Stat::LostControlEvents, 1);
+    }
+}
+
+/// Payload bytes one call may copy: `--max-capture-bytes` (`Config::max_bytes_per_call`), at
+/// most [`MAX_CAPTURE_PER_CALL`] (0: that).
+#[inline(always)]
+pub(crate) fn call_cap(cfg: &Config) -> u64 {
+    if cfg.max_bytes_per_call == 0 || cfg.max_bytes_per_call > MAX_CAPTURE_PER_CALL {
+        MAX_CAPTURE_PER_CALL as u64
+    } else {
+        cfg.max_bytes_per_call as u64
     }
 }
 

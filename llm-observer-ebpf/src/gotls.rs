@@ -32,9 +32,9 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::ProbeContext,
 };
-use llm_observer_common::{DIR_EGRESS, DIR_INGRESS, PROTO_JSONRPC, PROTO_PIPE, conn_key};
+use llm_observer_common::{DIR_EGRESS, DIR_INGRESS, PROTO_JSONRPC, PROTO_PIPE, Stat, conn_key};
 
-use crate::{CONNS, config, may_track, tls, wanted};
+use crate::{CONNS, config, may_track, stat_add, tls, wanted};
 
 /// A goroutine of one process.
 #[repr(C)]
@@ -150,10 +150,16 @@ fn ret(ctx: &ProbeContext) -> u32 {
     if n <= 0 {
         return 0;
     }
+    let Some(conn) = tls::tls_conn(key.tgid, call.fd, call.generation) else {
+        // The socket was closed (its fd perhaps reused) while the call ran.
+        stat_add(Stat::TlsUnmatchedBytes, n as u64);
+        return 0;
+    };
     tls::emit_plaintext(
         pid_tgid,
         call.fd,
         call.generation,
+        conn,
         call.buf,
         n as u64,
         call.dir == DIR_EGRESS as u32,

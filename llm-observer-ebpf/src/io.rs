@@ -16,13 +16,13 @@ use aya_ebpf::{
 };
 use llm_observer_common::{
     CONFIG_FLAG_ALL_PROTOCOLS, DATA_FLAG_EOF, DATA_FLAG_RESET, DATA_FLAG_TLS, DATA_FLAG_TRUNCATED,
-    DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs, JSONRPC_PEEK, MAX_CAPTURE_PER_CALL, MAX_MMSG,
-    MAX_PAYLOAD, MAX_SEGMENTS, PROTO_HTTP, PROTO_JSONRPC, PROTO_OTHER, PROTO_PIPE, PROTO_SEEDED,
-    PROTO_TLS, PROTO_UNKNOWN, ROLE_PIPE, Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET, conn_key,
-    starts_like_http, starts_like_jsonrpc,
+    DIR_EGRESS, DIR_INGRESS, EventKind, IoArgs, JSONRPC_PEEK, MAX_MMSG, MAX_PAYLOAD, MAX_SEGMENTS,
+    PROTO_HTTP, PROTO_JSONRPC, PROTO_OTHER, PROTO_PIPE, PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN,
+    ROLE_PIPE, Stat, Syscall, TP_ARG1, TP_ARG3, TP_RET, conn_key, starts_like_http,
+    starts_like_jsonrpc,
 };
 
-pub(crate) use crate::copy::{CopyState, Meta, copy_out, marker};
+pub(crate) use crate::copy::{CopyState, Meta, call_cap, copy_out, marker};
 use crate::{
     ACTIVE_IO, CONNS, SEGMENTS, config, ctx_load, may_track, passed, stat_add, syscall_args, wanted,
 };
@@ -65,7 +65,7 @@ struct GatherState {
 }
 
 /// `struct user_msghdr`: msg_iov @16, msg_iovlen @24. `struct mmsghdr`: msghdr + msg_len @56, 64 bytes.
-const MSGHDR_IOV: u64 = 16;
+pub(crate) const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
 const MMSGHDR_LEN: u64 = 56;
 const MMSGHDR_SIZE: u64 = 64;
@@ -284,11 +284,7 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
         // SAFETY: map value pointer (the entry was not removed).
         unsafe { (*conn).proto = PROTO_JSONRPC };
     }
-    let mut cap = if cfg.max_bytes_per_call == 0 || cfg.max_bytes_per_call > MAX_CAPTURE_PER_CALL {
-        MAX_CAPTURE_PER_CALL as u64
-    } else {
-        cfg.max_bytes_per_call as u64
-    };
+    let mut cap = call_cap(&cfg);
     if (proto == PROTO_OTHER || proto == PROTO_SEEDED) && !all {
         if proto == PROTO_SEEDED && classify(segs) == PROTO_HTTP {
             // SAFETY: map value pointer.

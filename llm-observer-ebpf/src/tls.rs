@@ -26,8 +26,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use llm_observer_common::{
-    ConnState, DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, MAX_CAPTURE_PER_CALL,
-    PROTO_OTHER, PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN, Stat, Syscall, conn_key,
+    ConnState, DATA_FLAG_TLS, DATA_FLAG_TRUNCATED, DIR_EGRESS, DIR_INGRESS, PROTO_OTHER,
+    PROTO_SEEDED, PROTO_TLS, PROTO_UNKNOWN, Stat, Syscall, conn_key,
 };
 
 use crate::{CONNS, SEGMENTS, config, io, may_track, stat_add, wanted};
@@ -284,7 +284,7 @@ fn bind_by_record(
 /// memory cannot be read or the first piece is shorter.
 #[inline(always)]
 fn first_bytes(sys: Syscall, buf: u64, count: u64) -> Option<[u8; 5]> {
-    // struct msghdr: msg_iov at 16; struct iovec: base at 0, len at 8.
+    // struct iovec: base at 0, len at 8.
     let iov = match sys {
         Syscall::Write | Syscall::Sendto => {
             if count < 5 {
@@ -296,7 +296,7 @@ fn first_bytes(sys: Syscall, buf: u64, count: u64) -> Option<[u8; 5]> {
         Syscall::Writev => buf,
         // SAFETY: as above.
         Syscall::Sendmsg | Syscall::Sendmmsg => unsafe {
-            bpf_probe_read_user((buf + 16) as *const u64).ok()?
+            bpf_probe_read_user((buf + io::MSGHDR_IOV) as *const u64).ok()?
         },
         _ => return None,
     };
@@ -346,8 +346,8 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     // The socket: the nested syscall's, else the one the `SSL*` last used (reads OpenSSL serves
     // from its buffer make no syscall). With neither, a memory-BIO stack's next write names it.
-    let bound = if call.fd >= 0 {
-        Some((call.fd, call.generation))
+    let remembered = if call.fd >= 0 {
+        None
     } else {
         let key = SslKey {
             tgid,
@@ -355,9 +355,9 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
             ssl: call.ssl,
         };
         // SAFETY: value copied out of the map.
-        let known = unsafe { SSL_FDS.get(key) }
-            .map(|s| (s.fd, s.generation))
-            .filter(|&(fd, generation)| still_tls(tgid, fd, generation));
+        let known = unsafe { SSL_FDS.get(key) }.copied().and_then(|s| {
+            tls_conn(tgid, s.fd, s.generation).map(|conn| (s.fd, s.generation, conn))
+        });
         if known.is_none() {
             // A remembered socket that is gone (closed, its fd reused) is forgotten too: an
             // `SSL_free` not seen (the probe attached late) must not leave the address tied.
@@ -393,7 +393,12 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     if n == 0 {
         return 0;
     }
-    let Some((fd, generation)) = bound else {
+    let target = if call.fd >= 0 {
+        tls_conn(tgid, call.fd, call.generation).map(|conn| (call.fd, call.generation, conn))
+    } else {
+        remembered
+    };
+    let Some((fd, generation, conn)) = target else {
         stat_add(Stat::TlsUnmatchedBytes, n);
         return 0;
     };
@@ -401,6 +406,7 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
         pid_tgid,
         fd,
         generation,
+        conn,
         call.buf,
         n,
         call.dir == DIR_EGRESS as u32,
@@ -408,41 +414,30 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Whether socket `fd` of `tgid` is still the TLS connection of `generation`.
+/// Socket `fd` of `tgid`'s connection, if it is still the TLS connection of `generation` (not
+/// closed, its fd not reused for another socket).
 #[inline(always)]
-fn still_tls(tgid: u32, fd: i32, generation: u64) -> bool {
-    match CONNS.get_ptr(conn_key(tgid, fd)) {
-        // SAFETY: map value pointer; plain integers.
-        Some(c) => unsafe { (*c).generation == generation && (*c).proto == PROTO_TLS },
-        None => false,
-    }
+pub(crate) fn tls_conn(tgid: u32, fd: i32, generation: u64) -> Option<*mut ConnState> {
+    let conn = CONNS.get_ptr_mut(conn_key(tgid, fd))?;
+    // SAFETY: map value pointer; plain integers.
+    let live = unsafe { (*conn).generation == generation && (*conn).proto == PROTO_TLS };
+    live.then_some(conn)
 }
 
 /// Copies `n` plaintext bytes at `buf`, which a TLS call of `pid_tgid` moved on its socket `fd`
-/// (of `generation`), as `DATA_FLAG_TLS` events at the connection's plaintext position, through
-/// the same copy loop, cap and truncation markers as syscalls. Shared by the OpenSSL and Go
-/// probes.
+/// (of `generation`; `conn` from [`tls_conn`]), as `DATA_FLAG_TLS` events at the connection's
+/// plaintext position, through the same copy loop, cap and truncation markers as syscalls. Shared
+/// by the OpenSSL and Go probes.
 #[inline(always)]
 pub(crate) fn emit_plaintext(
     pid_tgid: u64,
     fd: i32,
     generation: u64,
+    conn: *mut ConnState,
     buf: u64,
     n: u64,
     egress: bool,
 ) {
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(conn) = CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
-        stat_add(Stat::TlsUnmatchedBytes, n);
-        return;
-    };
-    // SAFETY: map value pointer; plain integers.
-    let (cur_gen, proto) = unsafe { ((*conn).generation, (*conn).proto) };
-    if cur_gen != generation || proto != PROTO_TLS {
-        // The fd was closed and reused meanwhile.
-        stat_add(Stat::TlsUnmatchedBytes, n);
-        return;
-    }
     // SAFETY: map value pointer.
     let pos = unsafe {
         if egress {
@@ -480,13 +475,7 @@ pub(crate) fn emit_plaintext(
         sys,
         flags: DATA_FLAG_TLS,
     };
-    let cfg = config();
-    let cap = if cfg.max_bytes_per_call == 0 || cfg.max_bytes_per_call > MAX_CAPTURE_PER_CALL {
-        MAX_CAPTURE_PER_CALL as u64
-    } else {
-        cfg.max_bytes_per_call as u64
-    };
-    let sent = io::copy_out(&ev, segs, cap);
+    let sent = io::copy_out(&ev, segs, io::call_cap(&config()));
     if sent < n {
         ev.pos = pos + sent;
         stat_add(Stat::TruncatedBytes, n - sent);

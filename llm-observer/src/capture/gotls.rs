@@ -14,13 +14,7 @@
 
 use std::{fs::File, path::Path};
 
-use aya::{
-    Ebpf,
-    programs::{
-        UProbe,
-        uprobe::{UProbeAttachLocation, UProbeScope},
-    },
-};
+use aya::{Ebpf, programs::uprobe::UProbeAttachLocation};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{Object, ObjectSection, ObjectSymbol, ReadCache, ReadRef};
 
@@ -115,15 +109,30 @@ pub fn inspect_data<'d, R: ReadRef<'d>>(data: R) -> GoInspect {
             "{version}: symbol table over {MAX_SYMTAB_BYTES} bytes"
         ));
     }
-    let (Some(write), Some(read)) = (function(&elf, data, WRITE), function(&elf, data, READ))
-    else {
+    // One pass over the symbol table for the three functions (each lookup by name is a pass);
+    // the first symbol of a name counts, as with `symbol_by_name`.
+    let mut found: [Option<(u64, u64)>; 3] = [None; 3];
+    for sym in elf.symbols() {
+        let Ok(name) = sym.name_bytes() else {
+            continue;
+        };
+        let i = [WRITE, READ, HANDSHAKE]
+            .iter()
+            .position(|n| n.as_bytes() == name);
+        if let Some(slot) = i.and_then(|i| found.get_mut(i))
+            && slot.is_none()
+        {
+            *slot = Some((sym.address(), sym.size()));
+        }
+    }
+    let [Some(write), Some(read), handshake] = found else {
         return GoInspect::NoTls;
     };
-    let handshake = elf.symbol_by_name(HANDSHAKE).and_then(|s| {
-        let section = text_section(&elf, s.address(), 1)?;
-        let (start, _) = section.file_range()?;
-        Some(start + (s.address() - section.address()))
-    });
+    let (write, read) = (
+        function(&elf, data, WRITE, write),
+        function(&elf, data, READ, read),
+    );
+    let handshake = handshake.and_then(|(addr, _)| file_offset(&elf, addr, 1));
     match (write, read) {
         (Ok(write), Ok(read)) => GoInspect::Targets {
             version,
@@ -150,36 +159,37 @@ fn text_section<'d, 'f, R: ReadRef<'d>>(
     })
 }
 
-/// The symbol's function: `None` when the symbol is absent.
+/// The file offset of `size` bytes of code at virtual address `addr`: in an executable section
+/// that has bytes in the file.
+fn file_offset<'d, R: ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64, size: u64) -> Option<u64> {
+    let section = text_section(elf, addr, size)?;
+    let (start, _) = section.file_range()?;
+    Some(start + (addr - section.address()))
+}
+
+/// Where to probe the function `name` whose symbol says (`addr`, `size`).
 fn function<'d, R: ReadRef<'d>>(
     elf: &object::File<'d, R>,
     data: R,
     name: &str,
-) -> Option<Result<GoFunc, String>> {
-    let sym = elf.symbol_by_name(name)?;
-    let (addr, size) = (sym.address(), sym.size());
-    Some((|| {
-        if size == 0 || size > MAX_FUNCTION_BYTES {
-            return Err(format!("{name}: size {size}"));
-        }
-        let section = text_section(elf, addr, size)
-            .ok_or_else(|| format!("{name}: no code section holds {addr:#x}"))?;
-        let (start, _) = section
-            .file_range()
-            .ok_or_else(|| format!("{name}: its section has no bytes in the file"))?;
-        let entry = start + (addr - section.address());
-        let code = data
-            .read_bytes_at(entry, size)
-            .map_err(|()| format!("{name}: cannot read {size} bytes at {entry:#x}"))?;
-        let rets = ret_offsets(code);
-        if rets.is_empty() {
-            return Err(format!("{name}: no RET instruction"));
-        }
-        Ok(GoFunc {
-            entry,
-            rets: rets.into_iter().map(|r| entry + r).collect(),
-        })
-    })())
+    (addr, size): (u64, u64),
+) -> Result<GoFunc, String> {
+    if size == 0 || size > MAX_FUNCTION_BYTES {
+        return Err(format!("{name}: size {size}"));
+    }
+    let entry = file_offset(elf, addr, size)
+        .ok_or_else(|| format!("{name}: no code section in the file holds {addr:#x}"))?;
+    let code = data
+        .read_bytes_at(entry, size)
+        .map_err(|()| format!("{name}: cannot read {size} bytes at {entry:#x}"))?;
+    let rets = ret_offsets(code);
+    if rets.is_empty() {
+        return Err(format!("{name}: no RET instruction"));
+    }
+    Ok(GoFunc {
+        entry,
+        rets: rets.into_iter().map(|r| entry + r).collect(),
+    })
 }
 
 /// Offsets (from the start of `code`) of its `RET` instructions, decoding from the start.
@@ -256,16 +266,9 @@ pub fn attach(
 }
 
 fn attach_at(ebpf: &mut Ebpf, prog: &str, offset: u64, path: &Path) -> Result<(), String> {
-    let Some(Ok(u)) = ebpf.program_mut(prog).map(<&mut UProbe>::try_from) else {
-        return Err(format!("program {prog} missing"));
-    };
-    u.attach(
-        UProbeAttachLocation::AbsoluteOffset(offset),
-        path,
-        UProbeScope::AllProcesses,
-    )
-    .map(|_| ())
-    .map_err(|e| format!("{prog} at {offset:#x}: {e}"))
+    let at = UProbeAttachLocation::AbsoluteOffset(offset);
+    super::tls::attach_uprobe(ebpf, prog, at, path)
+        .map_err(|(_, e)| format!("{prog} at {offset:#x}: {e}"))
 }
 
 #[cfg(test)]

@@ -25,7 +25,10 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachPoint, UProbeScope},
+    },
 };
 
 use super::gotls::GoInspect;
@@ -380,13 +383,13 @@ pub(crate) fn load_uprobes(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), String
 fn attach_file(ebpf: &mut Ebpf, path: &Path) -> Outcome {
     let mut attached = 0;
     for &(symbol, entry, required) in ENTRIES {
-        match attach_one(ebpf, RETURN, symbol, path) {
+        match attach_uprobe(ebpf, RETURN, symbol, path) {
             Ok(()) => attached += 1,
             Err((true, _)) if required && attached == 0 => return Outcome::NotTls,
             Err((_, why)) if required => return Outcome::Failed(format!("{symbol}: {why}")),
             Err(_) => continue,
         }
-        match attach_one(ebpf, entry, symbol, path) {
+        match attach_uprobe(ebpf, entry, symbol, path) {
             Ok(()) => attached += 1,
             // Its return probe alone is harmless: it finds no call in flight.
             Err((_, why)) if required => return Outcome::Failed(format!("{symbol}: {why}")),
@@ -396,23 +399,24 @@ fn attach_file(ebpf: &mut Ebpf, path: &Path) -> Outcome {
     // Optional: forgets what a freed `SSL*` was tied to, before the allocator hands its address
     // to the next connection (without it, a remembered socket that is gone is forgotten at the
     // next call instead).
-    if attach_one(ebpf, FREE, "SSL_free", path).is_ok() {
+    if attach_uprobe(ebpf, FREE, "SSL_free", path).is_ok() {
         attached += 1;
     }
     Outcome::Attached(attached)
 }
 
-/// One uprobe; the error says whether the symbol is missing, and why.
-fn attach_one(
+/// Attaches the loaded uprobe program `prog` at `at` (a symbol, or a file offset) in `path`, for
+/// all processes; the error says whether a symbol is missing, and why.
+pub(crate) fn attach_uprobe<'a>(
     ebpf: &mut Ebpf,
     prog: &str,
-    symbol: &str,
+    at: impl Into<UProbeAttachPoint<'a>>,
     path: &Path,
 ) -> Result<(), (bool, String)> {
     let Some(Ok(u)) = ebpf.program_mut(prog).map(<&mut UProbe>::try_from) else {
         return Err((false, format!("program {prog} missing")));
     };
-    u.attach(symbol, path, UProbeScope::AllProcesses)
+    u.attach(at, path, UProbeScope::AllProcesses)
         .map(|_| ())
         .map_err(|e| {
             let missing = matches!(

@@ -289,18 +289,25 @@ pub fn run_workload(
     let script = workspace_root().join("tests/clients/workload.py");
     let mut cmd = Command::new(python);
     cmd.arg(script).args(["--base-url", base_url]).args(args);
-    let (status, out, err) = run_to_end("workload.py", cmd, timeout)?;
+    run_summary("workload.py", cmd, timeout)
+}
+
+/// Runs a client that ends by printing a workload.py-shaped summary line (`name` for messages)
+/// to completion within `timeout` and returns that summary.
+pub fn run_summary(name: &str, cmd: Command, timeout: Duration) -> anyhow::Result<WorkloadSummary> {
+    let args: Vec<_> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (status, out, err) = run_to_end(name, cmd, timeout)?;
     if !status.success() {
-        bail!(
-            "workload.py {args:?} failed ({status}):\n{}",
-            err.join("\n")
-        );
+        bail!("{name} {args:?} failed ({status}):\n{}", err.join("\n"));
     }
     let last = out
         .last()
-        .with_context(|| format!("workload.py printed nothing; stderr:\n{}", err.join("\n")))?;
+        .with_context(|| format!("{name} printed nothing; stderr:\n{}", err.join("\n")))?;
     Ok(WorkloadSummary(
-        serde_json::from_str(last).with_context(|| format!("workload summary {last:?}"))?,
+        serde_json::from_str(last).with_context(|| format!("{name} summary {last:?}"))?,
     ))
 }
 

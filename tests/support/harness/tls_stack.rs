@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use super::expect::{Expected, wait_for_expected};
 use super::faults::signal;
 use super::process::{Proc, Stream, run_to_end};
-use super::stack::{Agent, EmulatorProc, WorkloadSummary, venv_python, workspace_root};
+use super::stack::{
+    Agent, EmulatorProc, WorkloadSummary, run_summary, venv_python, workspace_root,
+};
 
 /// How long the agent may take to apply what a test caused.
 pub const SETTLE: Duration = Duration::from_secs(30);
@@ -209,10 +211,7 @@ impl Stack {
             .args(["--base-url", &self.nginx.url(), "--cacert"])
             .arg(self.certs.cert())
             .args(args);
-        let (status, out, err) = run_to_end("workload.py", cmd, TIMEOUT).expect("workload runs");
-        assert!(status.success(), "workload.py: {}", err.join("\n"));
-        let last = out.last().expect("workload summary");
-        WorkloadSummary(serde_json::from_str(last).expect("summary JSON"))
+        run_summary("workload.py", cmd, TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// tests/clients/node_https.mjs: `n` chat calls from one Node process over one keep-alive
@@ -241,10 +240,7 @@ impl Stack {
         if fresh {
             cmd.arg("--fresh");
         }
-        let (status, out, err) = run_to_end("node", cmd, TIMEOUT).expect("node runs");
-        assert!(status.success(), "node_https.mjs: {}", err.join("\n"));
-        let last = out.last().expect("node summary");
-        WorkloadSummary(serde_json::from_str(last).expect("summary JSON"))
+        run_summary("node_https.mjs", cmd, TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// tests/clients/async_https.py: `n` calls of the SDK's async client (asyncio, memory BIOs)
@@ -262,10 +258,7 @@ impl Stack {
         if fresh {
             cmd.arg("--fresh");
         }
-        let (status, out, err) = run_to_end("async_https.py", cmd, TIMEOUT).expect("runs");
-        assert!(status.success(), "async_https.py: {}", err.join("\n"));
-        let last = out.last().expect("summary");
-        WorkloadSummary(serde_json::from_str(last).expect("summary JSON"))
+        run_summary("async_https.py", cmd, TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// tests/clients/go_https (net/http, crypto/tls), built once with the Go toolchain: `n` calls
@@ -298,7 +291,7 @@ impl Stack {
         if h2 {
             cmd.arg("-h2");
         }
-        let last = if let Some((agent, before)) = probed {
+        let s = if let Some((agent, before)) = probed {
             cmd.arg("-wait");
             let mut client = Proc::spawn("go_https", cmd).expect("go_https starts");
             client
@@ -319,13 +312,10 @@ impl Stack {
                 })
                 .expect("go_https summary");
             client.wait_exit(TIMEOUT).expect("go_https exits");
-            line
+            WorkloadSummary(serde_json::from_str(&line).expect("summary JSON"))
         } else {
-            let (status, out, err) = run_to_end("go_https", cmd, TIMEOUT).expect("go_https runs");
-            assert!(status.success(), "go_https: {}", err.join("\n"));
-            out.last().expect("go_https summary").clone()
+            run_summary("go_https", cmd, TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"))
         };
-        let s = WorkloadSummary(serde_json::from_str(&last).expect("summary JSON"));
         let proto = if h2 { "HTTP/2.0" } else { "HTTP/1.1" };
         assert_eq!(s.0["proto"], proto, "{:?}", s.0);
         s
