@@ -277,6 +277,13 @@ pub struct CaptureArgs {
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub ring_poll_ms: u64,
 
+    /// The longest, in milliseconds, the agent waits between drains of an idle ring: the interval
+    /// doubles from --ring-poll-ms after each drain that found nothing and drops back at the next
+    /// record (values below --ring-poll-ms mean --ring-poll-ms).
+    #[arg(long, env = "LLM_OBSERVER_RING_IDLE_POLL_MS", default_value_t = 100, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub ring_idle_poll_ms: u64,
+
     /// Payload bytes copied per syscall at most (1 to 1048576); the rest is counted as truncated.
     #[arg(long, env = "LLM_OBSERVER_MAX_CAPTURE_BYTES", default_value_t = 1024 * 1024, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]

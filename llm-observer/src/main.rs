@@ -72,6 +72,7 @@ fn capture_config(a: &CaptureArgs) -> CaptureConfig {
         ignore_pid: Some(procfs::own_pid(&a.proc_root)),
         all_protocols: a.all_protocols,
         poll_interval: Duration::from_millis(a.ring_poll_ms),
+        idle_poll_interval: Duration::from_millis(a.ring_idle_poll_ms),
         tls: !a.no_tls,
     }
 }

@@ -113,6 +113,9 @@ pub struct CaptureConfig {
     /// eighth of the ring is waiting. Zero: a wakeup whenever the reader has caught up (the
     /// kernel's adaptive rule; one per record at moderate rates).
     pub poll_interval: Duration,
+    /// The longest the reader waits between drains of an idle ring: the interval doubles from
+    /// `poll_interval` after each drain that found nothing and drops back at the next record.
+    pub idle_poll_interval: Duration,
     /// Capture TLS plaintext through uprobes on OpenSSL/BoringSSL (`--tls`).
     pub tls: bool,
 }
@@ -126,6 +129,7 @@ impl Default for CaptureConfig {
             ignore_pid: Some(std::process::id()),
             all_protocols: false,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            idle_poll_interval: DEFAULT_IDLE_POLL_INTERVAL,
             tls: true,
         }
     }
@@ -133,6 +137,9 @@ impl Default for CaptureConfig {
 
 /// The CLI's default `--ring-poll-ms`.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The CLI's default `--ring-idle-poll-ms`.
+pub const DEFAULT_IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -167,6 +174,7 @@ pub struct Capture {
     attached: Vec<String>,
     seed_generation: u64,
     poll_interval: Duration,
+    idle_poll_interval: Duration,
     seeded_tgids: TgidBits,
     tls: tls::TlsProbes,
 }
@@ -268,6 +276,7 @@ impl Capture {
             attached,
             seed_generation: 0,
             poll_interval: cfg.poll_interval,
+            idle_poll_interval: cfg.idle_poll_interval.max(cfg.poll_interval),
             seeded_tgids,
             tls,
         })
@@ -289,6 +298,11 @@ impl Capture {
         self.tls.run_due(&mut self.ebpf);
     }
 
+    /// When [`Capture::tls_due`] next has work; `None` when no rescan is waiting.
+    pub fn tls_next_due(&self) -> Option<std::time::Instant> {
+        self.tls.next_due()
+    }
+
     pub fn tls_stats(&self) -> tls::TlsStats {
         self.tls.stats()
     }
@@ -302,6 +316,11 @@ impl Capture {
     /// record once it has caught up).
     pub fn poll_interval(&self) -> Duration {
         self.poll_interval
+    }
+
+    /// The longest wait between drains of an idle ring (at least [`Capture::poll_interval`]).
+    pub fn idle_poll_interval(&self) -> Duration {
+        self.idle_poll_interval
     }
 
     /// Takes the event ring (once) for the reader task.

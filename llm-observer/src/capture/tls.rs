@@ -220,6 +220,14 @@ impl TlsProbes {
         self.pending.push((tgid, Instant::now(), 0));
     }
 
+    /// When the next rescan is due; `None` when none is waiting.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending
+            .iter()
+            .filter_map(|(_, at, next)| RESCAN_AFTER.get(*next).map(|d| *at + *d))
+            .min()
+    }
+
     /// Rescans the exec'd processes that are due.
     pub fn run_due(&mut self, ebpf: &mut Ebpf) {
         if self.pending.is_empty() {

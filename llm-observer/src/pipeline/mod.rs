@@ -6,6 +6,7 @@
 //! us: when the ring is full it drops the event and counts it (`llm_observer_lost_events_total`),
 //! and the position jump tells the decoder to resync. The sinks it drives live in `crate::sinks`.
 
+mod backoff;
 mod tls_worker;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -13,6 +14,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
+use self::backoff::PollBackoff;
 use crate::{
     capture::{Capture, ConnId, event},
     conn::{ConnTable, StdioConfig, StdioTable},
@@ -102,13 +104,14 @@ pub async fn run(
     });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let polling = !capture.poll_interval().is_zero();
-    let mut poll = tokio::time::interval(capture.poll_interval().max(Duration::from_millis(1)));
+    let mut backoff = PollBackoff::new(capture.poll_interval(), capture.idle_poll_interval());
+    let poll = tokio::time::sleep(backoff.current());
+    tokio::pin!(poll);
     // The ring is read without the capture from here on; the TLS discovery (ELF symbol tables,
     // attaching) runs on its own thread so it never delays applying events, and housekeeping
     // shares the capture with it.
     let capture = Arc::new(std::sync::Mutex::new(capture));
     let execs = tls_worker::spawn(capture.clone());
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stdio = StdioTable::new(StdioConfig {
         proc_root: table.proc_root().to_path_buf(),
         ..StdioConfig::default()
@@ -120,6 +123,7 @@ pub async fn run(
         counters,
         metrics: metrics.as_deref(),
         last_ts: 0,
+        applied: false,
         execs,
     };
     let mut ticks = 0u64;
@@ -132,13 +136,16 @@ pub async fn run(
                 if drain(guard.get_inner_mut(), &mut state) {
                     guard.clear_ready();
                 }
-                state.publish();
+                if state.publish() && backoff.busy() {
+                    poll.as_mut().reset(tokio::time::Instant::now() + backoff.current());
+                }
             }
             // Data records wake the reader only past a fill threshold (`CaptureConfig::poll_interval`):
             // below it, this timer drains them.
-            _ = poll.tick(), if polling => {
+            () = &mut poll, if polling => {
                 drain(ring.get_mut(), &mut state);
-                state.publish();
+                let next = backoff.after_drain(state.publish());
+                poll.as_mut().reset(tokio::time::Instant::now() + next);
             }
             _ = tick.tick() => {
                 ticks += 1;
@@ -171,6 +178,8 @@ struct Drain<'a> {
     metrics: Option<&'a Metrics>,
     /// Newest kernel timestamp applied.
     last_ts: u64,
+    /// Events were applied since the last [`Drain::publish`].
+    applied: bool,
     /// Processes that exec'd, for the TLS discovery thread.
     execs: tls_worker::Execs,
 }
@@ -178,7 +187,15 @@ struct Drain<'a> {
 impl Drain<'_> {
     /// After a batch is applied: a reader that sees a time here knows every event captured
     /// before it has been applied (the ring is consumed in order).
-    fn publish(&self) {
+    ///
+    /// Nothing to do after an empty batch: the ring is polled every few milliseconds, and setting
+    /// the table's gauges each time was most of what an idle agent spent.
+    ///
+    /// True when the batch applied anything.
+    fn publish(&mut self) -> bool {
+        if !std::mem::take(&mut self.applied) {
+            return false;
+        }
         if let Some(m) = self.metrics {
             m.self_metrics()
                 .last_event_seconds
@@ -186,6 +203,7 @@ impl Drain<'_> {
             // With the batch, so a reader that waited for quiescence sees them too.
             table_metrics(self.table, self.stdio, m);
         }
+        true
     }
 }
 
@@ -198,6 +216,7 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
         };
         match event::decode(&item) {
             Ok(ev) => {
+                s.applied = true;
                 s.last_ts = s.last_ts.max(ev.ts_ns());
                 if let Some(c) = &s.counters {
                     match &ev {

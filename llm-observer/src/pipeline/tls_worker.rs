@@ -12,8 +12,10 @@ use crate::capture::Capture;
 /// beyond it is looked at only if a later scan finds its libraries through another process).
 const QUEUE: usize = 4096;
 
-/// How often due rescans are looked for while no exec arrives.
-const TICK: Duration = Duration::from_millis(20);
+/// The longest the thread sleeps without an exec. Rescans are due at known times (it sleeps
+/// until the next one), so this only bounds a wait that nothing needs; a fixed 20 ms tick had the
+/// thread up 50 times a second on an idle node.
+const IDLE: Duration = Duration::from_secs(60);
 
 /// The ring reader's end: never blocks.
 pub struct Execs(Option<mpsc::SyncSender<u32>>);
@@ -33,9 +35,10 @@ pub fn spawn(capture: Arc<Mutex<Capture>>) -> Execs {
     let spawned = std::thread::Builder::new()
         .name("tls-discovery".into())
         .spawn(move || {
+            let mut wait = IDLE;
             loop {
                 let mut got = Vec::new();
-                match rx.recv_timeout(TICK) {
+                match rx.recv_timeout(wait) {
                     Ok(tgid) => got.push(tgid),
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -46,6 +49,9 @@ pub fn spawn(capture: Arc<Mutex<Capture>>) -> Execs {
                     c.tls_exec(tgid);
                 }
                 c.tls_due();
+                wait = c.tls_next_due().map_or(IDLE, |at| {
+                    at.saturating_duration_since(std::time::Instant::now())
+                });
             }
         });
     match spawned {

@@ -37,6 +37,7 @@ pub fn own_process_config() -> CaptureConfig {
         // The product's default: data records wake the reader only past a fill threshold; the
         // collector polls the ring at least every 20 ms anyway.
         poll_interval: llm_observer::capture::DEFAULT_POLL_INTERVAL,
+        idle_poll_interval: llm_observer::capture::DEFAULT_IDLE_POLL_INTERVAL,
         // The TLS probes are tested with the agent (tests/tls.rs); these tests never call them.
         tls: false,
     }
