@@ -110,20 +110,32 @@ fn start_capture(
     Ok((capture, table))
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+/// Registers the SIGTERM and SIGINT handlers now and returns what resolves on either. Called
+/// before the capture starts: from the "serving /metrics" line on, a stop is a clean shutdown. A
+/// handler registered only when the returned future is first polled (as `tokio::signal::ctrl_c`
+/// does) left a window after that line in which SIGTERM's default action killed the agent.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    if let Err(e) = term.as_ref().and(int.as_ref()) {
+        log::warn!("cannot handle SIGTERM/SIGINT ({e}): a stop will not detach cleanly");
     }
-    log::info!("shutting down");
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wait(int) => {}
+            () = wait(term) => {}
+        }
+        log::info!("shutting down");
+    }
 }
 
 /// Starts the container and pod metadata sources in the background; each logs whether it is used.
@@ -241,6 +253,7 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
     let http = tokio::spawn(server.run(metrics.clone(), async move {
         let _ = rx.changed().await;
     }));
+    let stop = shutdown_signal();
     let result = match start_capture(a, rules) {
         Ok((capture, table)) => {
             log::info!("serving /metrics on {scheme}://{local}/metrics");
@@ -283,11 +296,9 @@ async fn run(r: &RunArgs, a: &CaptureArgs, attr: &AttributionArgs) -> anyhow::Re
             match records {
                 Some(mut records) => {
                     let mut tee = Tee::new(vec![&mut sink, &mut records]);
-                    pipeline::run(capture, table, &mut tee, Some(metrics), shutdown_signal()).await
+                    pipeline::run(capture, table, &mut tee, Some(metrics), stop).await
                 }
-                None => {
-                    pipeline::run(capture, table, &mut sink, Some(metrics), shutdown_signal()).await
-                }
+                None => pipeline::run(capture, table, &mut sink, Some(metrics), stop).await,
             }
         }
         Err(e) => {
@@ -357,13 +368,14 @@ fn record_outputs(
 }
 
 async fn trace(a: &CaptureArgs, t: &TraceArgs) -> anyhow::Result<()> {
+    let signalled = shutdown_signal();
     let (capture, table) = start_capture(a, &NO_LABELS)?;
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let mut sink = TraceSink::new(std::io::stdout().lock(), t.raw, t.show_secrets)
         .with_limit(t.count, done_tx);
     let stop = async move {
         tokio::select! {
-            () = shutdown_signal() => {}
+            () = signalled => {}
             // Only a sent value ends the trace (the sender lives as long as the sink).
             Ok(()) = done_rx.changed() => {}
         }
