@@ -25,6 +25,9 @@ pub struct Capacity {
     pub steps: Vec<Step>,
     pub rss_idle_mb: f64,
     pub rss_idle_conns_mb: f64,
+    /// The same as PSS, and how much of the RSS is BPF maps mapped into the agent (the ring, twice).
+    pub pss_idle_conns_mb: f64,
+    pub bpf_maps_idle_conns_mb: f64,
     pub tracked_idle: f64,
     pub rss_streams_mb: f64,
     pub tracked_streams: f64,
@@ -110,6 +113,9 @@ pub fn memory(bins: &Bins, opts: &Opts, emulator: SocketAddr, out: &mut Capacity
             std::thread::sleep(Duration::from_millis(200));
         }
         out.rss_idle_conns_mb = agent.rss_mb()?;
+        let split = agent.mem_split()?;
+        out.pss_idle_conns_mb = split.pss_mb;
+        out.bpf_maps_idle_conns_mb = split.bpf_maps_mb;
     }
     // Many concurrent streams: sample the RSS while the load runs.
     let bench = bins.bench.clone();

@@ -14,6 +14,7 @@
 mod capacity;
 mod install;
 mod overhead;
+mod probes;
 mod procs;
 mod profile;
 mod report;

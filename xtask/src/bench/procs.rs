@@ -186,6 +186,10 @@ impl Agent {
         proc_rss_mb(self.pid())
     }
 
+    pub fn mem_split(&self) -> Result<MemSplit> {
+        proc_mem_split(self.pid())
+    }
+
     /// Waits until the agent has read everything the kernel queued: its event count stops moving
     /// beyond the few events each scrape itself causes (this process's connection is captured).
     pub fn settle(&self) -> Result<Metrics> {
@@ -269,6 +273,45 @@ pub fn proc_rss_mb(pid: u32) -> Result<f64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("no VmRSS")?;
     Ok(kb / 1024.0)
+}
+
+/// What of a process's resident memory is BPF maps mapped into it, and its proportional set size.
+///
+/// The event ring is mapped twice back to back (so a record that wraps reads as one slice): VmRSS
+/// counts its 16 MiB of kernel pages twice, while PSS, which splits each page among its mappings,
+/// counts them once — as the memory cgroup charges them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemSplit {
+    pub pss_mb: f64,
+    pub bpf_maps_mb: f64,
+}
+
+pub fn proc_mem_split(pid: u32) -> Result<MemSplit> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let kb = |l: &str, key: &str| -> Option<f64> {
+        l.strip_prefix(key)?.split_whitespace().next()?.parse().ok()
+    };
+    let pss = rollup
+        .lines()
+        .find_map(|l| kb(l, "Pss:"))
+        .context("no Pss in smaps_rollup")?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let (mut in_map, mut maps) = (false, 0.0);
+    for l in smaps.lines() {
+        // A mapping's first line: "start-end perms offset dev inode [path]".
+        if l.split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            in_map = l.ends_with("anon_inode:bpf-map");
+        } else if in_map && let Some(v) = kb(l, "Rss:") {
+            maps += v;
+        }
+    }
+    Ok(MemSplit {
+        pss_mb: pss / 1024.0,
+        bpf_maps_mb: maps / 1024.0,
+    })
 }
 
 /// The empty programs on the agent's tracepoints, held while the handle lives.

@@ -82,7 +82,7 @@ pub fn print(opts: &Opts, r: &Results) {
                 50.0,
             ),
             (
-                "added per captured small send (31 B, tracked loopback HTTP)",
+                "added wall time per captured small send (31 B, tracked loopback HTTP; the agent's user space shares the CPUs)",
                 s.agent_send_ns,
                 s.floor_send_ns,
                 s.bare_send_ns,
@@ -98,6 +98,34 @@ pub fn print(opts: &Opts, r: &Results) {
                 Some(agent <= floor + allowance),
             );
         }
+        // The syscall path alone: the kernel's own accounting of the time inside the programs.
+        let inside = [
+            (
+                "inside the programs per untracked write/read (kernel BPF statistics)",
+                s.agent_probe_untracked_ns,
+                s.floor_probe_untracked_ns,
+                50.0,
+            ),
+            (
+                "inside the programs per captured small send (kernel BPF statistics)",
+                s.agent_probe_send_ns,
+                s.floor_probe_send_ns,
+                1000.0,
+            ),
+        ];
+        for (what, agent, floor, allowance) in inside {
+            t.row(
+                what,
+                format!("{agent:.0} ns"),
+                format!("floor's empty programs {floor:.0} ns"),
+                &format!("≤ floor + {allowance:.0} ns"),
+                Some(agent <= floor + allowance),
+            );
+        }
+        j.insert("untracked_probe_ns".into(), num(s.agent_probe_untracked_ns));
+        j.insert("floor_probe_ns".into(), num(s.floor_probe_untracked_ns));
+        j.insert("captured_probe_ns".into(), num(s.agent_probe_send_ns));
+        j.insert("floor_send_probe_ns".into(), num(s.floor_probe_send_ns));
         j.insert("untracked_syscall_ns".into(), num(s.agent_pipe_ns));
         j.insert("untracked_dev_syscall_ns".into(), num(s.agent_dev_ns));
         j.insert("floor_syscall_ns".into(), num(s.floor_pipe_ns));
@@ -341,6 +369,16 @@ fn memory_rows(c: &Capacity, t: &mut Table, j: &mut serde_json::Map<String, Valu
         Some(c.rss_idle_conns_mb <= 40.0 && c.tracked_idle >= 10_000.0),
     );
     t.row(
+        "agent PSS with idle tracked connections (the ring's pages counted once)",
+        format!("{:.1} MB", c.pss_idle_conns_mb),
+        format!(
+            "of the RSS, {:.1} MB are BPF maps mapped in: the ring, mapped twice",
+            c.bpf_maps_idle_conns_mb
+        ),
+        "≤ 40 MB at 10k",
+        Some(c.pss_idle_conns_mb <= 40.0 && c.tracked_idle >= 10_000.0),
+    );
+    t.row(
         "agent RSS with concurrent streams (peak)",
         format!("{:.1} MB", c.rss_streams_mb),
         format!("{:.0} tracked at peak", c.tracked_streams),
@@ -349,6 +387,11 @@ fn memory_rows(c: &Capacity, t: &mut Table, j: &mut serde_json::Map<String, Valu
     );
     j.insert("rss_mb_idle".into(), num(c.rss_idle_mb));
     j.insert("rss_mb_10k_conns".into(), num(c.rss_idle_conns_mb));
+    j.insert("pss_mb_10k_conns".into(), num(c.pss_idle_conns_mb));
+    j.insert(
+        "bpf_maps_mapped_mb_10k_conns".into(),
+        num(c.bpf_maps_idle_conns_mb),
+    );
     j.insert("tracked_idle_conns".into(), num(c.tracked_idle));
     j.insert("rss_mb_1k_streams".into(), num(c.rss_streams_mb));
 }
