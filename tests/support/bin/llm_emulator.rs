@@ -125,7 +125,14 @@ fn serve(listen: SocketAddr, config: Config) -> anyhow::Result<()> {
                 _ = term.recv() => {}
             }
         };
-        emulator::serve(listener, config, Arc::new(Stats::default()), shutdown).await;
+        let stats = Arc::new(Stats::default());
+        emulator::serve(listener, config, stats.clone(), shutdown).await;
+        // What tests compare an observer's connection count with: accept() calls that returned a
+        // connection (one reset in the listen queue makes accept fail and is not one).
+        eprintln!(
+            "llm-emulator: accepted {} connections",
+            stats.snapshot().connections
+        );
         Ok(())
     })
 }
