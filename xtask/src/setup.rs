@@ -121,6 +121,19 @@ pub fn cargo_fuzz() -> Result<()> {
     Ok(())
 }
 
+/// `apt-get install` of `packages` (after an update), non-interactive and without recommends.
+pub fn apt_install(root: &Path, packages: &[&str]) -> Result<()> {
+    if !have("apt-get") {
+        bail!("missing {packages:?} and no apt-get to install them");
+    }
+    Cmd::new("apt-get", root).arg("update").arg("-qq").run()?;
+    Cmd::new("apt-get", root)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .run()
+}
+
 fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
@@ -146,6 +159,9 @@ pub fn test_deps(root: &Path) -> Result<PathBuf> {
         ("tmux", "tmux"),
         // tests/tls.rs: a Go HTTPS client (crypto/tls, net/http's HTTP/2) built from source.
         ("go", "golang-go"),
+        // tests/tls.rs, tests/tls_clients.rs: nginx terminates TLS (HTTP/1.1 and h2) in front of
+        // the emulator; the bench's best-case proxy hop too. nginx-light has ssl, http2 and proxy.
+        ("nginx", "nginx-light"),
     ]
     .into_iter()
     .filter(|(bin, _)| !have(bin))
@@ -153,15 +169,7 @@ pub fn test_deps(root: &Path) -> Result<PathBuf> {
     .collect();
     missing.dedup();
     if !missing.is_empty() {
-        if !have("apt-get") {
-            bail!("missing {missing:?} and no apt-get to install them");
-        }
-        Cmd::new("apt-get", root).arg("update").arg("-qq").run()?;
-        Cmd::new("apt-get", root)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .run()?;
+        apt_install(root, &missing)?;
     }
     let venv = root.join(".venv");
     let requirements = root.join("tests/clients/requirements.txt");

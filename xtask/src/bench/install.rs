@@ -1,11 +1,12 @@
 //! What the benchmark needs besides the build, installed idempotently: the project's venv with
-//! aiohttp (the Python proxy hop), Debian's nginx-light (the best-case proxy hop), and perf
+//! aiohttp (the Python proxy hop), Debian's nginx-light (the best-case proxy hop; a test dependency
+//! too), and perf
 //! (optional: the profile is skipped without it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use crate::setup;
 use crate::util::Cmd;
@@ -27,18 +28,6 @@ fn find(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn apt_install(root: &Path, packages: &[&str]) -> Result<()> {
-    if find("apt-get").is_none() {
-        bail!("no apt-get to install {packages:?}");
-    }
-    Cmd::new("apt-get", root).args(["update", "-qq"]).run()?;
-    Cmd::new("apt-get", root)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(packages)
-        .run()
-}
-
 pub fn ensure(root: &Path) -> Result<Tools> {
     let venv = setup::test_deps(root)?;
     let python = venv.join("bin/python");
@@ -51,12 +40,7 @@ pub fn ensure(root: &Path) -> Result<Tools> {
             .args(["install", "-q", AIOHTTP])
             .run()?;
     }
-    if find("nginx").is_none() {
-        // nginx-light has the proxy module and little else; plain nginx where it is not offered.
-        if apt_install(root, &["nginx-light"]).is_err() {
-            apt_install(root, &["nginx"])?;
-        }
-    }
+    // The test dependencies include nginx-light (proxy module and little else).
     let nginx = find("nginx").context("nginx is not installed")?;
     let works = |p: &Path| {
         Command::new(p)
@@ -67,7 +51,7 @@ pub fn ensure(root: &Path) -> Result<Tools> {
     let mut perf = find("perf").filter(|p| works(p));
     if perf.is_none() {
         // Optional: a failed install only skips the profile.
-        let _ = apt_install(root, &["linux-perf"]);
+        let _ = setup::apt_install(root, &["linux-perf"]);
         perf = find("perf").filter(|p| works(p));
     }
     Ok(Tools {
