@@ -81,8 +81,11 @@ const MAX_PRICE: f64 = 1_000_000.0;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PriceTable {
-    /// (provider or "", model name) → price.
-    entries: HashMap<(String, String), Price>,
+    /// provider (or "") → model name → price. Nested so a lookup borrows its `&str`s (it runs for
+    /// every exchange: building owned keys and scanning every entry was most of the metrics
+    /// sink's cost for unpriced models).
+    entries: HashMap<String, HashMap<String, Price>>,
+    len: usize,
     pub as_of: Option<String>,
     pub source: Option<String>,
 }
@@ -136,7 +139,8 @@ impl PriceTable {
             }
             Ok(p as u64)
         };
-        let mut entries = HashMap::new();
+        let mut entries: HashMap<String, HashMap<String, Price>> = HashMap::new();
+        let mut len = 0;
         for e in &file.model {
             let at = e.span().start;
             let e = e.get_ref();
@@ -156,27 +160,31 @@ impl PriceTable {
                     .as_ref()
                     .map_or(Ok(input), |v| pico(v, "cache_write"))?,
             };
-            let key = (e.provider.clone().unwrap_or_default(), e.name.clone());
-            if entries.insert(key, price).is_some() {
+            let names = entries
+                .entry(e.provider.clone().unwrap_or_default())
+                .or_default();
+            if names.insert(e.name.clone(), price).is_some() {
                 return Err(invalid(
                     at,
                     format!("model {:?} is listed twice for the same provider", e.name),
                 ));
             }
+            len += 1;
         }
         Ok(PriceTable {
             entries,
+            len,
             as_of: file.as_of,
             source: file.source,
         })
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// The price of `model` (of `provider`, when known): an entry of that provider before an
@@ -184,15 +192,22 @@ impl PriceTable {
     pub fn price(&self, provider: Option<&str>, model: &str) -> Option<Price> {
         let providers = provider.into_iter().chain(std::iter::once(""));
         for p in providers {
-            if let Some(price) = self.entries.get(&(p.to_owned(), model.to_owned())) {
+            let Some(names) = self.entries.get(p) else {
+                continue;
+            };
+            if let Some(price) = names.get(model) {
                 return Some(*price);
             }
-            let base = self
-                .entries
-                .iter()
-                .filter(|((ep, name), _)| ep == p && extends(model, name))
-                .max_by_key(|((_, name), _)| name.len());
-            if let Some((_, price)) = base {
+            // A listed name that `model` extends ends just before a separator of `model`: try
+            // those prefixes, longest first (the most specific listed name wins).
+            let base = model
+                .char_indices()
+                .rev()
+                .filter(|&(i, c)| i > 0 && matches!(c, '-' | ':' | '@'))
+                .map(|(i, _)| &model[..i])
+                .filter(|name| extends(model, name))
+                .find_map(|name| names.get(name));
+            if let Some(price) = base {
                 return Some(*price);
             }
         }
