@@ -167,6 +167,12 @@ struct Chunk<'a> {
     error: bool,
     /// Server fingerprint of `id` / `system_fingerprint` (read only while wanted).
     server: Option<Evidence>,
+    /// `id` or `system_fingerprint` was read.
+    ids_seen: bool,
+    /// Where the leading identifying members end (just past the last one's value; 0: none).
+    prefix_end: usize,
+    /// A member that is not one of them was seen.
+    prefix_closed: bool,
 }
 
 /// A stream `delta` or a non-stream `message`: content-bearing fields and tool names.
@@ -226,20 +232,46 @@ fn skim_delta<'a>(s: &mut Skim<'a>, choice: u64, c: &mut Chunk<'a>) -> R<()> {
     .map(drop)
 }
 
-/// `want_model`: read `model` (it repeats in every chunk; once known it is skipped); likewise
-/// `want_server` for the fingerprint fields `id` and `system_fingerprint`.
-/// Fills `c` in place (returning the struct would cost a memmove per chunk).
-fn skim_chunk<'a>(data: &'a [u8], want_model: bool, want_server: bool, c: &mut Chunk<'a>) -> R<()> {
+/// What [`skim_chunk`] reads besides what every chunk needs.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    /// `model` (it repeats in every chunk; once known it is skipped).
+    model: bool,
+    /// The fingerprint fields `id` and `system_fingerprint`: they repeat in every chunk too, so
+    /// they are read from the first chunk that has them only.
+    ids: bool,
+    /// The server is not known from its body yet (llama.cpp's `timings` tell it).
+    server: bool,
+}
+
+/// Fills `c` in place (returning the struct would cost a memmove per chunk). `resume`: where the
+/// walk starts instead (see [`Prefix`]).
+fn skim_chunk<'a>(data: &'a [u8], want: Wanted, resume: Option<usize>, c: &mut Chunk<'a>) -> R<()> {
+    let Wanted {
+        model: want_model,
+        ids: want_ids,
+        server: want_server,
+    } = want;
+    // A resumed walk has passed its prefix already.
+    c.prefix_closed = resume.is_some();
     Skim::document(data, |s| {
-        s.object(|s, k| {
+        let member = |s: &mut Skim<'a>, k: &[u8]| {
+            // The chunk's leading members that only identify it: a later chunk that starts with
+            // the same bytes up to here needs no second look at them.
+            let mut identifies = matches!(
+                k,
+                b"id" | b"created" | b"model" | b"system_fingerprint" | b"object"
+            );
             match k {
                 b"model" if want_model => c.model = s.str()?,
-                b"id" if want_server => {
+                b"id" if want_ids => {
+                    c.ids_seen = true;
                     if let Some(id) = s.str()? {
                         c.server = Evidence::stronger(c.server, fingerprint::from_id(&id));
                     }
                 }
-                b"system_fingerprint" if want_server => {
+                b"system_fingerprint" if want_ids => {
+                    c.ids_seen = true;
                     if let Some(fp) = s.str()? {
                         c.server =
                             Evidence::stronger(c.server, fingerprint::from_system_fingerprint(&fp));
@@ -283,18 +315,69 @@ fn skim_chunk<'a>(data: &'a [u8], want_model: bool, want_server: bool, c: &mut C
                     }
                 }
                 b"error" => c.error |= s.nonempty()?,
-                b"object" => c.error |= s.str()?.as_deref() == Some("error"),
+                b"object" => {
+                    let error = s.str()?.as_deref() == Some("error");
+                    identifies &= !error;
+                    c.error |= error;
+                }
                 _ => s.skip()?,
             }
+            if identifies && !c.prefix_closed {
+                c.prefix_end = s.pos();
+            } else {
+                c.prefix_closed = true;
+            }
             Ok(())
-        })
+        };
+        match resume {
+            Some(at) => s.object_after(at, member),
+            None => s.object(member),
+        }
     })
+}
+
+/// The leading members of the last chunk walked whole (`id`, `object`, `created`, `model`,
+/// `system_fingerprint`: every chunk of a stream repeats them byte for byte). Once the model and
+/// fingerprint are known nothing in them is wanted, so a chunk that starts with the same bytes is
+/// walked from there: most of a small chunk's keys and strings are in that prefix.
+#[derive(Debug, Default)]
+struct Prefix {
+    bytes: Vec<u8>,
+}
+
+impl Prefix {
+    /// Longest prefix kept (an `id` and a model name fit many times over).
+    const MAX: usize = 256;
+
+    fn resume(&self, data: &[u8], want: Wanted) -> Option<usize> {
+        let n = self.bytes.len();
+        (n > 0 && !want.model && !want.ids && data.starts_with(&self.bytes)).then_some(n)
+    }
+
+    /// `end`: just past the last identifying member's value. Kept up to and with the comma that
+    /// follows it, so a later chunk whose value only starts the same (`12` of `123`) differs.
+    fn remember(&mut self, data: &[u8], end: usize) {
+        self.bytes.clear();
+        let Some(rest) = data.get(end..).filter(|_| end > 0) else {
+            return;
+        };
+        let Some(comma) = rest.iter().position(|c| !c.is_ascii_whitespace()) else {
+            return;
+        };
+        let n = end + comma + 1;
+        if rest[comma] == b',' && n <= Self::MAX {
+            self.bytes.extend_from_slice(&data[..n]);
+        }
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct OpenAi {
     endpoint: Endpoint,
     have_usage: bool,
+    /// A chunk's `id` / `system_fingerprint` were read: later chunks repeat them.
+    ids_read: bool,
+    prefix: Prefix,
     /// (choice, tool index) pairs already named, so a server repeating the name is counted once.
     seen_tools: Vec<(u64, u64)>,
 }
@@ -329,6 +412,8 @@ pub(crate) fn decoder(
     let h = OpenAi {
         endpoint,
         have_usage: false,
+        ids_read: false,
+        prefix: Prefix::default(),
         seen_tools: Vec::new(),
     };
     Engine::boxed(core, h, limits)
@@ -345,10 +430,20 @@ impl OpenAi {
         errors: &mut Vec<DecodeError>,
     ) -> bool {
         let mut c = Chunk::default();
-        let want_server = core.wants_body_fingerprint();
-        if skim_chunk(data, core.response_model.is_none(), want_server, &mut c).is_err() {
+        let server = core.wants_body_fingerprint();
+        let want = Wanted {
+            model: core.response_model.is_none(),
+            ids: server && !self.ids_read,
+            server,
+        };
+        let resume = self.prefix.resume(data, want);
+        if skim_chunk(data, want, resume, &mut c).is_err() {
             errors.push(DecodeError::BadJson);
             return false;
+        }
+        self.ids_read |= c.ids_seen;
+        if resume.is_none() && stream {
+            self.prefix.remember(data, c.prefix_end);
         }
         if c.error {
             core.fail(classify_stream_body(data));

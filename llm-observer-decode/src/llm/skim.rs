@@ -27,6 +27,40 @@ pub(crate) struct Skim<'a> {
     depth: u32,
 }
 
+/// Bytes scanned a word at a time before [`quote_or_escape`] hands the rest to memchr.
+const SHORT: usize = 32;
+
+/// Index of the first `"` or `\` in `b`. Keys and most values are short, where memchr's setup
+/// costs more than the scan: their first [`SHORT`] bytes are tested 8 at a time (a byte equal to
+/// `c` is a zero byte of `w ^ c·0x01…01`, and `(x - 0x01…01) & !x & 0x80…80` flags the first zero
+/// byte of `x` exactly: a borrow can only flag bytes above a true one).
+#[inline]
+fn quote_or_escape(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let words = b.len().min(SHORT) / 8;
+    for (k, c) in b.chunks_exact(8).take(words).enumerate() {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(c);
+        let w = u64::from_le_bytes(a);
+        let m = zero(w ^ (LO * u64::from(b'"'))) | zero(w ^ (LO * u64::from(b'\\')));
+        if m != 0 {
+            return Some(k * 8 + (m.trailing_zeros() / 8) as usize);
+        }
+    }
+    let done = words * 8;
+    let rest = &b[done..];
+    if done < SHORT {
+        // Fewer than 8 bytes left before the end.
+        return rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\')
+            .map(|p| done + p);
+    }
+    memchr::memchr2(b'"', b'\\', rest).map(|p| done + p)
+}
+
 impl<'a> Skim<'a> {
     /// Walks a whole document: `f` must consume exactly one value, then only whitespace may follow.
     pub(crate) fn document<T>(b: &'a [u8], f: impl FnOnce(&mut Skim<'a>) -> R<T>) -> R<T> {
@@ -74,7 +108,7 @@ impl<'a> Skim<'a> {
 
     /// Visits an object: `f(self, raw_key)` is called with the cursor at each value and must
     /// consume it. Keys are compared raw (a key written with escapes matches nothing).
-    pub(crate) fn object(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> R<()>) -> R<()> {
+    pub(crate) fn object(&mut self, f: impl FnMut(&mut Self, &'a [u8]) -> R<()>) -> R<()> {
         self.expect(b'{')?;
         self.enter()?;
         if self.peek() == Some(b'}') {
@@ -82,6 +116,33 @@ impl<'a> Skim<'a> {
             self.depth -= 1;
             return Ok(());
         }
+        self.members(f)
+    }
+
+    /// The rest of the document's top-level object, from `at`: the start of a member (just past
+    /// the comma after another member). For a caller that has walked a byte-identical prefix of
+    /// another document up to there and needs nothing from it (stream chunks repeat their first
+    /// members); the prefix includes that comma, so its last value cannot run on in this one.
+    pub(crate) fn object_after(
+        &mut self,
+        at: usize,
+        f: impl FnMut(&mut Self, &'a [u8]) -> R<()>,
+    ) -> R<()> {
+        if self.i != 0 || at > self.b.len() {
+            return Err(Bad);
+        }
+        self.i = at;
+        self.enter()?;
+        self.members(f)
+    }
+
+    /// Where the cursor is (after a value: the caller's `f` has consumed it).
+    pub(crate) fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// From the opening quote of an object's member key: its members and closing brace.
+    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> R<()>) -> R<()> {
         loop {
             if self.peek() != Some(b'"') {
                 return Err(Bad);
@@ -148,13 +209,7 @@ impl<'a> Skim<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            // Keys and most values are short: a plain loop beats memchr's setup there.
-            let rest = &self.b[self.i..];
-            let short = rest.len().min(24);
-            let rel = match rest[..short].iter().position(|&c| c == b'"' || c == b'\\') {
-                Some(p) => p,
-                None => short + memchr::memchr2(b'"', b'\\', &rest[short..]).ok_or(Bad)?,
-            };
+            let rel = quote_or_escape(&self.b[self.i..]).ok_or(Bad)?;
             self.i += rel;
             if self.b[self.i] == b'"' {
                 let s = &self.b[start..self.i];
@@ -236,10 +291,9 @@ impl<'a> Skim<'a> {
         match self.peek().ok_or(Bad)? {
             b'-' | b'0'..=b'9' => {
                 let n = self.number()?;
-                if let Some(v) = std::str::from_utf8(n)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                {
+                // Plain digits (nearly every count) without a UTF-8 check and a generic parse.
+                if (1..=19).contains(&n.len()) && n.iter().all(u8::is_ascii_digit) {
+                    let v = n.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
                     return Ok(Some(v));
                 }
                 let f: f64 = std::str::from_utf8(n)
@@ -332,6 +386,29 @@ mod tests {
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert_eq!(walk(&deep), Err(Bad));
+    }
+
+    #[test]
+    fn quote_or_escape_finds_the_first_of_either_at_every_offset() {
+        for len in 0..80 {
+            for at in 0..=len {
+                for c in [b'"', b'\\'] {
+                    // Bytes that differ from the targets by one bit, and 0x01 / 0x00 bytes that
+                    // trip a borrow-carrying word test.
+                    let mut b: Vec<u8> = (0..len)
+                        .map(|i| [b'#', b'!', 0x01, 0x00, b']'][i % 5])
+                        .collect();
+                    if at < len {
+                        b[at] = c;
+                        if at + 1 < len {
+                            b[at + 1] = b'"';
+                        }
+                    }
+                    let want = (at < len).then_some(at);
+                    assert_eq!(quote_or_escape(&b), want, "len {len} at {at}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -533,3 +533,51 @@ fn batch_api_calls_are_exchanges_by_operation() {
         assert!(out.errors.is_empty());
     }
 }
+
+#[test]
+fn chunks_repeating_their_leading_members_are_read_exactly() {
+    // After the first chunk the leading members (id, object, created, model, fingerprint) are
+    // skipped when a chunk starts with the same bytes up to and with the comma after them. A
+    // value that only starts the same (`created` 12 → 123), a broken tail after an identical
+    // prefix, and an `error` member after it must each still be read as they are.
+    let head = |created: &str| {
+        format!(
+            "data: {{\"id\":\"c9\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"m-1\",\"system_fingerprint\":\"fp_x\","
+        )
+    };
+    let content = |created: &str, text: &str| {
+        format!(
+            "{}\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n",
+            head(created)
+        )
+    };
+    let pieces = [
+        content("12", "a"),
+        content("12", "b"),
+        content("123", "c"),
+        content("123", "d"),
+        format!(
+            "{}\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"e\"}}\n\n",
+            head("123")
+        ),
+        content("123", "f"),
+        format!(
+            "{}\"choices\":[],\"error\":{{\"message\":\"overloaded\"}}}}\n\n",
+            head("123")
+        ),
+    ];
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct(SSE)
+    .pieces(&refs);
+    let out = drive(&case);
+    assert_eq!(out.errors, vec![DecodeError::BadJson]);
+    assert_eq!(out.exchange.response_model.as_deref(), Some("m-1"));
+    // a, b, c, d and f; e is not JSON.
+    assert_eq!(out.exchange.timings.content_events, 5);
+    assert_eq!(out.exchange.tokens.completion, TokenCount::counted(5));
+    assert!(out.exchange.error.is_some(), "{:?}", out.exchange.error);
+}
