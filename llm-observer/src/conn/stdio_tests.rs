@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use llm_observer_common::Syscall;
 use llm_observer_decode::{DecodeError, ErrorKind, Exchange, Incomplete, Role, Unsupported};
 
@@ -130,7 +129,7 @@ impl World {
             msg_len: text.len() as u64,
             kind: DataKind::Bytes,
             tls: false,
-            payload: Bytes::copy_from_slice(text.as_bytes()),
+            payload: text.as_bytes().into(),
         });
         *pos += text.len() as u64;
         self.table.apply(&ev, &mut self.sink);

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use llm_observer_common::Syscall;
 use llm_observer_decode::{
     DecodeError, ErrorKind, Exchange, Incomplete, Role, TokenCount, Unsupported,
@@ -81,7 +80,7 @@ impl Generator {
         self.now
     }
 
-    fn open(&mut self, fd: i32, role: KernelRole, peer: &str) -> (ConnId, Event) {
+    fn open(&mut self, fd: i32, role: KernelRole, peer: &str) -> (ConnId, Event<'static>) {
         let id = ConnId {
             tgid: self.tgid,
             fd,
@@ -101,7 +100,7 @@ impl Generator {
         (id, Event::Open(ev))
     }
 
-    fn close(&mut self, id: ConnId) -> Event {
+    fn close(&mut self, id: ConnId) -> Event<'static> {
         let ts_ns = self.tick(1);
         Event::Close(ConnEventData {
             conn: id,
@@ -115,7 +114,14 @@ impl Generator {
         })
     }
 
-    fn data(&mut self, id: ConnId, dir: Direction, kind: DataKind, bytes: &[u8], ms: u64) -> Event {
+    fn data<'b>(
+        &mut self,
+        id: ConnId,
+        dir: Direction,
+        kind: DataKind,
+        bytes: &'b [u8],
+        ms: u64,
+    ) -> Event<'b> {
         let ts_ns = self.tick(ms);
         let key = (id, dir == Direction::Egress);
         let pos = *self.pos.get(&key).unwrap_or(&0);
@@ -141,16 +147,16 @@ impl Generator {
             msg_len: advance,
             kind,
             tls: false,
-            payload: Bytes::copy_from_slice(bytes),
+            payload: bytes.into(),
         })
     }
 
-    fn bytes(&mut self, id: ConnId, dir: Direction, bytes: &[u8], ms: u64) -> Event {
+    fn bytes<'b>(&mut self, id: ConnId, dir: Direction, bytes: &'b [u8], ms: u64) -> Event<'b> {
         self.data(id, dir, DataKind::Bytes, bytes, ms)
     }
 
     /// TLS plaintext from the SSL probes: its own positions, from 0.
-    fn tls(&mut self, id: ConnId, dir: Direction, bytes: &[u8], ms: u64) -> Event {
+    fn tls<'b>(&mut self, id: ConnId, dir: Direction, bytes: &'b [u8], ms: u64) -> Event<'b> {
         let ts_ns = self.tick(ms);
         let key = (id, dir == Direction::Egress);
         let pos = *self.tls_pos.get(&key).unwrap_or(&0);
@@ -171,7 +177,7 @@ impl Generator {
             msg_len: bytes.len() as u64,
             kind: DataKind::Bytes,
             tls: true,
-            payload: Bytes::copy_from_slice(bytes),
+            payload: bytes.into(),
         })
     }
 }
@@ -633,7 +639,7 @@ fn a_shed_exchange_in_flight_is_incomplete() {
 }
 
 /// The open event of a socket that process `child` inherited from `parent` across fork().
-fn inherited_open(child: u32, fd: i32, generation: u64, parent: u32) -> (ConnId, Event) {
+fn inherited_open(child: u32, fd: i32, generation: u64, parent: u32) -> (ConnId, Event<'static>) {
     let id = ConnId {
         tgid: child,
         fd,

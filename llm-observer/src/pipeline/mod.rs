@@ -214,6 +214,8 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
         let Some(item) = r.next() else {
             return true;
         };
+        // The event borrows the record's bytes in the ring: it is applied before `item` drops and
+        // releases them to the kernel (one record's room, for the time one event takes).
         match event::decode(&item) {
             Ok(ev) => {
                 s.applied = true;
@@ -228,7 +230,6 @@ fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
                         event::Event::ProcExec { .. } => c.exec.inc(),
                     }
                 }
-                drop(item);
                 if let event::Event::ProcExec { tgid, .. } = &ev {
                     s.execs.exec(*tgid);
                 }

@@ -87,7 +87,7 @@ impl Live {
 /// Drains the ring and keeps every decoded event in arrival (ring) order.
 pub struct Collector {
     ring: RingBuf<MapData>,
-    pub events: Vec<Event>,
+    pub events: Vec<Event<'static>>,
     pub errors: Vec<EventError>,
 }
 
@@ -110,7 +110,7 @@ impl Collector {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
             match event::decode(&item) {
-                Ok(e) => self.events.push(e),
+                Ok(e) => self.events.push(e.into_owned()),
                 Err(e) => self.errors.push(e),
             }
             n += 1;
@@ -177,7 +177,7 @@ impl Collector {
     }
 
     /// Every data event (bytes and markers) of `conn` in `dir`, in ring order.
-    pub fn stream(&self, conn: ConnId, dir: Direction) -> Vec<&DataEvent> {
+    pub fn stream(&self, conn: ConnId, dir: Direction) -> Vec<&DataEvent<'static>> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -188,7 +188,7 @@ impl Collector {
     }
 
     /// Every data event on (tgid, fd), any generation or direction.
-    pub fn data_on_fd(&self, tgid: u32, fd: RawFd) -> Vec<&DataEvent> {
+    pub fn data_on_fd(&self, tgid: u32, fd: RawFd) -> Vec<&DataEvent<'static>> {
         self.events
             .iter()
             .filter_map(|e| match e {
