@@ -61,7 +61,7 @@ pub struct Overhead {
     pub foreign_bpf: Vec<String>,
 }
 
-fn idx(h: Hop) -> usize {
+pub fn idx(h: Hop) -> usize {
     HOPS.iter().position(|&x| x == h).unwrap_or(0)
 }
 
