@@ -167,7 +167,7 @@ struct Chunk<'a> {
     error: bool,
     /// Server fingerprint of `id` / `system_fingerprint` (read only while wanted).
     server: Option<Evidence>,
-    /// `id` or `system_fingerprint` was read.
+    /// A non-empty `id` or `system_fingerprint` was read.
     ids_seen: bool,
     /// Where the leading identifying members end (just past the last one's value; 0: none).
     prefix_end: usize,
@@ -265,14 +265,16 @@ fn skim_chunk<'a>(data: &'a [u8], want: Wanted, resume: Option<usize>, c: &mut C
             match k {
                 b"model" if want_model => c.model = s.str()?,
                 b"id" if want_ids => {
-                    c.ids_seen = true;
                     if let Some(id) = s.str()? {
+                        // A placeholder (Azure's content-filter chunk has `"id":""`) says
+                        // nothing: the next chunk's id is read.
+                        c.ids_seen |= !id.is_empty();
                         c.server = Evidence::stronger(c.server, fingerprint::from_id(&id));
                     }
                 }
                 b"system_fingerprint" if want_ids => {
-                    c.ids_seen = true;
                     if let Some(fp) = s.str()? {
+                        c.ids_seen |= !fp.is_empty();
                         c.server =
                             Evidence::stronger(c.server, fingerprint::from_system_fingerprint(&fp));
                     }

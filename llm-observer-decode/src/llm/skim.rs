@@ -291,10 +291,15 @@ impl<'a> Skim<'a> {
         match self.peek().ok_or(Bad)? {
             b'-' | b'0'..=b'9' => {
                 let n = self.number()?;
-                // Plain digits (nearly every count) without a UTF-8 check and a generic parse.
-                if (1..=19).contains(&n.len()) && n.iter().all(u8::is_ascii_digit) {
-                    let v = n.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
-                    return Ok(Some(v));
+                // Plain digits (nearly every count) without a UTF-8 check and a generic parse; a
+                // value past u64 goes on to the float reading below, as before.
+                if n.iter().all(u8::is_ascii_digit) {
+                    let v = n.iter().try_fold(0u64, |v, &d| {
+                        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                    });
+                    if let Some(v) = v {
+                        return Ok(Some(v));
+                    }
                 }
                 let f: f64 = std::str::from_utf8(n)
                     .ok()
@@ -413,12 +418,13 @@ mod tests {
 
     #[test]
     fn typed_reads() {
-        let r = Skim::document(br#"["a\nb", "x", 12, 12.0, -1, null, [], {"k":0}]"#, |s| {
+        let doc = br#"["a\nb", "x", 12, 12.0, -1, null, 18446744073709551615, 18446744073709551616, [], {"k":0}]"#;
+        let r = Skim::document(doc, |s| {
             let mut v = Vec::new();
             s.array(|s, i| {
                 v.push(match i {
                     0 | 1 => format!("{:?}", s.str()?),
-                    2..=5 => format!("{:?}", s.count()?),
+                    2..=7 => format!("{:?}", s.count()?),
                     _ => format!("{:?}", s.nonempty()?),
                 });
                 Ok(())
@@ -433,6 +439,8 @@ mod tests {
                 "Some(12)".into(),
                 "Some(12)".into(),
                 "None".into(),
+                "None".into(),
+                "Some(18446744073709551615)".into(),
                 "None".into(),
                 "false".into(),
                 "true".into()

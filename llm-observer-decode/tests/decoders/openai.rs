@@ -581,3 +581,41 @@ fn chunks_repeating_their_leading_members_are_read_exactly() {
     assert_eq!(out.exchange.tokens.completion, TokenCount::counted(5));
     assert!(out.exchange.error.is_some(), "{:?}", out.exchange.error);
 }
+
+#[test]
+fn a_prefix_ending_before_usage_or_timings_still_reads_them() {
+    // The skipped prefix ends at the first member that is not an identifying one: `usage` right
+    // after it (the last chunk) is read, and so are llama.cpp's `timings`.
+    let head = "data: {\"id\":\"c7\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m-2\",";
+    let pieces = [
+        format!(
+            "{head}\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"a\"}},\"finish_reason\":null}}]}}\n\n"
+        ),
+        format!(
+            "{head}\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"b\"}},\"finish_reason\":null}}]}}\n\n"
+        ),
+        format!(
+            "{head}\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}},\"choices\":[]}}\n\n"
+        ),
+        format!(
+            "{head}\"timings\":{{\"prompt_n\":7,\"cache_n\":2,\"predicted_n\":2}},\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
+        ),
+    ];
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct(SSE)
+    .pieces(&refs);
+    let out = drive(&case);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    // The usage report wins over the later timings (usage, when present, is the count).
+    assert_eq!(out.exchange.tokens.prompt, rep(9));
+    assert_eq!(out.exchange.tokens.completion, rep(2));
+    assert_eq!(out.exchange.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        out.exchange.server.map(|e| e.kind),
+        Some(ServerKind::Llamacpp)
+    );
+}

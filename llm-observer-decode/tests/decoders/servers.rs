@@ -135,3 +135,22 @@ fn native_apis_name_their_server_weakly() {
         Some((ServerKind::Ollama, Strength::Api))
     );
 }
+
+#[test]
+fn a_placeholder_first_chunk_leaves_the_fingerprint_to_the_next() {
+    // Azure's content-filter chunk comes first with an empty id: the ids are read (once) from the
+    // first chunk that has them, so llama-server's id shape in chunk 2 still names it.
+    let case = Case::new(
+        CHAT,
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct(SSE)
+    .pieces(&[
+        "data: {\"id\":\"\",\"object\":\"\",\"created\":0,\"model\":\"\",\"choices\":[],\"prompt_filter_results\":[]}\n\n",
+        "data: {\"id\":\"chatcmpl-J6bEkwpZEHIhdsVKkJi1xjn28TcXTrHm\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+    ]);
+    assert_eq!(
+        server_of(&case),
+        Some((ServerKind::Llamacpp, Strength::Body))
+    );
+}
