@@ -566,14 +566,7 @@ fn chunks_repeating_their_leading_members_are_read_exactly() {
             head("123")
         ),
     ];
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let case = Case::new(
-        "/v1/chat/completions",
-        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .ct(SSE)
-    .pieces(&refs);
-    let out = drive(&case);
+    let out = drive_chat_stream(&pieces);
     assert_eq!(out.errors, vec![DecodeError::BadJson]);
     assert_eq!(out.exchange.response_model.as_deref(), Some("m-1"));
     // a, b, c, d and f; e is not JSON.
@@ -601,14 +594,7 @@ fn a_prefix_ending_before_usage_or_timings_still_reads_them() {
             "{head}\"timings\":{{\"prompt_n\":7,\"cache_n\":2,\"predicted_n\":2}},\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
         ),
     ];
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let case = Case::new(
-        "/v1/chat/completions",
-        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .ct(SSE)
-    .pieces(&refs);
-    let out = drive(&case);
+    let out = drive_chat_stream(&pieces);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     // The usage report wins over the later timings (usage, when present, is the count).
     assert_eq!(out.exchange.tokens.prompt, rep(9));
@@ -618,4 +604,16 @@ fn a_prefix_ending_before_usage_or_timings_still_reads_them() {
         out.exchange.server.map(|e| e.kind),
         Some(ServerKind::Llamacpp)
     );
+}
+
+/// A streamed chat request answered with `pieces`.
+fn drive_chat_stream(pieces: &[String]) -> Outcome {
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let case = Case::new(
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .ct(SSE)
+    .pieces(&refs);
+    drive(&case)
 }
