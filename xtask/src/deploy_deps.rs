@@ -5,19 +5,11 @@
 //! of `deploy/requirements.txt` in the venv.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
+use crate::setup::{apt_install, have};
 use crate::util::Cmd;
-
-/// True when `program` is on PATH.
-pub fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 pub fn install(root: &Path, venv: &Path) -> Result<()> {
     let missing: Vec<&str> = [
@@ -31,15 +23,7 @@ pub fn install(root: &Path, venv: &Path) -> Result<()> {
     .map(|(_, pkg)| pkg)
     .collect();
     if !missing.is_empty() {
-        if !have("apt-get") {
-            bail!("missing {missing:?} and no apt-get to install them");
-        }
-        Cmd::new("apt-get", root).arg("update").arg("-qq").run()?;
-        Cmd::new("apt-get", root)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .run()?;
+        apt_install(root, &missing)?;
     }
     let requirements = root.join("deploy/requirements.txt");
     let wanted =

@@ -88,7 +88,7 @@ pub fn final_stage_config(dockerfile: &str) -> Result<Vec<ConfigArg>> {
 
 /// Builds the image from the release agent at `bin`; returns `NAME:version`.
 pub fn build(root: &Path, bin: &Path) -> Result<String> {
-    if !crate::deploy_deps::have("buildah") {
+    if !crate::setup::have("buildah") {
         bail!("buildah is missing: apt-get install buildah (cargo xtask setup --test installs it)");
     }
     let version = Cmd::new(bin, root)

@@ -134,7 +134,8 @@ pub fn apt_install(root: &Path, packages: &[&str]) -> Result<()> {
         .run()
 }
 
-fn have(program: &str) -> bool {
+/// True when `program` is on PATH.
+pub fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .output()
