@@ -455,6 +455,10 @@ pub const CONFIG_FLAG_ALL_PROTOCOLS: u32 = 1;
 /// `sched_process_exit` has no `group_dead` field on this kernel (before 6.16): report a process
 /// exit when its thread-group leader exits.
 pub const CONFIG_FLAG_EXIT_BY_LEADER: u32 = 2;
+/// x86_64: a syscall's exit can read the call's second argument from the task's saved user
+/// registers (`struct pt_regs`, `si` at byte 104, which the syscall does not clobber), so
+/// `recvmsg` need not save its `msghdr` at enter. Other architectures keep the enter-time save.
+pub const CONFIG_FLAG_EXIT_REGS_X86_64: u32 = 4;
 
 /// Indices of the per-CPU `STATS` array: counters the kernel keeps for the agent to export.
 #[repr(u32)]

@@ -6,25 +6,32 @@
 //! sits where it is cheap: the sender is already a tracked process (it holds the socket) and its
 //! `sendmsg` on an untracked fd (the unix socket) is checked for an `SCM_RIGHTS` message naming a
 //! tracked fd — that leaves a ticket. A receiver is usually already blocked in `recvmsg` when the
-//! ticket is issued, so every `recvmsg` with room for an `SCM_RIGHTS` message (a control buffer
-//! of at least `CMSG_LEN(sizeof(int))` bytes: one 8-byte user read to tell) saves its `msghdr`
-//! per thread, and every `recvmsg` exit pays one lookup of that map; only while a ticket is out
-//! (for at most `TICKET_NS`) does an exit read the fds it was given. The i-th fd received is the
-//! i-th fd sent,
+//! ticket is issued, so it is the `recvmsg` exit that looks: every exit of any process pays one
+//! array load to see whether a ticket is out, and only while one is (for at most `TICKET_NS`) does
+//! it find its `msghdr` and read the fds it was given. On x86_64 the exit reads the `msghdr`
+//! pointer from the task's saved user registers (`bpf_task_pt_regs`: the syscall's arguments are
+//! still there), so an untracked `recvmsg` costs nothing more. Elsewhere every `recvmsg` with room
+//! for an `SCM_RIGHTS` message (a control buffer of at least `CMSG_LEN(sizeof(int))` bytes: one
+//! 8-byte user read to tell) saves its `msghdr` per thread at enter, which cost ~150 ns per
+//! untracked unix message pair in `cargo xtask bench` (an LRU insert, a lookup and a delete).
+//! The i-th fd received is the i-th fd sent,
 //! so each one the sender tracked is tracked in the receiver, named after the sender's fd for
 //! user space to carry its addresses over. Passes are told apart by their time only: two
 //! processes passing tracked sockets within the same instant may swap tickets (user space then
 //! resolves the addresses from /proc instead).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::map,
     maps::{Array, LruHashMap},
     programs::TracePointContext,
 };
-use llm_observer_common::{TP_RET, conn_key};
+use llm_observer_common::{CONFIG_FLAG_EXIT_REGS_X86_64, TP_RET, conn_key};
 
-use crate::{CONNS, ConnInfo, ctx_load, track_with};
+use crate::{CONNS, ConnInfo, config, ctx_load, track_with};
 
 /// Fds of one `SCM_RIGHTS` message looked at (servers pass one connection at a time).
 const MAX_PASSED: usize = 4;
@@ -163,9 +170,37 @@ fn ticket_out() -> u64 {
     ts
 }
 
-/// `recvmsg` enter of any process: saves the msghdr of a call that could receive fds.
+/// Whether `recvmsg`'s exit reads its `msghdr` from the saved registers (else the enter saves it).
+#[inline(always)]
+fn exit_reads_regs() -> bool {
+    config().flags & CONFIG_FLAG_EXIT_REGS_X86_64 != 0
+}
+
+/// x86_64 `struct pt_regs`: `si`, a syscall's second argument (r15 … dx come first).
+const PT_REGS_SI: u64 = 13 * 8;
+
+/// The current syscall's second argument, from the user registers the kernel saved at entry
+/// (x86_64; the syscall reads them and writes only `ax`).
+#[inline(always)]
+fn saved_arg1() -> Option<u64> {
+    // SAFETY: helper calls; the task pointer is the current task's (BTF-typed, never null), and
+    // the register read goes through the checked kernel-read helper.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+        if regs == 0 {
+            return None;
+        }
+        bpf_probe_read_kernel((regs as u64 + PT_REGS_SI) as *const u64).ok()
+    }
+}
+
+/// `recvmsg` enter of any process: saves the msghdr of a call that could receive fds (only where
+/// the exit cannot read it from the saved registers).
 #[inline(always)]
 pub fn on_recv_enter(pid_tgid: u64, msghdr: u64) {
+    if exit_reads_regs() {
+        return;
+    }
     // SAFETY: user memory through the checked helper; a fault is 0.
     let controllen =
         unsafe { bpf_probe_read_user((msghdr + MSGHDR_CONTROLLEN) as *const u64) }.unwrap_or(0);
@@ -178,11 +213,22 @@ pub fn on_recv_enter(pid_tgid: u64, msghdr: u64) {
 /// `recvmsg` exit of any process: tracks the passed sockets it was given.
 #[inline(always)]
 pub fn on_recv_exit(ctx: &TracePointContext, pid_tgid: u64) {
-    // SAFETY: value copied out before removal.
-    let Some(msghdr) = (unsafe { RECEIVING.get(pid_tgid) }).copied() else {
-        return;
+    let msghdr = if exit_reads_regs() {
+        if ticket_out() == 0 {
+            return;
+        }
+        let Some(m) = saved_arg1() else {
+            return;
+        };
+        m
+    } else {
+        // SAFETY: value copied out before removal.
+        let Some(m) = (unsafe { RECEIVING.get(pid_tgid) }).copied() else {
+            return;
+        };
+        let _ = RECEIVING.remove(pid_tgid);
+        m
     };
-    let _ = RECEIVING.remove(pid_tgid);
     let ticket_ts = ticket_out();
     if ticket_ts == 0 {
         return;

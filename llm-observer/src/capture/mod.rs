@@ -26,8 +26,9 @@ use aya::{
     programs::TracePoint,
 };
 use llm_observer_common::{
-    CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, Config, ConnState, MAX_CAPTURE_PER_CALL,
-    ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, Stat, TrackedFds, conn_key,
+    CONFIG_FLAG_ALL_PROTOCOLS, CONFIG_FLAG_EXIT_BY_LEADER, CONFIG_FLAG_EXIT_REGS_X86_64, Config,
+    ConnState, MAX_CAPTURE_PER_CALL, ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, Stat, TrackedFds,
+    conn_key,
 };
 use tgid_bits::TgidBits;
 
@@ -206,6 +207,10 @@ impl Capture {
                 0
             } else {
                 CONFIG_FLAG_EXIT_BY_LEADER
+            } | if cfg!(target_arch = "x86_64") {
+                CONFIG_FLAG_EXIT_REGS_X86_64
+            } else {
+                0
             },
             wake_bytes: if cfg.poll_interval.is_zero() {
                 0
