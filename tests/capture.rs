@@ -1498,3 +1498,43 @@ fn a_new_thread_shares_its_process_sockets_without_copies() {
     assert!(copies.is_empty(), "copies for a thread: {copies:#?}");
     assert_eq!(c.opens(pid(), sfd).len(), 1);
 }
+
+/// The ring's data area is mapped once: the kernel maps every page of a ring mapping when it is
+/// made, so a second copy (aya's `RingBuf` maps the data twice for records that wrap) was as
+/// many bytes of the agent's RSS again as `--ring-bytes`.
+#[test]
+fn the_event_ring_is_mapped_once() {
+    const RING: u64 = 1024 * 1024;
+    let cfg = CaptureConfig {
+        ring_bytes: RING as u32,
+        ..own_process_config()
+    };
+    let Some(_live) = Live::start(&cfg) else {
+        return;
+    };
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("reading /proc/self/smaps");
+    // Each mapping is a header line (address range … path), then `Key: N kB` lines.
+    let (mut size_kb, mut rss_kb, mut mappings, mut in_map) = (0u64, 0u64, 0, false);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            in_map = line.ends_with("bpf-map");
+            mappings += u32::from(in_map);
+        } else if in_map {
+            let kb = |k: &str| {
+                line.strip_prefix(k)
+                    .and_then(|v| v.trim().strip_suffix("kB"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            size_kb += kb("Size:").unwrap_or(0);
+            rss_kb += kb("Rss:").unwrap_or(0);
+        }
+    }
+    // SAFETY: plain libc call.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    println!("bpf map mappings: {mappings}, {size_kb} kB mapped, {rss_kb} kB resident");
+    // The consumer page, then the producer page with the data area once.
+    assert_eq!(mappings, 2, "mappings of BPF maps:\n{smaps}");
+    assert_eq!(size_kb * 1024, 2 * page + RING);
+    assert!(rss_kb * 1024 <= 2 * page + RING, "{rss_kb} kB resident");
+}

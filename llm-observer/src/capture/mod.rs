@@ -10,6 +10,7 @@ pub mod floor;
 pub mod gotls;
 pub mod inflight;
 pub mod procfs;
+pub mod ring;
 pub mod system;
 mod tgid_bits;
 pub mod tls;
@@ -22,7 +23,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray},
     programs::TracePoint,
 };
 use llm_observer_common::{
@@ -166,12 +167,14 @@ pub enum CaptureError {
     MissingMap(&'static str),
     #[error("--ring-bytes must be a power of two ≥ 4096, got {0}")]
     RingSize(u32),
+    #[error(transparent)]
+    Ring(#[from] ring::RingError),
 }
 
 /// Loaded and attached programs plus the maps user space talks to.
 pub struct Capture {
     ebpf: Ebpf,
-    ring: Option<RingBuf<MapData>>,
+    ring: Option<ring::EventRing>,
     attached: Vec<String>,
     seed_generation: u64,
     poll_interval: Duration,
@@ -234,14 +237,15 @@ impl Capture {
                 source,
             })?;
         }
-        let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
-                .ok_or(CaptureError::MissingMap("EVENTS"))?,
-        )
-        .map_err(|source| CaptureError::Map {
-            name: "EVENTS",
-            source,
-        })?;
+        let ring = match ebpf.take_map("EVENTS") {
+            Some(aya::maps::Map::RingBuf(data)) => ring::EventRing::new(data)?,
+            Some(_) => {
+                return Err(CaptureError::Precondition(
+                    "eBPF map EVENTS is not a ring buffer".into(),
+                ));
+            }
+            None => return Err(CaptureError::MissingMap("EVENTS")),
+        };
         let seeded_tgids = ebpf
             .take_map("SEEDED_TGIDS")
             .and_then(TgidBits::new)
@@ -329,7 +333,7 @@ impl Capture {
     }
 
     /// Takes the event ring (once) for the reader task.
-    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_ring(&mut self) -> Option<ring::EventRing> {
         self.ring.take()
     }
 

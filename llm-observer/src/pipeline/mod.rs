@@ -11,12 +11,11 @@ mod tls_worker;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use self::backoff::PollBackoff;
 use crate::{
-    capture::{Capture, ConnId, event},
+    capture::{Capture, ConnId, event, ring::EventRing},
     conn::{ConnTable, StdioConfig, StdioTable},
     sinks::metrics::Metrics,
     sinks::sink::Sink,
@@ -78,10 +77,10 @@ pub async fn run(
     metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let ring: RingBuf<MapData> = capture
+    let ring: EventRing = capture
         .take_ring()
         .ok_or_else(|| anyhow::anyhow!("the event ring was already taken"))?;
-    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is dropped, which
+    // SAFETY: the EventRing owns its map fd and keeps it open, unchanged, until it is dropped, which
     // happens only when this AsyncFd is dropped.
     let mut ring =
         unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
@@ -209,7 +208,7 @@ impl Drain<'_> {
 
 /// Applies up to one batch of records; true when the ring was found empty. Bounded batches keep
 /// housekeeping and shutdown responsive under load.
-fn drain(r: &mut RingBuf<MapData>, s: &mut Drain<'_>) -> bool {
+fn drain(r: &mut EventRing, s: &mut Drain<'_>) -> bool {
     for _ in 0..8192 {
         let Some(item) = r.next() else {
             return true;

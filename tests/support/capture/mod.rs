@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, RingBuf};
 use llm_observer::capture::event::{self, ConnEventData};
+use llm_observer::capture::ring::EventRing;
 use llm_observer::capture::{
     Capture, CaptureConfig, ConnId, DataEvent, DataKind, Direction, Event, EventError,
 };
@@ -86,13 +86,13 @@ impl Live {
 
 /// Drains the ring and keeps every decoded event in arrival (ring) order.
 pub struct Collector {
-    ring: RingBuf<MapData>,
+    ring: EventRing,
     pub events: Vec<Event<'static>>,
     pub errors: Vec<EventError>,
 }
 
 impl Collector {
-    pub fn new(ring: RingBuf<MapData>) -> Collector {
+    pub fn new(ring: EventRing) -> Collector {
         Collector {
             ring,
             events: Vec::new(),
