@@ -25,7 +25,7 @@ pub struct Capacity {
     pub steps: Vec<Step>,
     pub rss_idle_mb: f64,
     pub rss_idle_conns_mb: f64,
-    /// The same as PSS, and how much of the RSS is BPF maps mapped into the agent (the ring, twice).
+    /// The same as PSS, and how much of the RSS is BPF maps mapped into the agent (the event ring).
     pub pss_idle_conns_mb: f64,
     pub bpf_maps_idle_conns_mb: f64,
     pub tracked_idle: f64,

@@ -277,9 +277,9 @@ pub fn proc_rss_mb(pid: u32) -> Result<f64> {
 
 /// What of a process's resident memory is BPF maps mapped into it, and its proportional set size.
 ///
-/// The event ring is mapped twice back to back (so a record that wraps reads as one slice): VmRSS
-/// counts its 16 MiB of kernel pages twice, while PSS, which splits each page among its mappings,
-/// counts them once — as the memory cgroup charges them.
+/// The event ring's pages are the kernel's, mapped into the agent (once: `capture/ring.rs`), and
+/// VmRSS counts them; PSS splits each page among its mappings, as the memory cgroup charges
+/// them. The split shows how much of the RSS is the ring rather than the agent's own heap.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemSplit {
     pub pss_mb: f64,

@@ -386,10 +386,10 @@ fn memory_rows(c: &Capacity, t: &mut Table, j: &mut serde_json::Map<String, Valu
         Some(c.rss_idle_conns_mb <= 40.0 && c.tracked_idle >= 10_000.0),
     );
     t.row(
-        "agent PSS with idle tracked connections (the ring's pages counted once)",
+        "agent PSS with idle tracked connections",
         format!("{:.1} MB", c.pss_idle_conns_mb),
         format!(
-            "of the RSS, {:.1} MB are BPF maps mapped in: the ring, mapped twice",
+            "of the RSS, {:.1} MB are BPF maps mapped in (the event ring, mapped once)",
             c.bpf_maps_idle_conns_mb
         ),
         "≤ 40 MB at 10k",
