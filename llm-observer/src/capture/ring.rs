@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering, fence};
 
 use aya::maps::MapData;
 
+// Positions are the kernel's `unsigned long`, read here as `AtomicUsize`: the same width only on
+// 64-bit targets, the only ones the agent's BPF programs are built for.
+const _: () = assert!(usize::BITS == 64);
+
 /// `BPF_RINGBUF_BUSY_BIT`, `BPF_RINGBUF_DISCARD_BIT`, `BPF_RINGBUF_HDR_SZ` (uapi/linux/bpf.h).
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -30,6 +34,10 @@ pub enum RingError {
     Info(#[source] aya::maps::MapError),
     #[error("the event ring's size {0} is not a power of two")]
     Size(u32),
+    /// A guessed page size would map the producer page and data area at the wrong offsets on a
+    /// kernel with 16 or 64 KiB pages.
+    #[error("the page size is unknown (sysconf(_SC_PAGESIZE) failed)")]
+    PageSize,
     #[error("mapping the event ring's {what}: {source}")]
     Mmap {
         what: &'static str,
@@ -52,8 +60,8 @@ struct Reader {
     layout: Layout,
     /// Next record's position (as `consumer_pos`, not masked).
     pos: usize,
-    /// Where `consumer_pos` was last published: a reader that moved it must fence before it
-    /// concludes the ring is empty (see [`Reader::next`]).
+    /// Whether `consumer_pos` was published since the last fence: a reader that moved it must
+    /// fence before it concludes the ring is empty (see [`Reader::next`]).
     published: bool,
     wrapped: Vec<u8>,
 }
@@ -251,7 +259,10 @@ impl EventRing {
         }
         let len = size as usize;
         // SAFETY: plain libc call.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .ok_or(RingError::PageSize)?;
         let fd = map.fd().as_fd();
         let consumer = Mapping::new(
             fd,
