@@ -46,23 +46,39 @@ pub enum RingError {
     },
 }
 
-/// Where the three parts of a ring are, in this process.
+/// Where the producer's parts of a ring are, in this process.
 struct Layout {
-    consumer: NonNull<AtomicUsize>,
     producer: NonNull<AtomicUsize>,
     data: NonNull<u8>,
     /// Bytes of the data area (a power of two).
     len: usize,
 }
 
-/// The reader's side of a ring: its position and the buffer for records that wrap.
-struct Reader {
-    layout: Layout,
+/// The reader's position and the consumer page it publishes it to: the one way room goes back
+/// to the kernel, whether a record was read (on its drop) or discarded.
+struct Cursor {
+    consumer: NonNull<AtomicUsize>,
     /// Next record's position (as `consumer_pos`, not masked).
     pos: usize,
     /// Whether `consumer_pos` was published since the last fence: a reader that moved it must
     /// fence before it concludes the ring is empty (see [`Reader::next`]).
     published: bool,
+}
+
+impl Cursor {
+    fn advance_to(&mut self, pos: usize) {
+        self.pos = pos;
+        // Release: the kernel reuses the record's room only after it sees this position.
+        // SAFETY: the consumer page stays mapped (or allocated, in tests) as long as the reader.
+        unsafe { self.consumer.as_ref() }.store(pos, Ordering::Release);
+        self.published = true;
+    }
+}
+
+/// The reader's side of a ring: its cursor and the buffer for records that wrap.
+struct Reader {
+    layout: Layout,
+    cursor: Cursor,
     wrapped: Vec<u8>,
 }
 
@@ -80,19 +96,14 @@ enum Slot {
 }
 
 impl Reader {
-    fn consumer(&self) -> &AtomicUsize {
-        // SAFETY: the consumer page stays mapped (or allocated, in tests) as long as `self`.
-        unsafe { self.layout.consumer.as_ref() }
-    }
-
     fn slot(&self) -> Slot {
-        // SAFETY: as above, the producer page.
+        // SAFETY: the producer page stays mapped (or allocated, in tests) as long as `self`.
         let producer = unsafe { self.layout.producer.as_ref() }.load(Ordering::Acquire);
-        if producer == self.pos {
+        if producer == self.cursor.pos {
             return Slot::Empty;
         }
         let mask = self.layout.len - 1;
-        let off = self.pos & mask;
+        let off = self.cursor.pos & mask;
         // SAFETY: `off` is 8-aligned and below `len`, so the header's first word is inside the
         // data area and aligned; the kernel writes it atomically.
         let hdr = unsafe { &*self.layout.data.as_ptr().add(off).cast::<AtomicU32>() }
@@ -112,19 +123,12 @@ impl Reader {
         }
     }
 
-    fn advance(&mut self, total: usize) {
-        self.pos = self.pos.wrapping_add(total);
-        // Release: the kernel reuses the record's room only after it sees this position.
-        self.consumer().store(self.pos, Ordering::Release);
-        self.published = true;
-    }
-
     /// The next committed record's bytes, or None when there is none (yet).
     fn next(&mut self) -> Option<Record<'_>> {
         loop {
             match self.slot() {
                 Slot::Empty | Slot::Busy => {
-                    if !std::mem::take(&mut self.published) {
+                    if !std::mem::take(&mut self.cursor.published) {
                         return None;
                     }
                     // The kernel decides whether to wake the reader from the consumer position
@@ -133,9 +137,11 @@ impl Reader {
                     // will notify.
                     fence(Ordering::SeqCst);
                 }
-                Slot::Discarded(total) => self.advance(total),
+                Slot::Discarded(total) => {
+                    self.cursor.advance_to(self.cursor.pos.wrapping_add(total));
+                }
                 Slot::Data { start, len, total } => {
-                    let end = self.pos.wrapping_add(total);
+                    let end = self.cursor.pos.wrapping_add(total);
                     let data = self.layout.data.as_ptr();
                     let bytes: &[u8] = if start + len <= self.layout.len {
                         // SAFETY: a committed record inside the data area; the kernel does not
@@ -157,10 +163,8 @@ impl Reader {
                     };
                     return Some(Record {
                         bytes,
-                        consumer: self.layout.consumer,
                         end,
-                        pos: &mut self.pos,
-                        published: &mut self.published,
+                        cursor: &mut self.cursor,
                     });
                 }
             }
@@ -171,10 +175,8 @@ impl Reader {
 /// One record, borrowed from the ring: its room goes back to the kernel when this drops.
 pub struct Record<'a> {
     bytes: &'a [u8],
-    consumer: NonNull<AtomicUsize>,
     end: usize,
-    pos: &'a mut usize,
-    published: &'a mut bool,
+    cursor: &'a mut Cursor,
 }
 
 impl std::ops::Deref for Record<'_> {
@@ -187,10 +189,7 @@ impl std::ops::Deref for Record<'_> {
 
 impl Drop for Record<'_> {
     fn drop(&mut self) {
-        *self.pos = self.end;
-        // SAFETY: the consumer page outlives the reader this record borrows.
-        unsafe { self.consumer.as_ref() }.store(self.end, Ordering::Release);
-        *self.published = true;
+        self.cursor.advance_to(self.end);
     }
 }
 
@@ -280,19 +279,22 @@ impl EventRing {
             "producer page and data",
         )?;
         let layout = Layout {
-            consumer: consumer.ptr.cast(),
             producer: producer.ptr.cast(),
             // SAFETY: inside the mapping just made: the data area follows the producer page.
             data: unsafe { producer.ptr.add(page) },
             len,
         };
+        let consumer_pos = consumer.ptr.cast::<AtomicUsize>();
         // SAFETY: the consumer page was just mapped.
-        let pos = unsafe { layout.consumer.as_ref() }.load(Ordering::Acquire);
+        let pos = unsafe { consumer_pos.as_ref() }.load(Ordering::Acquire);
         Ok(EventRing {
             reader: Reader {
                 layout,
-                pos,
-                published: false,
+                cursor: Cursor {
+                    consumer: consumer_pos,
+                    pos,
+                    published: false,
+                },
                 wrapped: Vec::new(),
             },
             _producer: producer,
@@ -347,13 +349,15 @@ mod tests {
         fn reader(&mut self) -> Reader {
             Reader {
                 layout: Layout {
-                    consumer: NonNull::from(&*self.consumer),
                     producer: NonNull::from(&*self.producer),
                     data: NonNull::new(self.data.as_mut_ptr().cast::<u8>()).unwrap(),
                     len: self.data.len() * 8,
                 },
-                pos: 0,
-                published: false,
+                cursor: Cursor {
+                    consumer: NonNull::from(&*self.consumer),
+                    pos: 0,
+                    published: false,
+                },
                 wrapped: Vec::new(),
             }
         }
