@@ -45,17 +45,48 @@ pub fn capture_trouble(e: &Exposition) -> BTreeMap<String, f64> {
 /// Runs one step of abuse and returns how it moved [`capture_trouble`] (non-zero changes only),
 /// read once the agent has applied everything the step caused.
 pub fn step(agent: &Agent, name: &str, abuse: impl FnOnce()) -> BTreeMap<String, f64> {
-    let before = capture_trouble(&wait_quiescent(agent.addr(), SETTLE).expect("quiescent"));
+    let first = wait_quiescent(agent.addr(), SETTLE).expect("quiescent");
     let started = Instant::now();
     abuse();
-    let after = capture_trouble(&wait_quiescent(agent.addr(), SETTLE).expect("quiescent"));
-    let delta: BTreeMap<String, f64> = after
+    let last = wait_quiescent(agent.addr(), SETTLE).expect("quiescent");
+    let delta = changed(&capture_trouble(&first), &capture_trouble(&last));
+    // Printed, never compared: the kernel's loss counters reach /metrics once a second, so they
+    // may lag the step; they say which capture path lost bytes when a step's delta is wrong.
+    let kernel = changed(&capture_loss(&first), &capture_loss(&last));
+    println!(
+        "{name}: {:?}, {delta:?}, kernel {kernel:?}",
+        started.elapsed()
+    );
+    delta
+}
+
+/// `after - before`, non-zero changes only.
+fn changed(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
         .filter(|(_, d)| *d != 0.0)
-        .collect();
-    println!("{name}: {:?}, {delta:?}", started.elapsed());
-    delta
+        .collect()
+}
+
+/// The kernel-kept loss counters: events the ring had no room for, bytes past the per-call cap
+/// or unreadable, and what was dropped by stage.
+fn capture_loss(e: &Exposition) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for s in e.samples.iter() {
+        let key = match s.name.as_str() {
+            "llm_observer_lost_events_total"
+            | "llm_observer_lost_control_events_total"
+            | "llm_observer_truncated_bytes_total" => s.name.clone(),
+            "llm_observer_dropped_total" => format!(
+                "dropped{{{}}}",
+                s.labels.get("stage").map_or("", String::as_str)
+            ),
+            _ => continue,
+        };
+        *out.entry(key).or_insert(0.0) += s.value;
+    }
+    out
 }
 
 /// Waits until `barrier` holds, then checks `expected` once on that same scrape, and returns it.
