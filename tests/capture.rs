@@ -1272,6 +1272,68 @@ fn peek_sendfile_and_dup2_are_accounted_exactly() {
     drop(devnull);
 }
 
+/// A request written and read in pieces shorter than the kernel's four-byte sniff, then a longer
+/// piece from the middle of its head, as a slowloris client and a server that falls behind it
+/// make: the connection is classified from its first bytes only, never from the middle of a
+/// message (which does not look like HTTP), so every byte of both directions is delivered.
+#[test]
+fn a_head_begun_in_pieces_shorter_than_the_sniff_is_captured_whole() {
+    let Some(mut live) = Live::start(&own_process_config()) else {
+        return;
+    };
+    let pair = Pair::new().expect("loopback pair");
+    let (client, server) = opened(&mut live.collector, &pair);
+    let (cfd, sfd) = (pair.cfd(), pair.sfd());
+    let other_before = live.capture.kernel_stats().other_protocol_bytes;
+    let request = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec();
+    // 1, 2, then the rest ("T /v1/...") in one call on each side.
+    for piece in [&request[..1], &request[1..3], &request[3..]] {
+        send_all(cfd, SendFlavor::Write, piece).expect("client writes a piece");
+        let (got, calls) = recv_exact(sfd, RecvFlavor::Read, piece.len()).expect("server reads it");
+        assert_eq!((&got[..], calls.len()), (piece, 1), "one read per piece");
+    }
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+    send_all(sfd, SendFlavor::Write, &response).expect("server answers");
+    recv_exact(cfd, RecvFlavor::Read, response.len()).expect("client reads the answer");
+
+    let c = &mut live.collector;
+    let want = [
+        (client, Direction::Egress, request.len()),
+        (server, Direction::Ingress, request.len()),
+        (server, Direction::Egress, response.len()),
+        (client, Direction::Ingress, response.len()),
+    ];
+    wait_bytes(c, &want);
+    for (conn, dir, _) in want {
+        let events = c.stream(conn, dir);
+        let sent = if matches!(
+            (conn == client, dir),
+            (true, Direction::Egress) | (false, Direction::Ingress)
+        ) {
+            &request
+        } else {
+            &response
+        };
+        assert_eq!(
+            &concat(&events),
+            sent,
+            "{conn:?} {dir:?}: {}",
+            dump(&events)
+        );
+        assert!(
+            events.iter().all(|e| e.kind == DataKind::Bytes),
+            "{conn:?} {dir:?}: no markers: {}",
+            dump(&events)
+        );
+    }
+    // Nothing of it was taken for another protocol (before the fix: the "T /v1/..." calls were,
+    // and the response was never copied).
+    assert_eq!(
+        live.capture.kernel_stats().other_protocol_bytes,
+        other_before
+    );
+}
+
 /// A temporary file holding `data`, positioned at its start.
 fn tempfile_with(data: &[u8]) -> std::fs::File {
     let path = std::env::temp_dir().join(format!("llm-observer-sendfile-{}", pid()));

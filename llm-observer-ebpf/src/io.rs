@@ -294,7 +294,12 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
             return 0;
         }
     }
-    if proto == PROTO_UNKNOWN {
+    // Only a stream's first bytes say what it is. A call that starts past them (they came in
+    // calls shorter than the four bytes `classify` needs, each delivered undecided) is delivered
+    // undecided too: user space has the whole start and decides. Classifying it would judge the
+    // middle of a message — a request written or read a byte at a time, then a longer read
+    // ("ntent-Type: ...") — and stop the capture of an HTTP connection mid-request.
+    if proto == PROTO_UNKNOWN && pos == 0 {
         let p = classify(segs);
         // SAFETY: map value pointer.
         unsafe { (*conn).proto = p };
@@ -316,9 +321,9 @@ pub fn exit(ctx: &TracePointContext, sys: Syscall) -> u32 {
     0
 }
 
-/// First bytes of a connection: an HTTP/1.x request method or status line, or the start of an HTTP/2
-/// connection → HTTP; fewer than four bytes → still unknown; anything else (TLS records, databases)
-/// → other.
+/// First bytes of a connection (a call at stream position 0): an HTTP/1.x request method or status
+/// line, or the start of an HTTP/2 connection → HTTP; fewer than four bytes → still unknown;
+/// anything else (TLS records, databases) → other.
 fn classify(segs: *const Segments) -> u32 {
     // SAFETY: per-CPU scratch written by gather's loop: read fresh.
     let (n, len0, ptr0) = unsafe {
