@@ -1261,18 +1261,13 @@ fn peek_sendfile_and_dup2_are_accounted_exactly() {
         c.bytes_len(client, Direction::Ingress),
         head.len() + body_len
     );
-    // dup2 ended the server socket's tracking under its own identity, at the positions its
-    // streams reached: written = the head and the file's bytes, read = the request (the peek
-    // moved nothing).
+    // dup2 ended the server socket's tracking under its own identity.
     assert_eq!(
         c.closes(pid(), sfd)
             .iter()
-            .map(|e| (e.conn, e.ended_at))
+            .map(|e| e.conn)
             .collect::<Vec<_>>(),
-        [(
-            server,
-            [(head.len() + body_len) as u64, request.len() as u64]
-        )]
+        [server]
     );
     drop(devnull);
 }

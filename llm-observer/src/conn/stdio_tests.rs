@@ -107,7 +107,6 @@ impl World {
             listen_fd: None,
             inherited_from: None,
             passed_fd: None,
-            ended_at: [0, 0],
         });
         assert!(self.table.apply(&ev, &mut self.sink));
         id
