@@ -1261,13 +1261,18 @@ fn peek_sendfile_and_dup2_are_accounted_exactly() {
         c.bytes_len(client, Direction::Ingress),
         head.len() + body_len
     );
-    // dup2 ended the server socket's tracking under its own identity.
+    // dup2 ended the server socket's tracking under its own identity, at the positions its
+    // streams reached: written = the head and the file's bytes, read = the request (the peek
+    // moved nothing).
     assert_eq!(
         c.closes(pid(), sfd)
             .iter()
-            .map(|e| e.conn)
+            .map(|e| (e.conn, e.ended_at))
             .collect::<Vec<_>>(),
-        [server]
+        [(
+            server,
+            [(head.len() + body_len) as u64, request.len() as u64]
+        )]
     );
     drop(devnull);
 }

@@ -234,6 +234,11 @@ pub struct ConnEvent {
     pub inherited_from: u32,
     /// For a passed socket: the sender's fd of it (whose connection this one continues), else -1.
     pub passed_fd: i32,
+    /// For a close: the stream positions the socket ended at (bytes read, bytes written, as the
+    /// data events' `pos`), so user space can tell a lost tail — the last bytes before the close,
+    /// dropped by a full ring — from a stream that ended there. 0 for an open.
+    pub rd_pos: u64,
+    pub wr_pos: u64,
 }
 
 /// Tracked fds remembered per process ([`TrackedFds`]), so that a fork can copy them to the child.
@@ -504,7 +509,7 @@ pub const TP_RET: usize = 16;
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 const _: () = assert!(DATA_EVENT_HEADER_LEN == 64);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + MAX_PAYLOAD);
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX + 4 + 8);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 40 + 8 + SOCKADDR_MAX + 4 + 8 + 16);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48);
 const _: () = assert!(core::mem::size_of::<TrackedFds>() == 4 * TRACKED_FDS + 8);
 const _: () = assert!(TRACKED_FDS.is_power_of_two());

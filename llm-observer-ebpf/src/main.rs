@@ -265,6 +265,9 @@ pub(crate) struct ConnInfo {
     pub(crate) inherited_from: u32,
     /// The sender's fd of a socket passed over a unix socket, else -1.
     pub(crate) passed_fd: i32,
+    /// A close's final stream positions (read, written); 0 for an open.
+    pub(crate) rd_pos: u64,
+    pub(crate) wr_pos: u64,
 }
 
 impl ConnInfo {
@@ -276,6 +279,8 @@ impl ConnInfo {
             listen_fd: -1,
             inherited_from: 0,
             passed_fd: -1,
+            rd_pos: 0,
+            wr_pos: 0,
         }
     }
 }
@@ -296,6 +301,8 @@ pub(crate) fn emit_conn(
         listen_fd,
         inherited_from,
         passed_fd,
+        rd_pos,
+        wr_pos,
     } = c;
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         stat_add(Stat::LostControlEvents, 1);
@@ -311,6 +318,8 @@ pub(crate) fn emit_conn(
         listen_fd,
         inherited_from,
         passed_fd,
+        rd_pos,
+        wr_pos,
     };
     if addr != 0 && addrlen > 0 {
         let n = if addrlen as usize > SOCKADDR_MAX {
@@ -481,7 +490,11 @@ fn close_tracked(pid_tgid: u64, fd: i32) {
         pid_tgid,
         fd,
         state.generation,
-        ConnInfo::role(state.role),
+        ConnInfo {
+            rd_pos: state.rd_pos,
+            wr_pos: state.wr_pos,
+            ..ConnInfo::role(state.role)
+        },
     );
 }
 

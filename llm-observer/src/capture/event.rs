@@ -115,6 +115,9 @@ pub struct ConnEventData {
     pub inherited_from: Option<u32>,
     /// For a socket passed over a unix socket (`SCM_RIGHTS`), the sender's fd of it.
     pub passed_fd: Option<i32>,
+    /// For a close: the positions the socket's streams ended at, `[written, read]` (indexed like
+    /// the connection table's directions: egress, ingress); `[0, 0]` for an open.
+    pub ended_at: [u64; 2],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +272,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, EventError> {
                 listen_fd: (ev.listen_fd >= 0).then_some(ev.listen_fd),
                 inherited_from: (ev.inherited_from != 0).then_some(ev.inherited_from),
                 passed_fd: (ev.inherited_from != 0 && ev.passed_fd >= 0).then_some(ev.passed_fd),
+                ended_at: [ev.wr_pos, ev.rd_pos],
             };
             Ok(if kind == EventKind::ConnOpen {
                 Event::Open(data)

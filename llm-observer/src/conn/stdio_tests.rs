@@ -107,6 +107,7 @@ impl World {
             listen_fd: None,
             inherited_from: None,
             passed_fd: None,
+            ended_at: [0, 0],
         });
         assert!(self.table.apply(&ev, &mut self.sink));
         id

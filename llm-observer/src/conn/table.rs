@@ -12,7 +12,9 @@ use super::state::{looks_like_http, looks_like_tls};
 use crate::sinks::sink::Sink;
 use crate::{
     attribution::process::ProcessCache,
-    capture::{ConnId, DataEvent, DataKind, Direction, Event, KernelRole, procfs},
+    capture::{
+        ConnId, DataEvent, DataKind, Direction, Event, KernelRole, event::ConnEventData, procfs,
+    },
 };
 
 /// All tracked connections.
@@ -256,6 +258,7 @@ impl ConnTable {
                 );
             }
             Event::Close(c) => {
+                self.lost_tail(c, sink);
                 if let Some(conn) = self.conns.get(&c.conn) {
                     sink.raw(event, Some(&conn.view()));
                     let by = conn.ended_by_local_close();
@@ -490,6 +493,37 @@ impl ConnTable {
         if !fits {
             self.shed(d.conn, d.ts_ns, sink);
         }
+    }
+
+    /// A close tells where the socket's streams ended: bytes between what arrived and there were
+    /// lost (the ring was full for the last events before the close), and are a gap, so the
+    /// exchange they cut ends incomplete instead of looking like a server that closed mid-answer.
+    /// Only directions whose positions user space knows from their start: a connection decoded
+    /// from its first bytes, or a direction that has delivered bytes (a seeded socket's skipped
+    /// bytes before its first message are counted in the kernel's positions, not delivered).
+    /// Ciphertext of a TLS connection whose plaintext was never bound moves no position here.
+    fn lost_tail(&mut self, c: &ConnEventData, sink: &mut dyn Sink) {
+        let Some(conn) = self.conns.get_mut(&c.conn) else {
+            return;
+        };
+        if conn.tls == Tls::Handshake {
+            return;
+        }
+        let streams = [Direction::Egress, Direction::Ingress].map(|d| (d, conn.stream(d)));
+        let Proto::Http(dec) = &mut conn.proto else {
+            return;
+        };
+        for (dir, stream) in streams {
+            let di = dir_index(dir);
+            let expected = conn.next_pos[di];
+            if c.ended_at[di] > expected && (conn.from_start || expected > 0) {
+                let missing = c.ended_at[di] - expected;
+                self.stats.gap_bytes += missing;
+                dec.gap(stream, missing, c.ts_ns, &mut self.out);
+                conn.next_pos[di] = c.ended_at[di];
+            }
+        }
+        Self::dispatch(&mut self.out, conn, sink);
     }
 
     /// Sheds a connection whose buffered bytes did not fit the budget.

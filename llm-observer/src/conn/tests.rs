@@ -96,12 +96,23 @@ impl Generator {
             listen_fd: None,
             inherited_from: None,
             passed_fd: None,
+            ended_at: [0, 0],
         };
         (id, Event::Open(ev))
     }
 
+    /// A close, with the positions the kernel's streams ended at (plaintext ones for TLS).
     fn close(&mut self, id: ConnId) -> Event<'static> {
         let ts_ns = self.tick(1);
+        let end = |egress: bool| {
+            let key = (id, egress);
+            self.tls_pos
+                .get(&key)
+                .or_else(|| self.pos.get(&key))
+                .copied()
+                .unwrap_or(0)
+        };
+        let ended_at = [end(true), end(false)];
         Event::Close(ConnEventData {
             conn: id,
             tid: self.tgid,
@@ -111,7 +122,13 @@ impl Generator {
             listen_fd: None,
             inherited_from: None,
             passed_fd: None,
+            ended_at,
         })
+    }
+
+    /// `n` bytes of `dir` the kernel moved but whose event the ring dropped.
+    fn lose(&mut self, id: ConnId, dir: Direction, n: u64) {
+        *self.pos.entry((id, dir == Direction::Egress)).or_insert(0) += n;
     }
 
     fn data<'b>(
@@ -239,14 +256,20 @@ fn server_exchange_is_decoded_with_capture_times() {
     );
 }
 
+/// A server connection whose streamed answer has begun (its head and one token) but not ended.
+fn half_answered(g: &mut Generator, t: &mut ConnTable, r: &mut Recorder) -> ConnId {
+    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
+    t.apply(&open, r);
+    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), r);
+    t.apply(&g.bytes(id, Direction::Egress, HEAD, 10), r);
+    t.apply(&g.bytes(id, Direction::Egress, &token("a"), 10), r);
+    id
+}
+
 /// A stream cut mid-way: who ended it decides the error kind (server view).
 fn cut_stream(peer_eof_first: bool) -> ErrorKind {
     let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
-    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
-    t.apply(&open, &mut r);
-    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
-    t.apply(&g.bytes(id, Direction::Egress, HEAD, 10), &mut r);
-    t.apply(&g.bytes(id, Direction::Egress, &token("a"), 10), &mut r);
+    let id = half_answered(&mut g, &mut t, &mut r);
     if peer_eof_first {
         t.apply(
             &g.data(id, Direction::Ingress, DataKind::Eof, b"", 5),
@@ -267,6 +290,26 @@ fn client_gone_before_the_server_closes_is_a_cancel() {
 #[test]
 fn server_closing_mid_stream_is_server_closed() {
     assert_eq!(cut_stream(false), ErrorKind::ServerClosed);
+}
+
+/// The same cut, but the kernel had written more than arrived (the ring dropped the answer's last
+/// events): the close's positions show the lost tail, so the exchange is incomplete, the
+/// capture's trouble, and not a server that closed mid-answer.
+#[test]
+fn a_tail_lost_before_the_close_is_a_capture_gap_not_a_server_close() {
+    let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
+    let id = half_answered(&mut g, &mut t, &mut r);
+    g.lose(id, Direction::Egress, 300);
+    let close = g.close(id);
+    t.apply(&close, &mut r);
+    assert_eq!(t.stats().gap_bytes, 300);
+    assert_eq!(r.errors, ["capture_gap"]);
+    assert_eq!(r.done.len(), 1);
+    let ex = &r.done[0].2;
+    assert_eq!(
+        (ex.error, ex.incomplete),
+        (None, Some(Incomplete::CaptureGap))
+    );
 }
 
 #[test]
@@ -459,11 +502,7 @@ fn a_marker_after_a_silent_loss_reports_both_gaps() {
 #[test]
 fn a_reset_from_the_client_is_a_cancel() {
     let (mut g, mut t, mut r) = (Generator::new(7), table(), Recorder::default());
-    let (id, open) = g.open(4, KernelRole::Server, "127.0.0.1:40000");
-    t.apply(&open, &mut r);
-    t.apply(&g.bytes(id, Direction::Ingress, REQUEST, 1), &mut r);
-    t.apply(&g.bytes(id, Direction::Egress, HEAD, 10), &mut r);
-    t.apply(&g.bytes(id, Direction::Egress, &token("a"), 10), &mut r);
+    let id = half_answered(&mut g, &mut t, &mut r);
     t.apply(
         &g.data(id, Direction::Egress, DataKind::Reset, b"", 5),
         &mut r,
@@ -491,6 +530,7 @@ fn unix_sockets_accepted_without_an_address_are_dropped() {
         listen_fd: Some(3),
         inherited_from: None,
         passed_fd: None,
+        ended_at: [0, 0],
     };
     t.apply(&Event::Open(open), &mut r);
     assert_eq!(t.len(), 0);
@@ -654,6 +694,7 @@ fn inherited_open(child: u32, fd: i32, generation: u64, parent: u32) -> (ConnId,
         listen_fd: None,
         inherited_from: Some(parent),
         passed_fd: None,
+        ended_at: [0, 0],
     };
     (id, Event::Open(ev))
 }
